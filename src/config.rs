@@ -1,0 +1,674 @@
+//! Configuration: TOML read into raw serde structures, then validated into a
+//! [`Config`] the rest of the relay can trust.
+//!
+//! Unknown keys are refused and every validation error names the key it is
+//! about. Nothing here logs; error messages carry key names and reasons, never
+//! secrets (the config holds none: credentials always come from the client).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range or inconsistent with others.
+    #[error("`{key}`: {reason}")]
+    Invalid {
+        /// The key, as a path (`upstream[0].smtp.port`).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------- raw serde
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    listen: Vec<RawListener>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+    routing: Option<RawRouting>,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    sanitize: RawSanitize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    hostname: Option<String>,
+    upstream_ehlo_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    protocol: Protocol,
+    address: String,
+    tls: ListenerTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    smtp: RawEndpoint,
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    host: String,
+    port: u16,
+    tls: UpstreamTls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    default: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: Option<u64>,
+    max_recipients: Option<u32>,
+    max_connections: Option<u32>,
+    max_line_bytes: Option<u32>,
+    max_command_bytes: Option<u32>,
+    tls_handshake_timeout_secs: Option<u64>,
+    command_timeout_secs: Option<u64>,
+    upstream_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSanitize {
+    mode: Option<SanitizeMode>,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    keep: Vec<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+// ---------------------------------------------------------------- validated
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// SMTP submission.
+    Smtp,
+    /// IMAP (not served yet; refused by validation).
+    Imap,
+}
+
+/// How a listener uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    /// TLS from the first byte (SMTP 465, IMAP 993).
+    Implicit,
+    /// Plain text until the client says STARTTLS (SMTP 587, IMAP 143).
+    Starttls,
+}
+
+/// How the relay reaches an upstream with TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    /// TLS from the first byte.
+    Implicit,
+    /// STARTTLS, required: an upstream that does not offer it is not used.
+    Starttls,
+}
+
+/// Header sanitizer mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SanitizeMode {
+    /// Remove a list of known identifying headers, rewrite a few.
+    #[default]
+    Default,
+    /// Keep only an allowlist of headers (plus the default rewrites).
+    Strict,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Protocol spoken on it.
+    pub protocol: Protocol,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// TLS mode.
+    pub tls: ListenerTls,
+}
+
+/// Where an upstream service is.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Host name or IP literal; resolved only by the egress connector.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: UpstreamTls,
+}
+
+/// A provider the relay can talk to.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Name used in routing.
+    pub name: String,
+    /// Submission endpoint.
+    pub smtp: Endpoint,
+    /// Extra CA certificates (PEM) trusted for this upstream instead of the
+    /// public web PKI roots.
+    pub ca: Option<PathBuf>,
+    /// Login domains routed here.
+    pub domains: Vec<String>,
+}
+
+/// How the relay reaches upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressMode {
+    /// Plain TCP (with TLS on top) from the relay's own address.
+    Direct,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message accepted (SIZE), in bytes.
+    pub max_message_bytes: usize,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Most client connections at once, over all listeners.
+    pub max_connections: usize,
+    /// Longest line inside a message, CRLF included (RFC 5321: 1000).
+    pub max_line_bytes: usize,
+    /// Longest command line, CRLF included (room for OAuth tokens).
+    pub max_command_bytes: usize,
+    /// Time allowed for a client TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time a client may stay silent between commands or inside DATA.
+    pub command_timeout: Duration,
+    /// Time allowed for an upstream connect and for each upstream reply.
+    pub upstream_timeout: Duration,
+}
+
+/// Header sanitizer settings.
+#[derive(Debug, Clone, Default)]
+pub struct SanitizeConfig {
+    /// Default or strict.
+    pub mode: SanitizeMode,
+    /// Extra header names to remove (`X-Foo`, or a prefix with `*`: `X-Foo-*`).
+    pub remove: Vec<String>,
+    /// Names from the default removal list to keep (e.g. `Organization`).
+    pub keep: Vec<String>,
+    /// Strict mode only: extra header names to allow.
+    pub allow: Vec<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Name the relay gives itself in its SMTP greeting and EHLO reply.
+    pub hostname: String,
+    /// Name the relay uses in EHLO towards every upstream, for every user.
+    pub upstream_ehlo_name: String,
+    /// Listening sockets.
+    pub listeners: Vec<Listener>,
+    /// Certificate chain file; `None` makes an ephemeral self-signed one.
+    pub certificate: Option<PathBuf>,
+    /// Private key file, set exactly when `certificate` is.
+    pub private_key: Option<PathBuf>,
+    /// Upstreams by position; routing refers to them by index.
+    pub upstreams: Vec<Upstream>,
+    /// Index of the upstream for logins whose domain matches none.
+    pub default_upstream: Option<usize>,
+    /// Login domain (lower case) → upstream index.
+    pub domain_routes: HashMap<String, usize>,
+    /// Egress mode.
+    pub egress: EgressMode,
+    /// Limits.
+    pub limits: Limits,
+    /// Header sanitizer.
+    pub sanitize: SanitizeConfig,
+}
+
+/// Default largest message: 35 MiB, like common providers.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 36_700_160;
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        validate(raw)
+    }
+
+    /// The upstream a login goes to: by the domain after the last `@`, else
+    /// the default. `None` when neither matches.
+    pub fn route(&self, login: &str) -> Option<usize> {
+        login
+            .rsplit_once('@')
+            .and_then(|(_, domain)| self.domain_routes.get(&domain.to_ascii_lowercase()))
+            .copied()
+            .or(self.default_upstream)
+    }
+
+    /// A summary for `mailveil check`: structure only, no secrets (there are none
+    /// in the file) and no key material.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("hostname: {}\n", self.hostname));
+        out.push_str(&format!("upstream EHLO name: {}\n", self.upstream_ehlo_name));
+        for l in &self.listeners {
+            out.push_str(&format!(
+                "listen: {:?} on {} ({:?} TLS)\n",
+                l.protocol, l.address, l.tls
+            ));
+        }
+        match &self.certificate {
+            Some(path) => out.push_str(&format!("certificate: {}\n", path.display())),
+            None => out.push_str("certificate: ephemeral self-signed, made at start-up\n"),
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let mut domains: Vec<&str> = self
+                .domain_routes
+                .iter()
+                .filter(|(_, idx)| **idx == i)
+                .map(|(d, _)| d.as_str())
+                .collect();
+            domains.sort_unstable();
+            out.push_str(&format!(
+                "upstream {}: smtp {}:{} ({:?} TLS), CA: {}, domains: [{}]{}\n",
+                u.name,
+                u.smtp.host,
+                u.smtp.port,
+                u.smtp.tls,
+                u.ca.as_ref()
+                    .map_or("public roots".to_string(), |p| p.display().to_string()),
+                domains.join(", "),
+                if self.default_upstream == Some(i) { ", default" } else { "" }
+            ));
+        }
+        out.push_str(&format!("egress: {:?}\n", self.egress));
+        out.push_str(&format!(
+            "limits: message {} bytes, {} recipients, {} connections\n",
+            self.limits.max_message_bytes, self.limits.max_recipients, self.limits.max_connections
+        ));
+        out.push_str(&format!("sanitize: {:?}\n", self.sanitize.mode));
+        out
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let hostname = raw.server.hostname.unwrap_or_else(|| "localhost".into());
+    check_name("server.hostname", &hostname)?;
+    let upstream_ehlo_name = raw
+        .server
+        .upstream_ehlo_name
+        .unwrap_or_else(|| "[127.0.0.1]".into());
+    check_name("server.upstream_ehlo_name", &upstream_ehlo_name)?;
+
+    if raw.listen.is_empty() {
+        return Err(invalid("listen", "at least one [[listen]] table is required"));
+    }
+    let mut listeners = Vec::with_capacity(raw.listen.len());
+    for (i, l) in raw.listen.into_iter().enumerate() {
+        let key = format!("listen[{i}]");
+        if l.protocol == Protocol::Imap {
+            return Err(invalid(
+                format!("{key}.protocol"),
+                "IMAP listeners are not available in this version",
+            ));
+        }
+        let address: SocketAddr = l.address.parse().map_err(|_| {
+            invalid(
+                format!("{key}.address"),
+                "expected IP:port, e.g. \"127.0.0.1:465\" or \"[::]:587\"",
+            )
+        })?;
+        if listeners.iter().any(|o: &Listener| o.address == address) {
+            return Err(invalid(format!("{key}.address"), "address used twice"));
+        }
+        listeners.push(Listener {
+            protocol: l.protocol,
+            address,
+            tls: l.tls,
+        });
+    }
+
+    match (&raw.tls.certificate, &raw.tls.private_key) {
+        (Some(_), None) => {
+            return Err(invalid("tls.private_key", "required when tls.certificate is set"));
+        }
+        (None, Some(_)) => {
+            return Err(invalid("tls.certificate", "required when tls.private_key is set"));
+        }
+        _ => {}
+    }
+
+    if raw.upstream.is_empty() {
+        return Err(invalid("upstream", "at least one [[upstream]] table is required"));
+    }
+    let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.upstream.len());
+    let mut domain_routes = HashMap::new();
+    for (i, u) in raw.upstream.into_iter().enumerate() {
+        let key = format!("upstream[{i}]");
+        if u.name.is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        if upstreams.iter().any(|o| o.name == u.name) {
+            return Err(invalid(format!("{key}.name"), "name used twice"));
+        }
+        if u.smtp.host.is_empty() || u.smtp.host.contains(|c: char| c.is_whitespace() || c == '/')
+        {
+            return Err(invalid(format!("{key}.smtp.host"), "expected a host name or IP"));
+        }
+        if u.smtp.port == 0 {
+            return Err(invalid(format!("{key}.smtp.port"), "must be 1-65535"));
+        }
+        for (j, d) in u.domains.iter().enumerate() {
+            let d = d.trim().to_ascii_lowercase();
+            if d.is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
+                return Err(invalid(
+                    format!("{key}.domains[{j}]"),
+                    "expected a bare domain like \"example.org\"",
+                ));
+            }
+            if domain_routes.insert(d, i).is_some() {
+                return Err(invalid(
+                    format!("{key}.domains[{j}]"),
+                    "domain already routed to another upstream",
+                ));
+            }
+        }
+        upstreams.push(Upstream {
+            name: u.name,
+            smtp: Endpoint {
+                host: u.smtp.host,
+                port: u.smtp.port,
+                tls: u.smtp.tls,
+            },
+            ca: u.ca,
+            domains: u.domains,
+        });
+    }
+
+    let default_upstream = match raw.routing.and_then(|r| r.default) {
+        Some(name) => Some(
+            upstreams
+                .iter()
+                .position(|u| u.name == name)
+                .ok_or_else(|| invalid("routing.default", "names no [[upstream]]"))?,
+        ),
+        None if upstreams.len() == 1 => Some(0),
+        None => None,
+    };
+
+    let egress = match raw.egress.mode.as_deref().unwrap_or("direct") {
+        "direct" => EgressMode::Direct,
+        "socks5" | "tor" => {
+            return Err(invalid(
+                "egress.mode",
+                "socks5 and tor egress are not available in this version; use \"direct\"",
+            ));
+        }
+        _ => return Err(invalid("egress.mode", "expected direct, socks5 or tor")),
+    };
+
+    let l = raw.limits;
+    let limits = Limits {
+        max_message_bytes: bounded(
+            "limits.max_message_bytes",
+            l.max_message_bytes,
+            DEFAULT_MAX_MESSAGE_BYTES as u64,
+            1024,
+            1 << 30,
+        )? as usize,
+        max_recipients: bounded("limits.max_recipients", l.max_recipients.map(u64::from), 100, 1, 10_000)?
+            as usize,
+        max_connections: bounded(
+            "limits.max_connections",
+            l.max_connections.map(u64::from),
+            1000,
+            1,
+            1_000_000,
+        )? as usize,
+        max_line_bytes: bounded("limits.max_line_bytes", l.max_line_bytes.map(u64::from), 1000, 78, 1 << 20)?
+            as usize,
+        max_command_bytes: bounded(
+            "limits.max_command_bytes",
+            l.max_command_bytes.map(u64::from),
+            16_384,
+            512,
+            1 << 20,
+        )? as usize,
+        tls_handshake_timeout: Duration::from_secs(bounded(
+            "limits.tls_handshake_timeout_secs",
+            l.tls_handshake_timeout_secs,
+            30,
+            1,
+            600,
+        )?),
+        command_timeout: Duration::from_secs(bounded(
+            "limits.command_timeout_secs",
+            l.command_timeout_secs,
+            300,
+            1,
+            3600,
+        )?),
+        upstream_timeout: Duration::from_secs(bounded(
+            "limits.upstream_timeout_secs",
+            l.upstream_timeout_secs,
+            60,
+            1,
+            3600,
+        )?),
+    };
+
+    let s = raw.sanitize;
+    for (list, key) in [(&s.remove, "remove"), (&s.keep, "keep"), (&s.allow, "allow")] {
+        for (j, name) in list.iter().enumerate() {
+            let bare = name.strip_suffix('*').unwrap_or(name);
+            if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(invalid(
+                    format!("sanitize.{key}[{j}]"),
+                    "expected a header name, optionally ending in * for a prefix",
+                ));
+            }
+        }
+    }
+    let mode = s.mode.unwrap_or_default();
+    if mode == SanitizeMode::Default && !s.allow.is_empty() {
+        return Err(invalid("sanitize.allow", "only used with mode = \"strict\""));
+    }
+
+    Ok(Config {
+        hostname,
+        upstream_ehlo_name,
+        listeners,
+        certificate: raw.tls.certificate,
+        private_key: raw.tls.private_key,
+        upstreams,
+        default_upstream,
+        domain_routes,
+        egress,
+        limits,
+        sanitize: SanitizeConfig {
+            mode,
+            remove: s.remove,
+            keep: s.keep,
+            allow: s.allow,
+        },
+    })
+}
+
+fn bounded(key: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(invalid(key, format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+/// A name used on the wire in greetings and EHLO: a domain-ish token or an
+/// address literal, nothing that could inject a second line.
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, "expected a host name or an address literal like [127.0.0.1]"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[listen]]
+protocol = "smtp"
+address = "127.0.0.1:1465"
+tls = "implicit"
+
+[[upstream]]
+name = "a"
+smtp = { host = "smtp.a.example", port = 465, tls = "implicit" }
+domains = ["a.example", "A2.example"]
+
+[[upstream]]
+name = "b"
+smtp = { host = "smtp.b.example", port = 587, tls = "starttls" }
+
+[routing]
+default = "b"
+"#;
+
+    #[test]
+    fn minimal_config_routes_by_login_domain_with_default() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.route("alice@a.example"), Some(0));
+        assert_eq!(c.route("alice@a2.EXAMPLE"), Some(0));
+        assert_eq!(c.route("bob@elsewhere.example"), Some(1));
+        assert_eq!(c.route("bare-login"), Some(1));
+        assert_eq!(c.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(c.upstream_ehlo_name, "[127.0.0.1]");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_and_named() {
+        let text = MINIMAL.replace("[routing]", "[routing]\nfallback = \"a\"");
+        let err = Config::parse(&text).expect_err("unknown key").to_string();
+        assert!(err.contains("fallback"), "{err}");
+    }
+
+    #[test]
+    fn bad_port_names_the_key() {
+        let text = MINIMAL.replace("port = 587", "port = 0");
+        let err = Config::parse(&text).expect_err("port 0").to_string();
+        assert!(err.contains("upstream[1].smtp.port"), "{err}");
+    }
+
+    #[test]
+    fn routing_default_must_name_an_upstream() {
+        let text = MINIMAL.replace("default = \"b\"", "default = \"c\"");
+        let err = Config::parse(&text).expect_err("bad default").to_string();
+        assert!(err.contains("routing.default"), "{err}");
+    }
+
+    #[test]
+    fn domain_routed_twice_is_refused() {
+        let text = MINIMAL.replace("port = 587, tls = \"starttls\" }", "port = 587, tls = \"starttls\" }\ndomains = [\"a.example\"]");
+        let err = Config::parse(&text).expect_err("dup domain").to_string();
+        assert!(err.contains("upstream[1].domains[0]"), "{err}");
+    }
+
+    #[test]
+    fn certificate_without_key_is_refused() {
+        let text = format!("{MINIMAL}\n[tls]\ncertificate = \"/x.pem\"\n");
+        let err = Config::parse(&text).expect_err("no key").to_string();
+        assert!(err.contains("tls.private_key"), "{err}");
+    }
+
+    #[test]
+    fn hostname_cannot_inject_lines() {
+        let text = format!("[server]\nhostname = \"a\\r\\n250 x\"\n{MINIMAL}");
+        let err = Config::parse(&text).expect_err("crlf").to_string();
+        assert!(err.contains("server.hostname"), "{err}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../config/mailveil.example.toml");
+        Config::parse(text).expect("example config must validate");
+    }
+}

@@ -1,0 +1,26 @@
+//! mailveil: a metadata-minimizing mail relay proxy.
+//!
+//! A mail client submits through mailveil instead of its provider. mailveil
+//! passes the client's authentication through to the provider the login
+//! routes to, relays each transaction in lock-step (nothing is accepted that
+//! the provider has not accepted, nothing is queued), strips the headers that
+//! identify the person's device and network, and keeps no logs about anyone.
+//!
+//! Data path: `server` (listen, accept) → `smtp` (session) → `auth` (routing)
+//! → `upstream` (provider session) → `egress` (how bytes leave), with
+//! `sanitize` editing header blocks and `privacy` keeping values out of logs.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod egress;
+pub mod logging;
+pub mod privacy;
+pub mod sanitize;
+pub mod server;
+pub mod smtp;
+pub mod tls;
+pub mod upstream;

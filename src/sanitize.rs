@@ -1,0 +1,492 @@
+//! The header sanitizer: pure functions that take a message and return its
+//! top-level header block with identifying fields removed or rewritten.
+//!
+//! Only the top-level header block is touched; the body (everything from the
+//! blank line on) is returned as a borrowed slice of the input, so it cannot
+//! change by a single byte: PGP/MIME, S/MIME and DKIM-over-body keep working.
+//! Header fields that are kept are copied byte-exact, folding included. This
+//! module does no I/O and keeps no state beyond the process-wide HMAC key
+//! used to derive replacement Message-IDs.
+
+pub mod date;
+
+use crate::config::{SanitizeConfig, SanitizeMode};
+
+/// Header names removed by default (lower case; a trailing `*` is a prefix).
+pub const DEFAULT_REMOVE: &[&str] = &[
+    // Trace fields and relayed client addresses.
+    "received",
+    "x-originating-ip",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-sender-ip",
+    "x-client-ip",
+    "x-remote-addr",
+    "x-originating-email",
+    "x-originating-client",
+    "x-clientproxiedby",
+    // Client software and device.
+    "user-agent",
+    "x-mailer",
+    "x-mimeole",
+    "x-newsreader",
+    "x-operating-system",
+    "x-pgp-agent",
+    "x-enigmail-*",
+    "x-antivirus*",
+    "x-virus-scanned",
+    // Outlook and Exchange clients.
+    "x-ms-has-attach",
+    "x-ms-tnef-correlator",
+    "x-ms-exchange-*",
+    "x-ms-office365-*",
+    "x-ms-publictraffictype",
+    "x-ms-traffictypediagnostic",
+    "x-ms-oob-*",
+    "x-microsoft-*",
+    "x-originatororg",
+    "thread-index",
+    "thread-topic",
+    "accept-language",
+    "msip_labels",
+    // Thunderbird and other Mozilla clients.
+    "x-mozilla-draft-info",
+    "x-mozilla-status*",
+    "x-mozilla-keys",
+    "x-mozilla-cloud-part",
+    "x-identity-key",
+    "x-account-key",
+    // Apple Mail / iOS Mail.
+    "x-apple-*",
+    "x-universally-unique-identifier",
+    "x-uniform-type-identifier",
+    // mutt, K-9, Evolution, Claws.
+    "fcc",
+    "x-mutt-*",
+    "x-k9mail-identity",
+    "x-evolution-*",
+    "x-claws-*",
+    // Locale and affiliation.
+    "content-language",
+    "organization",
+    "x-face",
+    "face",
+];
+
+/// Header names kept in strict mode (lower case).
+pub const STRICT_ALLOW: &[&str] = &[
+    "from",
+    "sender",
+    "reply-to",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "content-id",
+    "content-description",
+    "autocrypt",
+    "openpgp",
+];
+
+/// A compiled sanitizer policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    mode: SanitizeMode,
+    remove: Vec<String>,
+    allow: Vec<String>,
+}
+
+impl Policy {
+    /// Compiles the configured policy.
+    pub fn new(config: &SanitizeConfig) -> Self {
+        let keep: Vec<String> = config.keep.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let mut remove: Vec<String> = DEFAULT_REMOVE
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|name| !keep.iter().any(|k| k == name))
+            .collect();
+        remove.extend(config.remove.iter().map(|r| r.to_ascii_lowercase()));
+        let mut allow: Vec<String> = STRICT_ALLOW.iter().map(|s| s.to_string()).collect();
+        allow.extend(config.allow.iter().map(|a| a.to_ascii_lowercase()));
+        Policy {
+            mode: config.mode,
+            remove,
+            allow,
+        }
+    }
+
+    fn keeps(&self, lower_name: &str) -> bool {
+        if self.remove.iter().any(|p| pattern_matches(p, lower_name)) {
+            return false;
+        }
+        match self.mode {
+            SanitizeMode::Default => true,
+            SanitizeMode::Strict => self.allow.iter().any(|p| pattern_matches(p, lower_name)),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(&SanitizeConfig::default())
+    }
+}
+
+fn pattern_matches(pattern: &str, lower_name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => lower_name.starts_with(prefix),
+        None => pattern == lower_name,
+    }
+}
+
+/// A sanitized message: a new header block and the untouched rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sanitized<'a> {
+    /// The rewritten header fields, each ending in CRLF.
+    pub header: Vec<u8>,
+    /// Everything after the header fields — the blank line and the body —
+    /// exactly as received.
+    pub rest: &'a [u8],
+}
+
+impl Sanitized<'_> {
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.rest.len()
+    }
+
+    /// True when the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole message in one buffer (used for IMAP literals and tests).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(&self.header);
+        out.extend_from_slice(self.rest);
+        out
+    }
+}
+
+/// One header field as it appears in the message.
+struct Field<'a> {
+    /// The field name as written.
+    name: &'a [u8],
+    /// Everything after the colon up to, not including, the final CRLF.
+    value: &'a [u8],
+    /// The whole field, folding and final CRLF included.
+    raw: &'a [u8],
+}
+
+/// Splits a message into its top-level header fields and the offset where the
+/// rest (blank line and body) begins. The header block ends at the first line
+/// that is not a header field or a continuation line; a message that does not
+/// start with a header field has no header block at all.
+fn split_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
+    let mut fields = Vec::new();
+    let mut pos = 0;
+    while pos < message.len() {
+        let line_end = match memchr::memmem::find(&message[pos..], b"\r\n") {
+            Some(i) => pos + i,
+            None => break,
+        };
+        let line = &message[pos..line_end];
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            break;
+        };
+        let name = line[..colon].trim_ascii_end();
+        if name.is_empty() || !name.iter().all(|b| (33..=126).contains(b)) {
+            break;
+        }
+        // Extend over continuation lines.
+        let mut end = line_end + 2;
+        while end < message.len() && matches!(message[end], b' ' | b'\t') {
+            match memchr::memmem::find(&message[end..], b"\r\n") {
+                Some(i) => end += i + 2,
+                None => {
+                    end = message.len();
+                    break;
+                }
+            }
+        }
+        if !message[..end].ends_with(b"\r\n") {
+            break;
+        }
+        fields.push(Field {
+            name,
+            value: &message[pos + colon + 1..end - 2],
+            raw: &message[pos..end],
+        });
+        pos = end;
+    }
+    (fields, pos)
+}
+
+/// Removes and rewrites identifying header fields according to `policy`.
+pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sanitized<'a> {
+    let (fields, rest_start) = split_fields(message);
+    let sender_domain = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case(b"from"))
+        .and_then(|f| address_domain(f.value));
+    let mut header = Vec::with_capacity(rest_start);
+    for field in &fields {
+        let lower = String::from_utf8_lossy(field.name).to_ascii_lowercase();
+        if !policy.keeps(&lower) {
+            continue;
+        }
+        let rewritten = match lower.as_str() {
+            "date" => rewrite_date(field.value),
+            "message-id" => rewrite_message_id(field.value, sender_domain.as_deref()),
+            "mime-version" => rewrite_mime_version(field.value),
+            _ => None,
+        };
+        match rewritten {
+            Some(value) => {
+                header.extend_from_slice(field.name);
+                header.extend_from_slice(b": ");
+                header.extend_from_slice(value.as_bytes());
+                header.extend_from_slice(b"\r\n");
+            }
+            None => header.extend_from_slice(field.raw),
+        }
+    }
+    Sanitized {
+        header,
+        rest: &message[rest_start..],
+    }
+}
+
+/// `Date:` → the same instant in UTC. Unparseable dates are left alone.
+fn rewrite_date(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    let time = date::parse_rfc5322(&unfold(text))?;
+    let utc = date::format_utc(time);
+    (utc != text.trim()).then_some(utc)
+}
+
+/// `Message-ID: <x@host>` whose right side is not the sender's domain → a
+/// replacement derived from the original with the per-process key, at the
+/// sender's domain. Derived rather than random so the copy submitted over SMTP
+/// and the Sent copy appended over IMAP keep one id.
+fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<String> {
+    let sender_domain = sender_domain?;
+    let text = std::str::from_utf8(value).ok()?;
+    let id = unfold(text);
+    let id = id.trim();
+    let inner = id.strip_prefix('<')?.strip_suffix('>')?;
+    let (_, right) = inner.rsplit_once('@')?;
+    if right.eq_ignore_ascii_case(sender_domain) {
+        return None;
+    }
+    let tag = ring::hmac::sign(crate::auth::process_key(), inner.as_bytes());
+    let hex: String = tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("<{hex}@{sender_domain}>"))
+}
+
+/// `MIME-Version: 1.0 (Mac OS X Mail 16.0 \(3774\))` → `1.0`.
+fn rewrite_mime_version(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    if !text.contains('(') {
+        return None;
+    }
+    let version: String = text
+        .chars()
+        .take_while(|c| *c != '(')
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    (!version.is_empty()).then_some(version)
+}
+
+/// The domain of the first address in an address-list field value.
+fn address_domain(value: &[u8]) -> Option<String> {
+    let text = unfold(&String::from_utf8_lossy(value));
+    let addr = match text.find('<') {
+        Some(open) => {
+            let after = &text[open + 1..];
+            &after[..after.find('>')?]
+        }
+        None => text.split(',').next()?.trim(),
+    };
+    let (_, domain) = addr.rsplit_once('@')?;
+    let domain = domain.trim();
+    let ok = !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':');
+    ok.then(|| domain.to_ascii_lowercase())
+}
+
+fn unfold(text: &str) -> String {
+    text.replace("\r\n", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sanitize(message: &[u8]) -> Vec<u8> {
+        strip_identifying_headers(message, &Policy::default()).to_vec()
+    }
+
+    fn header_names(message: &[u8]) -> Vec<String> {
+        split_fields(message)
+            .0
+            .iter()
+            .map(|f| String::from_utf8_lossy(f.name).to_ascii_lowercase())
+            .collect()
+    }
+
+    fn body_of(message: &[u8]) -> &[u8] {
+        &message[split_fields(message).1..]
+    }
+
+    /// Each sample: (client, message, headers that must be gone).
+    const SAMPLES: &[(&str, &[u8], &[&str])] = &[
+        (
+            "thunderbird",
+            include_bytes!("../tests/fixtures/headers/thunderbird.eml"),
+            &["user-agent", "content-language", "x-mozilla-draft-info", "x-identity-key", "x-account-key", "organization"],
+        ),
+        (
+            "apple-mail",
+            include_bytes!("../tests/fixtures/headers/apple-mail.eml"),
+            &["x-mailer", "x-apple-base-url", "x-universally-unique-identifier", "x-apple-mail-remote-attachments"],
+        ),
+        (
+            "ios-mail",
+            include_bytes!("../tests/fixtures/headers/ios-mail.eml"),
+            &["x-mailer"],
+        ),
+        (
+            "outlook",
+            include_bytes!("../tests/fixtures/headers/outlook.eml"),
+            &["thread-topic", "thread-index", "accept-language", "x-ms-has-attach", "x-ms-tnef-correlator", "x-ms-exchange-organization-authas", "x-originating-ip", "x-mimeole", "msip_labels", "content-language"],
+        ),
+        (
+            "k9",
+            include_bytes!("../tests/fixtures/headers/k9.eml"),
+            &["user-agent", "x-k9mail-identity"],
+        ),
+        (
+            "mutt",
+            include_bytes!("../tests/fixtures/headers/mutt.eml"),
+            &["user-agent", "x-operating-system", "fcc", "x-mutt-fcc"],
+        ),
+    ];
+
+    #[test]
+    fn real_client_samples_lose_identifying_headers_and_keep_bodies() {
+        let policy = Policy::default();
+        for (client, message, gone) in SAMPLES {
+            let out = strip_identifying_headers(message, &policy).to_vec();
+            let names = header_names(&out);
+            for g in *gone {
+                assert!(
+                    header_names(message).contains(&g.to_string()),
+                    "{client}: sample should contain {g}"
+                );
+                assert!(!names.contains(&g.to_string()), "{client}: {g} survived");
+            }
+            assert!(!names.contains(&"received".to_string()), "{client}");
+            for kept in ["from", "to", "subject", "date", "message-id", "mime-version", "content-type"] {
+                assert!(names.contains(&kept.to_string()), "{client}: lost {kept}");
+            }
+            assert_eq!(body_of(&out), body_of(message), "{client}: body changed");
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.contains("+0000\r\n"), "{client}: Date not in UTC");
+            for leak in [".local", "192.168.", "10.0.", "fe80", "iPhone", "Thunderbird", "Outlook", "K-9", "Mutt", "Mac OS"] {
+                let header_text = String::from_utf8_lossy(&out[..out.len() - body_of(&out).len()]).to_string();
+                assert!(!header_text.contains(leak), "{client}: {leak} left in headers:\n{header_text}");
+            }
+        }
+    }
+
+    #[test]
+    fn date_is_rewritten_to_utc_with_the_same_instant() {
+        let out = sanitize(b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 01:26:36 +0100\r\n\r\nx\r\n");
+        assert_eq!(
+            out,
+            b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 00:26:36 +0000\r\n\r\nx\r\n"
+        );
+    }
+
+    #[test]
+    fn message_id_with_host_name_is_replaced_at_sender_domain() {
+        let msg = b"From: Alice <alice@example.test>\r\nMessage-ID: <20261123.GA1@laptop.fritz.box>\r\n\r\nx\r\n";
+        let out = String::from_utf8(sanitize(msg)).expect("ascii");
+        let id_line = out.lines().find(|l| l.starts_with("Message-ID:")).expect("id kept");
+        assert!(id_line.ends_with("@example.test>"), "{id_line}");
+        assert!(!out.contains("laptop"), "{out}");
+        // Deterministic within a process: the SMTP copy and the Sent copy agree.
+        assert_eq!(sanitize(msg), sanitize(msg));
+    }
+
+    #[test]
+    fn message_id_at_sender_domain_is_kept_byte_exact() {
+        let msg = b"From: alice@Example.test\r\nMessage-ID:  <abc@example.test>\r\n\r\nx\r\n";
+        assert_eq!(sanitize(msg), msg.to_vec());
+    }
+
+    #[test]
+    fn mime_version_comment_is_trimmed() {
+        let out = sanitize(b"MIME-Version: 1.0 (Mac OS X Mail 16.0 \\(3774.600.62\\))\r\n\r\nx\r\n");
+        assert_eq!(out, b"MIME-Version: 1.0\r\n\r\nx\r\n");
+    }
+
+    #[test]
+    fn folded_received_is_removed_whole_and_kept_fields_stay_byte_exact() {
+        let msg = b"Received: from laptop (unknown [192.0.2.7])\r\n\tby mx; Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: =?UTF-8?Q?caf=C3=A9?=\r\n\tcontinued\r\nAutocrypt: addr=a@example.test; keydata=\r\n abc\r\n\r\nbody\r\n";
+        assert_eq!(
+            sanitize(msg),
+            b"Subject: =?UTF-8?Q?caf=C3=A9?=\r\n\tcontinued\r\nAutocrypt: addr=a@example.test; keydata=\r\n abc\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn only_the_top_level_header_block_is_touched() {
+        let msg = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nUser-Agent: inner\r\nReceived: inner\r\n\r\npart\r\n--b--\r\n";
+        assert_eq!(sanitize(msg), msg.to_vec());
+    }
+
+    #[test]
+    fn message_without_headers_is_left_alone() {
+        let msg = b"just a body line\r\nUser-Agent: not a header here\r\n";
+        assert_eq!(sanitize(msg), msg.to_vec());
+        assert_eq!(sanitize(b""), b"".to_vec());
+    }
+
+    #[test]
+    fn strict_mode_keeps_only_the_allowlist_plus_configured_names() {
+        let config = SanitizeConfig {
+            mode: SanitizeMode::Strict,
+            allow: vec!["List-Id".into()],
+            ..SanitizeConfig::default()
+        };
+        let msg = b"From: a@example.test\r\nX-Custom: 1\r\nList-Id: x\r\nSubject: s\r\nX-Priority: 3\r\n\r\nb\r\n";
+        let out = strip_identifying_headers(msg, &Policy::new(&config)).to_vec();
+        assert_eq!(out, b"From: a@example.test\r\nList-Id: x\r\nSubject: s\r\n\r\nb\r\n");
+    }
+
+    #[test]
+    fn configured_removals_and_keeps_apply() {
+        let config = SanitizeConfig {
+            remove: vec!["X-Internal-*".into()],
+            keep: vec!["Organization".into()],
+            ..SanitizeConfig::default()
+        };
+        let msg = b"Organization: Collective\r\nX-Internal-Ticket: 7\r\nSubject: s\r\n\r\nb\r\n";
+        let out = strip_identifying_headers(msg, &Policy::new(&config)).to_vec();
+        assert_eq!(out, b"Organization: Collective\r\nSubject: s\r\n\r\nb\r\n");
+    }
+}

@@ -1,0 +1,188 @@
+//! RFC 5322 date parsing and UTC formatting, for the `Date:` rewrite.
+//!
+//! Accepts the current syntax and the common obsolete forms (two-digit years,
+//! named zones, no seconds, trailing comments). Pure arithmetic, no time zone
+//! database.
+
+/// Seconds since the Unix epoch, UTC.
+pub type UnixTime = i64;
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+
+/// Parses an RFC 5322 `date-time` (the value of a `Date:` field).
+pub fn parse_rfc5322(value: &str) -> Option<UnixTime> {
+    let without_comments = strip_comments(value);
+    let mut tokens = without_comments
+        .split(|c: char| c.is_ascii_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .peekable();
+    // Optional day of week.
+    if tokens
+        .peek()
+        .is_some_and(|t| t.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+    {
+        tokens.next();
+    }
+    let day: i64 = tokens.next()?.parse().ok()?;
+    let month_name = tokens.next()?;
+    let month = MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(month_name))? as i64
+        + 1;
+    let year_text = tokens.next()?;
+    let mut year: i64 = year_text.parse().ok()?;
+    if year_text.len() <= 2 {
+        year += if year < 50 { 2000 } else { 1900 };
+    } else if year_text.len() == 3 {
+        year += 1900;
+    }
+    let time = tokens.next()?;
+    let mut hms = time.split(':');
+    let hour: i64 = hms.next()?.parse().ok()?;
+    let minute: i64 = hms.next()?.parse().ok()?;
+    let second: i64 = match hms.next() {
+        Some(s) => s.parse().ok()?,
+        None => 0,
+    };
+    if hms.next().is_some() {
+        return None;
+    }
+    let offset = zone_offset_seconds(tokens.next().unwrap_or("-0000"))?;
+    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 || year < 1900 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset)
+}
+
+/// Formats as `Tue, 24 Nov 2026 00:26:36 +0000`.
+pub fn format_utc(time: UnixTime) -> String {
+    let days = time.div_euclid(86_400);
+    let secs = time.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
+    format!(
+        "{weekday}, {day} {} {year:04} {:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn zone_offset_seconds(zone: &str) -> Option<i64> {
+    if let Some(sign) = zone.chars().next().filter(|c| *c == '+' || *c == '-') {
+        let digits = &zone[1..];
+        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let hours: i64 = digits[..2].parse().ok()?;
+        let minutes: i64 = digits[2..].parse().ok()?;
+        if minutes > 59 {
+            return None;
+        }
+        let magnitude = hours * 3600 + minutes * 60;
+        return Some(if sign == '-' { -magnitude } else { magnitude });
+    }
+    let hours = match zone.to_ascii_uppercase().as_str() {
+        "UT" | "UTC" | "GMT" | "Z" => 0,
+        "EDT" => -4,
+        "EST" | "CDT" => -5,
+        "CST" | "MDT" => -6,
+        "MST" | "PDT" => -7,
+        "PST" => -8,
+        // RFC 5322 §4.3: other military zones are to be taken as -0000.
+        z if z.len() == 1 && z.chars().all(|c| c.is_ascii_alphabetic()) => 0,
+        _ => return None,
+    };
+    Some(hours * 3600)
+}
+
+fn strip_comments(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if depth > 0 => escaped = true,
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(value: &str) -> String {
+        format_utc(parse_rfc5322(value).expect(value))
+    }
+
+    #[test]
+    fn offsets_are_converted_to_utc() {
+        assert_eq!(utc("Tue, 24 Nov 2026 01:26:36 +0100"), "Tue, 24 Nov 2026 00:26:36 +0000");
+        assert_eq!(utc("Mon, 23 Nov 2026 19:26:36 -0500"), "Tue, 24 Nov 2026 00:26:36 +0000");
+        assert_eq!(utc("Sat, 1 Jan 2000 05:29:00 +0530"), "Fri, 31 Dec 1999 23:59:00 +0000");
+    }
+
+    #[test]
+    fn obsolete_forms_parse() {
+        assert_eq!(utc("24 Nov 26 00:26 GMT"), "Tue, 24 Nov 2026 00:26:00 +0000");
+        assert_eq!(utc("Mon, 23 Nov 2026 16:26:36 PST"), "Tue, 24 Nov 2026 00:26:36 +0000");
+        assert_eq!(
+            utc("Tue, 24 Nov 2026 01:26:36 +0100 (CET)"),
+            "Tue, 24 Nov 2026 00:26:36 +0000"
+        );
+    }
+
+    #[test]
+    fn garbage_does_not_parse() {
+        for bad in ["", "yesterday", "Tue, 24 Foo 2026 00:00:00 +0000", "24 Nov 2026 25:00:00 +0000", "24 Nov 2026 10:00:00 +01"] {
+            assert_eq!(parse_rfc5322(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn civil_round_trip_over_four_centuries() {
+        for days in (-200_000..200_000).step_by(97) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}

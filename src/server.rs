@@ -1,0 +1,127 @@
+//! Listening sockets: bind, accept, hand each connection to its protocol
+//! session, cap concurrent connections, stop on shutdown.
+//!
+//! Peer addresses are never read here beyond what `accept` returns, and they
+//! are dropped at once: nothing downstream receives them. The only log lines
+//! are about the relay itself (which sockets it listens on, accept errors by
+//! kind).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, Listener, ListenerTls, Protocol};
+use crate::egress::Egress;
+use crate::sanitize::Policy;
+use crate::tls::{TlsError, upstream_client_config};
+
+/// Everything sessions share, built once at start-up.
+pub struct Relay {
+    /// The validated configuration.
+    pub config: Config,
+    /// Client-facing TLS.
+    pub acceptor: TlsAcceptor,
+    /// Upstream TLS configurations, by upstream index.
+    pub upstream_tls: Vec<Arc<ClientConfig>>,
+    /// The way out.
+    pub egress: Egress,
+    /// The compiled header policy.
+    pub policy: Policy,
+}
+
+impl Relay {
+    /// Builds the shared state: loads CA files, compiles the policy.
+    pub fn new(config: Config, server_tls: Arc<rustls::ServerConfig>) -> Result<Self, TlsError> {
+        let upstream_tls = config
+            .upstreams
+            .iter()
+            .map(|u| upstream_client_config(u.ca.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Relay {
+            egress: Egress::from_mode(config.egress),
+            policy: Policy::new(&config.sanitize),
+            acceptor: TlsAcceptor::from(server_tls),
+            upstream_tls,
+            config,
+        })
+    }
+}
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    relay: Arc<Relay>,
+    listeners: Vec<(Listener, TcpListener)>,
+}
+
+impl Server {
+    /// Binds every configured listener.
+    pub async fn bind(relay: Arc<Relay>) -> std::io::Result<Self> {
+        let mut listeners = Vec::new();
+        for l in &relay.config.listeners {
+            let socket = TcpListener::bind(l.address).await?;
+            listeners.push((l.clone(), socket));
+        }
+        Ok(Server { relay, listeners })
+    }
+
+    /// The bound addresses, in configuration order (tests bind port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(_, s)| s.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts connections until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let permits = Arc::new(Semaphore::new(self.relay.config.limits.max_connections));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (listener, socket) in self.listeners {
+            if let Ok(addr) = socket.local_addr() {
+                tracing::info!(
+                    "listening on {addr} ({:?}, {:?} TLS)",
+                    listener.protocol,
+                    listener.tls
+                );
+            }
+            tasks.spawn(accept_loop(self.relay.clone(), listener, socket, permits.clone()));
+        }
+        shutdown.await;
+        tasks.abort_all();
+    }
+}
+
+async fn accept_loop(relay: Arc<Relay>, listener: Listener, socket: TcpListener, permits: Arc<Semaphore>) {
+    loop {
+        let permit = match permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let stream = match socket.accept().await {
+            // The peer address is dropped here, unread.
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!("accept failed: {:?}", e.kind());
+                continue;
+            }
+        };
+        if stream.set_nodelay(true).is_err() {
+            continue;
+        }
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            match listener.protocol {
+                Protocol::Smtp => {
+                    crate::smtp::serve(&relay, stream, listener.tls == ListenerTls::Implicit).await
+                }
+                Protocol::Imap => {}
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,853 @@
+//! The SMTP submission session: what the client sees, relayed in lock-step
+//! to the provider its login routes to.
+//!
+//! Before AUTH the relay answers for itself (greeting, EHLO, STARTTLS) with
+//! texts that name neither the software nor the upstream. AUTH is passed
+//! through to the upstream, whose verdict is the client's. After that every
+//! MAIL, RCPT and the final reply to DATA/BDAT is the upstream's reply for the
+//! same transaction: nothing is accepted that the provider has not accepted,
+//! and nothing is queued. The client's EHLO name and address never leave this
+//! session; messages go upstream with their header block sanitized and their
+//! body untouched. Nothing here logs.
+//!
+//! The pieces without I/O live in [`data`] (framing) and [`reply`]; the
+//! driver below is generic over the client stream.
+
+pub mod data;
+pub mod reply;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use smtp_proto::Request;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use zeroize::Zeroize;
+
+use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
+use crate::privacy::{Secret, wipe};
+use crate::server::Relay;
+use crate::upstream::{UpstreamError, UpstreamSmtp};
+use data::{MessageReceiver, Progress, Refusal};
+use reply::Reply;
+
+/// Serves one client connection until it ends. `implicit_tls` starts with a
+/// TLS handshake; otherwise the session starts in plain text and offers
+/// STARTTLS.
+pub async fn serve<S>(relay: &Relay, stream: S, implicit_tls: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let io = if implicit_tls {
+        match tokio::time::timeout(
+            relay.config.limits.tls_handshake_timeout,
+            relay.acceptor.accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
+            _ => return,
+        }
+    } else {
+        ClientStream::Plain(stream)
+    };
+    let mut session = Session {
+        relay,
+        io,
+        rbuf: Vec::with_capacity(4096),
+        rpos: 0,
+        wbuf: Vec::with_capacity(1024),
+        tls_active: implicit_tls,
+        greeted: false,
+        upstream: None,
+        authenticated: false,
+        tx: None,
+    };
+    let _ = session.run().await;
+    session.close().await;
+}
+
+/// The client connection, before or after STARTTLS.
+enum ClientStream<S> {
+    Plain(S),
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+    Gone,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The session ends: the client left, timed out, or said QUIT.
+#[derive(Debug)]
+struct Closed;
+
+/// A mail transaction in progress (MAIL accepted upstream).
+struct Transaction {
+    recipients: usize,
+    accepted: usize,
+    /// Set once the first BDAT chunk arrives.
+    bdat: Option<(MessageReceiver, Vec<u8>)>,
+}
+
+struct Session<'r, S> {
+    relay: &'r Relay,
+    io: ClientStream<S>,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    wbuf: Vec<u8>,
+    tls_active: bool,
+    greeted: bool,
+    upstream: Option<UpstreamSmtp>,
+    authenticated: bool,
+    tx: Option<Transaction>,
+}
+
+/// What a command line turned out to be.
+enum Line {
+    /// A complete CRLF-terminated line.
+    Complete(Vec<u8>),
+    /// A line ending in a bare LF.
+    BareLf,
+    /// A line over the limit.
+    TooLong,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
+    async fn run(&mut self) -> Result<(), Closed> {
+        let greeting = Reply::new(220, [0, 0, 0], format!("{} ESMTP", self.relay.config.hostname));
+        self.queue(&greeting);
+        loop {
+            let line = match self.read_line().await? {
+                Line::Complete(line) => line,
+                Line::BareLf => {
+                    self.queue(&reply::bare_lf_command());
+                    continue;
+                }
+                Line::TooLong => {
+                    self.queue(&reply::line_too_long());
+                    self.flush().await?;
+                    return Err(Closed);
+                }
+            };
+            let mut line = line;
+            let result = self.dispatch(&line).await;
+            line.zeroize();
+            result?;
+        }
+    }
+
+    async fn dispatch(&mut self, line: &[u8]) -> Result<(), Closed> {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request,
+            Err(e) => {
+                self.queue(&reply::from_parse_error(&e));
+                return Ok(());
+            }
+        };
+        match request {
+            Request::Ehlo { .. } => {
+                self.reset_transaction().await?;
+                self.greeted = true;
+                let ehlo = self.ehlo_reply();
+                self.queue(&ehlo);
+            }
+            Request::Helo { .. } | Request::Lhlo { .. } => {
+                self.reset_transaction().await?;
+                self.greeted = true;
+                let helo = Reply::new(250, [0, 0, 0], self.relay.config.hostname.clone());
+                self.queue(&helo);
+            }
+            Request::StartTls => self.start_tls().await?,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                let mut initial = initial_response.into_owned().into_bytes();
+                let result = self.authenticate(mechanism, &initial).await;
+                initial.zeroize();
+                result?;
+            }
+            Request::Mail { from } => self.mail_from(from).await?,
+            Request::Rcpt { to } => self.rcpt_to(to).await?,
+            Request::Data => self.data().await?,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last).await?,
+            Request::Rset => {
+                self.reset_transaction().await?;
+                self.queue(&reply::ok());
+            }
+            Request::Noop { .. } => self.queue(&reply::ok()),
+            Request::Quit => {
+                self.queue(&reply::bye());
+                self.flush().await?;
+                return Err(Closed);
+            }
+            Request::Vrfy { .. } => self.queue(&reply::no_vrfy()),
+            Request::Expn { .. } => self.queue(&reply::no_expn()),
+            Request::Help { .. } => self.queue(&reply::help()),
+            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                self.queue(&reply::not_implemented())
+            }
+        }
+        Ok(())
+    }
+
+    /// The EHLO reply: what the relay itself handles, nothing upstream-specific,
+    /// never CLIENTID, no software name.
+    fn ehlo_reply(&self) -> Reply {
+        let mut lines = vec![
+            self.relay.config.hostname.clone(),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.relay.config.limits.max_message_bytes),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+        ];
+        if self.tls_active {
+            let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+            lines.push(format!("AUTH {}", names.join(" ")));
+        } else {
+            lines.push("STARTTLS".into());
+        }
+        Reply {
+            code: 250,
+            esc: [0, 0, 0],
+            lines,
+        }
+    }
+
+    async fn start_tls(&mut self) -> Result<(), Closed> {
+        if self.tls_active {
+            self.queue(&reply::already_tls());
+            return Ok(());
+        }
+        self.queue(&reply::ready_for_tls());
+        self.flush().await?;
+        // Anything the client pipelined after STARTTLS was sent in plain text
+        // and could have been injected by a network attacker: discard it.
+        self.rbuf.zeroize();
+        self.rpos = 0;
+        let ClientStream::Plain(plain) = std::mem::replace(&mut self.io, ClientStream::Gone) else {
+            return Err(Closed);
+        };
+        let tls = tokio::time::timeout(
+            self.relay.config.limits.tls_handshake_timeout,
+            self.relay.acceptor.accept(plain),
+        )
+        .await
+        .map_err(|_| Closed)?
+        .map_err(|_| Closed)?;
+        self.io = ClientStream::Tls(Box::new(tls));
+        self.tls_active = true;
+        // RFC 3207: forget everything learnt before TLS.
+        self.greeted = false;
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, mechanism: u64, initial: &[u8]) -> Result<(), Closed> {
+        if !self.tls_active {
+            self.queue(&reply::auth_needs_tls());
+            return Ok(());
+        }
+        if self.authenticated {
+            self.queue(&reply::already_authenticated());
+            return Ok(());
+        }
+        if !self.greeted {
+            self.queue(&reply::ehlo_first());
+            return Ok(());
+        }
+        if self.tx.is_some() {
+            self.queue(&reply::auth_in_transaction());
+            return Ok(());
+        }
+        let Some(mechanism) = Mechanism::from_smtp_proto(mechanism) else {
+            self.queue(&reply::unknown_mechanism());
+            return Ok(());
+        };
+        let Some(credentials) = self.collect_credentials(mechanism, initial).await? else {
+            return Ok(());
+        };
+        let login = credentials.login();
+        let Some(index) = self.relay.config.route(login.expose()) else {
+            self.queue(&reply::auth_no_route());
+            return Ok(());
+        };
+        let isolation = IsolationKey::for_login(&login);
+        drop(login);
+        if let Some(old) = self.upstream.take() {
+            old.quit().await;
+        }
+        let config = &self.relay.config;
+        let connected = UpstreamSmtp::connect(
+            &config.upstreams[index].smtp,
+            self.relay.upstream_tls[index].clone(),
+            &self.relay.egress,
+            &isolation,
+            &config.upstream_ehlo_name,
+            config.limits.upstream_timeout,
+        )
+        .await;
+        let mut upstream = match connected {
+            Ok(u) => u,
+            Err(UpstreamError::Tls | UpstreamError::NoStartTls) => {
+                self.queue(&reply::upstream_tls_failed());
+                return Ok(());
+            }
+            Err(_) => {
+                self.queue(&reply::auth_upstream_unavailable());
+                return Ok(());
+            }
+        };
+        match self.relay_auth(&mut upstream, credentials).await? {
+            Some(verdict) => {
+                if verdict.code == 235 {
+                    self.authenticated = true;
+                    self.upstream = Some(upstream);
+                } else {
+                    upstream.quit().await;
+                }
+                self.queue(&verdict);
+            }
+            None => {
+                self.queue(&reply::auth_upstream_unavailable());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the client's SASL response(s). `None` when the client cancelled
+    /// or sent something undecodable (the reply is already queued).
+    async fn collect_credentials(
+        &mut self,
+        mechanism: Mechanism,
+        initial: &[u8],
+    ) -> Result<Option<ClientCredentials>, Closed> {
+        let parsed = match mechanism {
+            Mechanism::Login => {
+                let user = if initial.is_empty() {
+                    match self.prompt("VXNlcm5hbWU6").await? {
+                        Some(line) => line,
+                        None => return Ok(None),
+                    }
+                } else {
+                    Secret::new(initial.to_vec())
+                };
+                let Some(password) = self.prompt("UGFzc3dvcmQ6").await? else {
+                    return Ok(None);
+                };
+                if auth::decode_b64(user.expose()).is_err() || auth::decode_b64(password.expose()).is_err() {
+                    Err(auth::SaslError::Base64)
+                } else {
+                    Ok(ClientCredentials::Login {
+                        user_encoded: user,
+                        password_encoded: password,
+                    })
+                }
+            }
+            _ => {
+                let response = if initial.is_empty() {
+                    match self.prompt("").await? {
+                        Some(line) => line,
+                        None => return Ok(None),
+                    }
+                } else {
+                    Secret::new(initial.to_vec())
+                };
+                match mechanism {
+                    Mechanism::Plain => auth::parse_plain(response.expose()),
+                    _ => auth::parse_token(mechanism, response.expose()),
+                }
+            }
+        };
+        match parsed {
+            Ok(c) => Ok(Some(c)),
+            Err(_) => {
+                self.queue(&reply::auth_malformed());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends a 334 challenge and reads one response line. `None` (with the
+    /// reply queued) when the client cancels with `*`.
+    async fn prompt(&mut self, challenge: &str) -> Result<Option<Secret>, Closed> {
+        self.queue(&Reply::new(334, [0, 0, 0], challenge));
+        let line = match self.read_line().await? {
+            Line::Complete(line) => line,
+            Line::BareLf => {
+                self.queue(&reply::auth_malformed());
+                return Ok(None);
+            }
+            Line::TooLong => {
+                self.queue(&reply::line_too_long());
+                self.flush().await?;
+                return Err(Closed);
+            }
+        };
+        let mut line = line;
+        let trimmed = line.trim_ascii().to_vec();
+        line.zeroize();
+        if trimmed == b"*" {
+            self.queue(&reply::auth_cancelled());
+            return Ok(None);
+        }
+        Ok(Some(Secret::new(trimmed)))
+    }
+
+    /// Runs the SASL exchange upstream. Returns the upstream's verdict as the
+    /// client's reply, or `None` when the upstream broke off.
+    async fn relay_auth(
+        &mut self,
+        upstream: &mut UpstreamSmtp,
+        credentials: ClientCredentials,
+    ) -> Result<Option<Reply>, Closed> {
+        let offered = upstream.auth_mechanisms();
+        let has = |m: Mechanism| offered & m.smtp_proto_bit() != 0;
+        // The steps to send upstream: the command with its initial response,
+        // then the answers to expect 334 challenges for, in order.
+        let mut steps: Vec<Secret> = Vec::new();
+        match &credentials {
+            ClientCredentials::Plain {
+                encoded,
+                authzid,
+                authcid,
+                password,
+            } => {
+                if !has(Mechanism::Plain) && has(Mechanism::Login) && authzid.expose().is_empty() {
+                    steps.push(Secret::new(b"AUTH LOGIN\r\n".to_vec()));
+                    steps.push(line_of(auth::encode_b64(authcid.expose()).expose()));
+                    steps.push(line_of(auth::encode_b64(password.expose()).expose()));
+                } else {
+                    steps.push(command_with(b"AUTH PLAIN ", encoded.expose()));
+                }
+            }
+            ClientCredentials::Login {
+                user_encoded,
+                password_encoded,
+            } => {
+                if !has(Mechanism::Login) && has(Mechanism::Plain) {
+                    let user = auth::decode_b64(user_encoded.expose()).unwrap_or_default();
+                    let password = auth::decode_b64(password_encoded.expose()).unwrap_or_default();
+                    let mut plain = Vec::with_capacity(2 + user.expose().len() + password.expose().len());
+                    plain.push(0);
+                    plain.extend_from_slice(user.expose());
+                    plain.push(0);
+                    plain.extend_from_slice(password.expose());
+                    let plain = Secret::new(plain);
+                    steps.push(command_with(b"AUTH PLAIN ", auth::encode_b64(plain.expose()).expose()));
+                } else {
+                    steps.push(Secret::new(b"AUTH LOGIN\r\n".to_vec()));
+                    steps.push(line_of(user_encoded.expose()));
+                    steps.push(line_of(password_encoded.expose()));
+                }
+            }
+            ClientCredentials::Token { mechanism, encoded } => {
+                let mut command = format!("AUTH {} ", mechanism.name()).into_bytes();
+                command.extend_from_slice(encoded.expose());
+                command.extend_from_slice(b"\r\n");
+                steps.push(Secret::new(command));
+            }
+        }
+        drop(credentials);
+        let mut steps = steps.into_iter();
+        let Some(first) = steps.next() else {
+            return Ok(None);
+        };
+        let mut response = match upstream.command(first.expose()).await {
+            Ok(r) => r,
+            Err(_) => return Ok(None),
+        };
+        loop {
+            if response.code != 334 {
+                return Ok(Some(Reply::from_upstream(&response)));
+            }
+            // A challenge: answer it ourselves if we hold the next step
+            // (LOGIN), otherwise let the client answer (e.g. XOAUTH2's error
+            // challenge, which expects an empty line).
+            let answer = match steps.next() {
+                Some(step) => step,
+                None => {
+                    self.queue(&Reply::from_upstream(&response));
+                    let line = match self.read_line().await? {
+                        Line::Complete(line) => Secret::new(line),
+                        _ => Secret::new(b"*\r\n".to_vec()),
+                    };
+                    line
+                }
+            };
+            response = match upstream.command(answer.expose()).await {
+                Ok(r) => r,
+                Err(_) => return Ok(None),
+            };
+        }
+    }
+
+    async fn mail_from(&mut self, from: smtp_proto::MailFrom<std::borrow::Cow<'_, str>>) -> Result<(), Closed> {
+        if !self.tls_active {
+            self.queue(&reply::tls_required());
+            return Ok(());
+        }
+        if !self.authenticated {
+            self.queue(&reply::auth_required());
+            return Ok(());
+        }
+        if self.tx.is_some() {
+            self.queue(&reply::nested_mail());
+            return Ok(());
+        }
+        if from.size > self.relay.config.limits.max_message_bytes {
+            self.queue(&reply::too_big());
+            return Ok(());
+        }
+        let known = smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME | smtp_proto::MAIL_SMTPUTF8;
+        if from.flags & !known != 0
+            || from.env_id.is_some()
+            || from.trans_id.is_some()
+            || from.mtrk.is_some()
+            || from.by != 0
+            || from.hold_for != 0
+            || from.hold_until != 0
+        {
+            self.queue(&reply::unsupported_parameter());
+            return Ok(());
+        }
+        let Some(upstream) = self.upstream.as_mut() else {
+            self.queue(&reply::auth_required());
+            return Ok(());
+        };
+        let mut command = format!("MAIL FROM:<{}>", from.address);
+        if from.size > 0 && upstream.supports(smtp_proto::EXT_SIZE) {
+            command.push_str(&format!(" SIZE={}", from.size));
+        }
+        if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 && upstream.supports(smtp_proto::EXT_8BIT_MIME) {
+            command.push_str(" BODY=8BITMIME");
+        }
+        if from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 {
+            if !upstream.supports(smtp_proto::EXT_SMTP_UTF8) {
+                self.queue(&reply::no_smtputf8_upstream());
+                return Ok(());
+            }
+            command.push_str(" SMTPUTF8");
+        }
+        command.push_str("\r\n");
+        let response = self.upstream_command(command.as_bytes()).await?;
+        if response.is_positive() {
+            self.tx = Some(Transaction {
+                recipients: 0,
+                accepted: 0,
+                bdat: None,
+            });
+        }
+        self.queue(&response);
+        Ok(())
+    }
+
+    async fn rcpt_to(&mut self, to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>) -> Result<(), Closed> {
+        let max = self.relay.config.limits.max_recipients;
+        let Some(tx) = self.tx.as_mut() else {
+            self.queue(&reply::need_mail());
+            return Ok(());
+        };
+        if tx.bdat.is_some() {
+            self.queue(&reply::mixed_data_bdat());
+            return Ok(());
+        }
+        if tx.recipients >= max {
+            self.queue(&reply::too_many_recipients());
+            return Ok(());
+        }
+        if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 {
+            self.queue(&reply::unsupported_parameter());
+            return Ok(());
+        }
+        tx.recipients += 1;
+        let command = format!("RCPT TO:<{}>\r\n", to.address);
+        let response = self.upstream_command(command.as_bytes()).await?;
+        if response.is_positive()
+            && let Some(tx) = self.tx.as_mut()
+        {
+            tx.accepted += 1;
+        }
+        self.queue(&response);
+        Ok(())
+    }
+
+    async fn data(&mut self) -> Result<(), Closed> {
+        let ready = match &self.tx {
+            None => Err(reply::need_mail()),
+            Some(tx) if tx.bdat.is_some() => Err(reply::mixed_data_bdat()),
+            Some(tx) if tx.accepted == 0 => Err(reply::no_valid_recipients()),
+            Some(_) => Ok(()),
+        };
+        if let Err(refusal) = ready {
+            self.queue(&refusal);
+            return Ok(());
+        }
+        self.queue(&reply::start_data());
+        self.flush().await?;
+        let limits = &self.relay.config.limits;
+        let mut receiver = MessageReceiver::data(limits.max_message_bytes, limits.max_line_bytes);
+        let mut message = Vec::new();
+        loop {
+            match receiver.feed(&self.rbuf[self.rpos..], &mut message) {
+                Progress::Done { consumed } => {
+                    self.rpos += consumed;
+                    break;
+                }
+                Progress::NeedMore => {
+                    self.rpos = self.rbuf.len();
+                    self.fill().await?;
+                }
+            }
+        }
+        self.finish_message(receiver, message).await
+    }
+
+    async fn bdat(&mut self, size: usize, last: bool) -> Result<(), Closed> {
+        let limits = &self.relay.config.limits;
+        let (max_size, max_line) = (limits.max_message_bytes, limits.max_line_bytes);
+        // The chunk's bytes follow the command whatever we answer: read them.
+        let refusal = match &self.tx {
+            None => Some(reply::need_mail()),
+            Some(tx) if tx.accepted == 0 => Some(reply::no_valid_recipients()),
+            Some(_) => None,
+        };
+        let (mut receiver, mut message) = match self.tx.as_mut() {
+            Some(tx) if refusal.is_none() => tx
+                .bdat
+                .take()
+                .unwrap_or_else(|| (MessageReceiver::bdat(max_size, max_line), Vec::new())),
+            _ => (MessageReceiver::bdat(0, max_line), Vec::new()),
+        };
+        let mut remaining = size;
+        while remaining > 0 {
+            if self.rpos == self.rbuf.len() {
+                self.fill().await?;
+            }
+            let take = remaining.min(self.rbuf.len() - self.rpos);
+            let chunk = &self.rbuf[self.rpos..self.rpos + take];
+            if refusal.is_none() {
+                receiver.feed_chunk(chunk, &mut message);
+            }
+            self.rpos += take;
+            remaining -= take;
+        }
+        if let Some(refusal) = refusal {
+            self.queue(&refusal);
+            return Ok(());
+        }
+        if !last {
+            self.queue(&Reply::new(250, [2, 0, 0], format!("{size} octets received")));
+            if let Some(tx) = self.tx.as_mut() {
+                tx.bdat = Some((receiver, message));
+            }
+            return Ok(());
+        }
+        receiver.finish_chunks(&mut message);
+        self.finish_message(receiver, message).await
+    }
+
+    /// The message is complete on our side: refuse it, or relay it and give
+    /// the client the upstream's final reply.
+    async fn finish_message(&mut self, receiver: MessageReceiver, mut message: Vec<u8>) -> Result<(), Closed> {
+        let outcome = match receiver.refusal() {
+            Some(Refusal::BareLineEnding) => Err(reply::bare_line_ending()),
+            Some(Refusal::LineTooLong) => Err(reply::message_line_too_long()),
+            Some(Refusal::TooLarge) => Err(reply::too_big()),
+            None => Ok(()),
+        };
+        let final_reply = match outcome {
+            Err(refusal) => {
+                // The upstream saw MAIL/RCPT only; end that transaction.
+                self.reset_transaction().await?;
+                refusal
+            }
+            Ok(()) => {
+                let sanitized = crate::sanitize::strip_identifying_headers(&message, &self.relay.policy);
+                let result = match self.upstream.as_mut() {
+                    Some(upstream) => upstream.send_message(&sanitized.header, sanitized.rest).await,
+                    None => Err(UpstreamError::Lost),
+                };
+                let mut header = sanitized.header;
+                wipe(&mut header);
+                self.tx = None;
+                match result {
+                    Ok(response) => Reply::from_upstream(&response),
+                    Err(_) => {
+                        wipe(&mut message);
+                        return self.upstream_lost().await;
+                    }
+                }
+            }
+        };
+        wipe(&mut message);
+        self.queue(&final_reply);
+        Ok(())
+    }
+
+    /// Sends a command upstream; on failure tells the client and ends.
+    async fn upstream_command(&mut self, command: &[u8]) -> Result<Reply, Closed> {
+        let result = match self.upstream.as_mut() {
+            Some(upstream) => upstream.command(command).await,
+            None => Err(UpstreamError::Lost),
+        };
+        match result {
+            Ok(response) => Ok(Reply::from_upstream(&response)),
+            Err(_) => {
+                self.upstream_lost().await?;
+                Err(Closed)
+            }
+        }
+    }
+
+    async fn upstream_lost(&mut self) -> Result<(), Closed> {
+        self.upstream = None;
+        self.tx = None;
+        self.queue(&reply::upstream_lost());
+        self.flush().await?;
+        Err(Closed)
+    }
+
+    /// Ends any transaction, locally and upstream.
+    async fn reset_transaction(&mut self) -> Result<(), Closed> {
+        if let Some(mut tx) = self.tx.take() {
+            if let Some((_, mut message)) = tx.bdat.take() {
+                wipe(&mut message);
+            }
+            let response = self.upstream_command(b"RSET\r\n").await?;
+            if !response.is_positive() {
+                return self.upstream_lost().await;
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ client I/O
+
+    fn queue(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.wbuf);
+    }
+
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.relay.config.limits.command_timeout;
+        let io = &mut self.io;
+        let wbuf = &self.wbuf;
+        tokio::time::timeout(timeout, async {
+            io.write_all(wbuf).await?;
+            io.flush().await
+        })
+        .await
+        .map_err(|_| Closed)?
+        .map_err(|_| Closed)?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Reads more bytes from the client, flushing pending replies first.
+    async fn fill(&mut self) -> Result<(), Closed> {
+        self.flush().await?;
+        if self.rpos > 0 {
+            self.rbuf[..self.rpos].zeroize();
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        self.rbuf.reserve(16 * 1024);
+        let timeout = self.relay.config.limits.command_timeout;
+        match tokio::time::timeout(timeout, self.io.read_buf(&mut self.rbuf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(Closed),
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => {
+                self.queue(&reply::idle_timeout());
+                let _ = self.flush().await;
+                Err(Closed)
+            }
+        }
+    }
+
+    async fn read_line(&mut self) -> Result<Line, Closed> {
+        let max = self.relay.config.limits.max_command_bytes;
+        loop {
+            let pending = &self.rbuf[self.rpos..];
+            if let Some(nl) = memchr::memchr(b'\n', pending) {
+                let line = pending[..=nl].to_vec();
+                self.rpos += nl + 1;
+                if line.len() > max {
+                    return Ok(Line::TooLong);
+                }
+                if nl == 0 || line[nl - 1] != b'\r' {
+                    return Ok(Line::BareLf);
+                }
+                return Ok(Line::Complete(line));
+            }
+            if pending.len() > max {
+                return Ok(Line::TooLong);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(upstream) = self.upstream.take() {
+            upstream.quit().await;
+        }
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.io.shutdown()).await;
+        wipe(&mut self.rbuf);
+        wipe(&mut self.wbuf);
+    }
+}
+
+fn line_of(encoded: &[u8]) -> Secret {
+    let mut line = Vec::with_capacity(encoded.len() + 2);
+    line.extend_from_slice(encoded);
+    line.extend_from_slice(b"\r\n");
+    Secret::new(line)
+}
+
+fn command_with(prefix: &[u8], encoded: &[u8]) -> Secret {
+    let mut line = Vec::with_capacity(prefix.len() + encoded.len() + 2);
+    line.extend_from_slice(prefix);
+    line.extend_from_slice(encoded);
+    line.extend_from_slice(b"\r\n");
+    Secret::new(line)
+}

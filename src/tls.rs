@@ -1,0 +1,186 @@
+//! TLS configurations, built once at start-up and shared.
+//!
+//! Server side: TLS 1.2 and 1.3 only, the configured certificate or an
+//! ephemeral self-signed one made in memory, and no session cache or tickets
+//! (they would let an observer link a client's sessions). Client side (towards
+//! upstreams): certificate verification always on, against the web PKI roots
+//! or a configured CA, and no session resumption (it would link connections
+//! that egress isolation keeps apart). This module never disables
+//! verification.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::server::NoServerSessionStorage;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A TLS set-up problem. Messages name files, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{what} {path}: {reason}")]
+    File {
+        /// "certificate", "private key" or "CA".
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The self-signed certificate could not be made.
+    #[error("self-signed certificate: {0}")]
+    SelfSigned(#[from] rcgen::Error),
+}
+
+/// The process-wide crypto provider: ring, chosen explicitly so that exactly
+/// one provider is ever in use.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server identity clients see.
+pub struct ServerIdentity {
+    /// The rustls configuration for client-facing listeners.
+    pub config: Arc<ServerConfig>,
+    /// SHA-256 fingerprint of the leaf certificate, as colon-separated hex.
+    pub fingerprint: String,
+    /// True when the certificate was made at start-up.
+    pub ephemeral: bool,
+    /// The leaf certificate (tests trust it directly).
+    pub leaf: CertificateDer<'static>,
+}
+
+/// Builds the client-facing TLS configuration from files, or makes an
+/// ephemeral self-signed certificate for `hostname` when none is configured.
+pub fn server_identity(
+    certificate: Option<&Path>,
+    private_key: Option<&Path>,
+    hostname: &str,
+) -> Result<ServerIdentity, TlsError> {
+    let (chain, key, ephemeral) = match (certificate, private_key) {
+        (Some(cert_path), Some(key_path)) => {
+            let chain = read_certificates(cert_path, "certificate")?;
+            let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::File {
+                what: "private key",
+                path: key_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            (chain, key, false)
+        }
+        _ => {
+            let names = vec![hostname.trim_matches(['[', ']']).to_string()];
+            let made = rcgen::generate_simple_self_signed(names)?;
+            let key = PrivateKeyDer::try_from(made.signing_key.serialize_der()).map_err(|e| {
+                TlsError::File {
+                    what: "private key",
+                    path: "(generated)".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            (vec![made.cert.der().clone()], key, true)
+        }
+    };
+    let leaf = chain[0].clone();
+    let fingerprint = fingerprint(&leaf);
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(ServerIdentity {
+        config: Arc::new(config),
+        fingerprint,
+        ephemeral,
+        leaf,
+    })
+}
+
+/// Builds a client configuration for talking to an upstream: web PKI roots,
+/// or only the given CA file when one is configured. No resumption.
+pub fn upstream_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in read_certificates(path, "CA")? {
+                roots.add(cert).map_err(|e| TlsError::File {
+                    what: "CA",
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(client_config_with_roots(roots)?)
+}
+
+/// A client configuration trusting exactly `roots`, with resumption off.
+pub fn client_config_with_roots(roots: RootCertStore) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = Resumption::disabled();
+    config.enable_sni = true;
+    Ok(Arc::new(config))
+}
+
+fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file_error = |reason: String| TlsError::File {
+        what,
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_error("no PEM certificate found".into()));
+    }
+    Ok(certs)
+}
+
+/// SHA-256 of a DER certificate as `AB:CD:…`.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ephemeral_identity_has_a_fingerprint_and_no_session_cache() {
+        let id = server_identity(None, None, "relay.example").expect("self-signed");
+        assert!(id.ephemeral);
+        assert_eq!(id.fingerprint.len(), 32 * 3 - 1);
+        assert_eq!(id.config.send_tls13_tickets, 0);
+        assert!(!id.config.session_storage.can_cache());
+    }
+
+    #[test]
+    fn missing_certificate_file_names_the_file() {
+        let err = server_identity(
+            Some(Path::new("/nonexistent/cert.pem")),
+            Some(Path::new("/nonexistent/key.pem")),
+            "x",
+        )
+        .err()
+        .expect("missing file");
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+}
