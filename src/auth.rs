@@ -167,10 +167,7 @@ impl ClientCredentials {
             ClientCredentials::Login { user_encoded, .. } => decode_b64(user_encoded.expose())
                 .map(|s| s.expose().to_vec())
                 .unwrap_or_default(),
-            ClientCredentials::Token {
-                mechanism,
-                encoded,
-            } => {
+            ClientCredentials::Token { mechanism, encoded } => {
                 let decoded = decode_b64(encoded.expose()).unwrap_or_default();
                 let user = match mechanism {
                     Mechanism::XOAuth2 => xoauth2_user(decoded.expose()),
@@ -248,10 +245,7 @@ impl std::fmt::Debug for IsolationKey {
 impl IsolationKey {
     /// The key for a login (case-insensitive).
     pub fn for_login(login: &Sensitive<String>) -> Self {
-        let tag = ring::hmac::sign(
-            process_key(),
-            login.expose().to_lowercase().as_bytes(),
-        );
+        let tag = ring::hmac::sign(process_key(), login.expose().to_lowercase().as_bytes());
         let mut out = [0u8; 16];
         out.copy_from_slice(&tag.as_ref()[..16]);
         IsolationKey(out)
@@ -290,7 +284,10 @@ mod tests {
     #[test]
     fn plain_without_two_nuls_is_malformed() {
         let enc = B64.encode(b"alice\0secret");
-        assert_eq!(parse_plain(enc.as_bytes()).err(), Some(SaslError::Malformed));
+        assert_eq!(
+            parse_plain(enc.as_bytes()).err(),
+            Some(SaslError::Malformed)
+        );
         assert_eq!(parse_plain(b"!!!").err(), Some(SaslError::Base64));
     }
 
@@ -303,7 +300,8 @@ mod tests {
 
     #[test]
     fn oauthbearer_login_is_the_gs2_authzid() {
-        let enc = B64.encode(b"n,a=carol=2Cx@example.test,\x01host=h\x01port=1\x01auth=Bearer t\x01\x01");
+        let enc =
+            B64.encode(b"n,a=carol=2Cx@example.test,\x01host=h\x01port=1\x01auth=Bearer t\x01\x01");
         let c = parse_token(Mechanism::OAuthBearer, enc.as_bytes()).expect("valid");
         assert_eq!(c.login().expose(), "carol,x@example.test");
         let no_authzid = B64.encode(b"n,,\x01auth=Bearer t\x01\x01");

@@ -323,7 +323,10 @@ impl Config {
     pub fn summary(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("hostname: {}\n", self.hostname));
-        out.push_str(&format!("upstream EHLO name: {}\n", self.upstream_ehlo_name));
+        out.push_str(&format!(
+            "upstream EHLO name: {}\n",
+            self.upstream_ehlo_name
+        ));
         for l in &self.listeners {
             out.push_str(&format!(
                 "listen: {:?} on {} ({:?} TLS)\n",
@@ -351,7 +354,11 @@ impl Config {
                 u.ca.as_ref()
                     .map_or("public roots".to_string(), |p| p.display().to_string()),
                 domains.join(", "),
-                if self.default_upstream == Some(i) { ", default" } else { "" }
+                if self.default_upstream == Some(i) {
+                    ", default"
+                } else {
+                    ""
+                }
             ));
         }
         out.push_str(&format!("egress: {:?}\n", self.egress));
@@ -374,7 +381,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     check_name("server.upstream_ehlo_name", &upstream_ehlo_name)?;
 
     if raw.listen.is_empty() {
-        return Err(invalid("listen", "at least one [[listen]] table is required"));
+        return Err(invalid(
+            "listen",
+            "at least one [[listen]] table is required",
+        ));
     }
     let mut listeners = Vec::with_capacity(raw.listen.len());
     for (i, l) in raw.listen.into_iter().enumerate() {
@@ -391,7 +401,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 "expected IP:port, e.g. \"127.0.0.1:465\" or \"[::]:587\"",
             )
         })?;
-        if listeners.iter().any(|o: &Listener| o.address == address) {
+        if address.port() != 0 && listeners.iter().any(|o: &Listener| o.address == address) {
             return Err(invalid(format!("{key}.address"), "address used twice"));
         }
         listeners.push(Listener {
@@ -403,16 +413,25 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     match (&raw.tls.certificate, &raw.tls.private_key) {
         (Some(_), None) => {
-            return Err(invalid("tls.private_key", "required when tls.certificate is set"));
+            return Err(invalid(
+                "tls.private_key",
+                "required when tls.certificate is set",
+            ));
         }
         (None, Some(_)) => {
-            return Err(invalid("tls.certificate", "required when tls.private_key is set"));
+            return Err(invalid(
+                "tls.certificate",
+                "required when tls.private_key is set",
+            ));
         }
         _ => {}
     }
 
     if raw.upstream.is_empty() {
-        return Err(invalid("upstream", "at least one [[upstream]] table is required"));
+        return Err(invalid(
+            "upstream",
+            "at least one [[upstream]] table is required",
+        ));
     }
     let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.upstream.len());
     let mut domain_routes = HashMap::new();
@@ -424,9 +443,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         if upstreams.iter().any(|o| o.name == u.name) {
             return Err(invalid(format!("{key}.name"), "name used twice"));
         }
-        if u.smtp.host.is_empty() || u.smtp.host.contains(|c: char| c.is_whitespace() || c == '/')
+        if u.smtp.host.is_empty()
+            || u.smtp
+                .host
+                .contains(|c: char| c.is_whitespace() || c == '/')
         {
-            return Err(invalid(format!("{key}.smtp.host"), "expected a host name or IP"));
+            return Err(invalid(
+                format!("{key}.smtp.host"),
+                "expected a host name or IP",
+            ));
         }
         if u.smtp.port == 0 {
             return Err(invalid(format!("{key}.smtp.port"), "must be 1-65535"));
@@ -489,8 +514,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             1024,
             1 << 30,
         )? as usize,
-        max_recipients: bounded("limits.max_recipients", l.max_recipients.map(u64::from), 100, 1, 10_000)?
-            as usize,
+        max_recipients: bounded(
+            "limits.max_recipients",
+            l.max_recipients.map(u64::from),
+            100,
+            1,
+            10_000,
+        )? as usize,
         max_connections: bounded(
             "limits.max_connections",
             l.max_connections.map(u64::from),
@@ -498,8 +528,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             1,
             1_000_000,
         )? as usize,
-        max_line_bytes: bounded("limits.max_line_bytes", l.max_line_bytes.map(u64::from), 1000, 78, 1 << 20)?
-            as usize,
+        max_line_bytes: bounded(
+            "limits.max_line_bytes",
+            l.max_line_bytes.map(u64::from),
+            1000,
+            78,
+            1 << 20,
+        )? as usize,
         max_command_bytes: bounded(
             "limits.max_command_bytes",
             l.max_command_bytes.map(u64::from),
@@ -531,7 +566,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
 
     let s = raw.sanitize;
-    for (list, key) in [(&s.remove, "remove"), (&s.keep, "keep"), (&s.allow, "allow")] {
+    for (list, key) in [
+        (&s.remove, "remove"),
+        (&s.keep, "keep"),
+        (&s.allow, "allow"),
+    ] {
         for (j, name) in list.iter().enumerate() {
             let bare = name.strip_suffix('*').unwrap_or(name);
             if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
@@ -544,7 +583,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let mode = s.mode.unwrap_or_default();
     if mode == SanitizeMode::Default && !s.allow.is_empty() {
-        return Err(invalid("sanitize.allow", "only used with mode = \"strict\""));
+        return Err(invalid(
+            "sanitize.allow",
+            "only used with mode = \"strict\"",
+        ));
     }
 
     Ok(Config {
@@ -567,7 +609,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn bounded(key: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn bounded(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let v = value.unwrap_or(default);
     if v < min || v > max {
         return Err(invalid(key, format!("must be between {min} and {max}")));
@@ -586,7 +634,10 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(key, "expected a host name or an address literal like [127.0.0.1]"))
+        Err(invalid(
+            key,
+            "expected a host name or an address literal like [127.0.0.1]",
+        ))
     }
 }
 
@@ -647,7 +698,10 @@ default = "b"
 
     #[test]
     fn domain_routed_twice_is_refused() {
-        let text = MINIMAL.replace("port = 587, tls = \"starttls\" }", "port = 587, tls = \"starttls\" }\ndomains = [\"a.example\"]");
+        let text = MINIMAL.replace(
+            "port = 587, tls = \"starttls\" }",
+            "port = 587, tls = \"starttls\" }\ndomains = [\"a.example\"]",
+        );
         let err = Config::parse(&text).expect_err("dup domain").to_string();
         assert!(err.contains("upstream[1].domains[0]"), "{err}");
     }

@@ -31,7 +31,11 @@ impl FormatTime for MinuteClock {
 pub fn minute_stamp(secs: i64) -> String {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}Z", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// Installs the global subscriber: stderr, `RUST_LOG` or `info`, minute clock.

@@ -10,7 +10,11 @@ use mailveil::config::Config;
 use mailveil::server::{Relay, Server};
 
 #[derive(Parser)]
-#[command(name = "mailveil", version, about = "Metadata-minimizing mail relay proxy")]
+#[command(
+    name = "mailveil",
+    version,
+    about = "Metadata-minimizing mail relay proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +69,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "no certificate configured: using an ephemeral self-signed certificate, SHA-256 fingerprint {}",
             identity.fingerprint
         );
-        println!("ephemeral certificate SHA-256 fingerprint: {}", identity.fingerprint);
+        println!(
+            "ephemeral certificate SHA-256 fingerprint: {}",
+            identity.fingerprint
+        );
     }
     let relay = Arc::new(Relay::new(config, identity.config).context("upstream TLS")?);
     let server = Server::bind(relay).await.context("binding listeners")?;
@@ -79,13 +86,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

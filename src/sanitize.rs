@@ -290,7 +290,10 @@ fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<Strin
         return None;
     }
     let tag = ring::hmac::sign(crate::auth::process_key(), inner.as_bytes());
-    let hex: String = tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = tag.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Some(format!("<{hex}@{sender_domain}>"))
 }
 
@@ -321,9 +324,9 @@ fn address_domain(value: &[u8]) -> Option<String> {
     let (_, domain) = addr.rsplit_once('@')?;
     let domain = domain.trim();
     let ok = !domain.is_empty()
-        && domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':');
+        && domain.chars().all(|c| {
+            c.is_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':'
+        });
     ok.then(|| domain.to_ascii_lowercase())
 }
 
@@ -356,12 +359,24 @@ mod tests {
         (
             "thunderbird",
             include_bytes!("../tests/fixtures/headers/thunderbird.eml"),
-            &["user-agent", "content-language", "x-mozilla-draft-info", "x-identity-key", "x-account-key", "organization"],
+            &[
+                "user-agent",
+                "content-language",
+                "x-mozilla-draft-info",
+                "x-identity-key",
+                "x-account-key",
+                "organization",
+            ],
         ),
         (
             "apple-mail",
             include_bytes!("../tests/fixtures/headers/apple-mail.eml"),
-            &["x-mailer", "x-apple-base-url", "x-universally-unique-identifier", "x-apple-mail-remote-attachments"],
+            &[
+                "x-mailer",
+                "x-apple-base-url",
+                "x-universally-unique-identifier",
+                "x-apple-mail-remote-attachments",
+            ],
         ),
         (
             "ios-mail",
@@ -371,7 +386,18 @@ mod tests {
         (
             "outlook",
             include_bytes!("../tests/fixtures/headers/outlook.eml"),
-            &["thread-topic", "thread-index", "accept-language", "x-ms-has-attach", "x-ms-tnef-correlator", "x-ms-exchange-organization-authas", "x-originating-ip", "x-mimeole", "msip_labels", "content-language"],
+            &[
+                "thread-topic",
+                "thread-index",
+                "accept-language",
+                "x-ms-has-attach",
+                "x-ms-tnef-correlator",
+                "x-ms-exchange-organization-authas",
+                "x-originating-ip",
+                "x-mimeole",
+                "msip_labels",
+                "content-language",
+            ],
         ),
         (
             "k9",
@@ -399,22 +425,46 @@ mod tests {
                 assert!(!names.contains(&g.to_string()), "{client}: {g} survived");
             }
             assert!(!names.contains(&"received".to_string()), "{client}");
-            for kept in ["from", "to", "subject", "date", "message-id", "mime-version", "content-type"] {
+            for kept in [
+                "from",
+                "to",
+                "subject",
+                "date",
+                "message-id",
+                "mime-version",
+                "content-type",
+            ] {
                 assert!(names.contains(&kept.to_string()), "{client}: lost {kept}");
             }
             assert_eq!(body_of(&out), body_of(message), "{client}: body changed");
             let text = String::from_utf8_lossy(&out);
             assert!(text.contains("+0000\r\n"), "{client}: Date not in UTC");
-            for leak in [".local", "192.168.", "10.0.", "fe80", "iPhone", "Thunderbird", "Outlook", "K-9", "Mutt", "Mac OS"] {
-                let header_text = String::from_utf8_lossy(&out[..out.len() - body_of(&out).len()]).to_string();
-                assert!(!header_text.contains(leak), "{client}: {leak} left in headers:\n{header_text}");
+            for leak in [
+                ".local",
+                "192.168.",
+                "10.0.",
+                "fe80",
+                "iPhone",
+                "Thunderbird",
+                "Outlook",
+                "K-9",
+                "Mutt",
+                "Mac OS",
+            ] {
+                let header_text =
+                    String::from_utf8_lossy(&out[..out.len() - body_of(&out).len()]).to_string();
+                assert!(
+                    !header_text.contains(leak),
+                    "{client}: {leak} left in headers:\n{header_text}"
+                );
             }
         }
     }
 
     #[test]
     fn date_is_rewritten_to_utc_with_the_same_instant() {
-        let out = sanitize(b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 01:26:36 +0100\r\n\r\nx\r\n");
+        let out =
+            sanitize(b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 01:26:36 +0100\r\n\r\nx\r\n");
         assert_eq!(
             out,
             b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 00:26:36 +0000\r\n\r\nx\r\n"
@@ -425,7 +475,10 @@ mod tests {
     fn message_id_with_host_name_is_replaced_at_sender_domain() {
         let msg = b"From: Alice <alice@example.test>\r\nMessage-ID: <20261123.GA1@laptop.fritz.box>\r\n\r\nx\r\n";
         let out = String::from_utf8(sanitize(msg)).expect("ascii");
-        let id_line = out.lines().find(|l| l.starts_with("Message-ID:")).expect("id kept");
+        let id_line = out
+            .lines()
+            .find(|l| l.starts_with("Message-ID:"))
+            .expect("id kept");
         assert!(id_line.ends_with("@example.test>"), "{id_line}");
         assert!(!out.contains("laptop"), "{out}");
         // Deterministic within a process: the SMTP copy and the Sent copy agree.
@@ -440,7 +493,8 @@ mod tests {
 
     #[test]
     fn mime_version_comment_is_trimmed() {
-        let out = sanitize(b"MIME-Version: 1.0 (Mac OS X Mail 16.0 \\(3774.600.62\\))\r\n\r\nx\r\n");
+        let out =
+            sanitize(b"MIME-Version: 1.0 (Mac OS X Mail 16.0 \\(3774.600.62\\))\r\n\r\nx\r\n");
         assert_eq!(out, b"MIME-Version: 1.0\r\n\r\nx\r\n");
     }
 
@@ -475,7 +529,10 @@ mod tests {
         };
         let msg = b"From: a@example.test\r\nX-Custom: 1\r\nList-Id: x\r\nSubject: s\r\nX-Priority: 3\r\n\r\nb\r\n";
         let out = strip_identifying_headers(msg, &Policy::new(&config)).to_vec();
-        assert_eq!(out, b"From: a@example.test\r\nList-Id: x\r\nSubject: s\r\n\r\nb\r\n");
+        assert_eq!(
+            out,
+            b"From: a@example.test\r\nList-Id: x\r\nSubject: s\r\n\r\nb\r\n"
+        );
     }
 
     #[test]

@@ -89,14 +89,24 @@ impl Server {
                     listener.tls
                 );
             }
-            tasks.spawn(accept_loop(self.relay.clone(), listener, socket, permits.clone()));
+            tasks.spawn(accept_loop(
+                self.relay.clone(),
+                listener,
+                socket,
+                permits.clone(),
+            ));
         }
         shutdown.await;
         tasks.abort_all();
     }
 }
 
-async fn accept_loop(relay: Arc<Relay>, listener: Listener, socket: TcpListener, permits: Arc<Semaphore>) {
+async fn accept_loop(
+    relay: Arc<Relay>,
+    listener: Listener,
+    socket: TcpListener,
+    permits: Arc<Semaphore>,
+) {
     loop {
         let permit = match permits.clone().acquire_owned().await {
             Ok(p) => p,

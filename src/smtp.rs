@@ -75,7 +75,11 @@ enum ClientStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -85,7 +89,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -147,7 +155,11 @@ enum Line {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     async fn run(&mut self) -> Result<(), Closed> {
-        let greeting = Reply::new(220, [0, 0, 0], format!("{} ESMTP", self.relay.config.hostname));
+        let greeting = Reply::new(
+            220,
+            [0, 0, 0],
+            format!("{} ESMTP", self.relay.config.hostname),
+        );
         self.queue(&greeting);
         loop {
             let line = match self.read_line().await? {
@@ -372,7 +384,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 let Some(password) = self.prompt("UGFzc3dvcmQ6").await? else {
                     return Ok(None);
                 };
-                if auth::decode_b64(user.expose()).is_err() || auth::decode_b64(password.expose()).is_err() {
+                if auth::decode_b64(user.expose()).is_err()
+                    || auth::decode_b64(password.expose()).is_err()
+                {
                     Err(auth::SaslError::Base64)
                 } else {
                     Ok(ClientCredentials::Login {
@@ -465,13 +479,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 if !has(Mechanism::Login) && has(Mechanism::Plain) {
                     let user = auth::decode_b64(user_encoded.expose()).unwrap_or_default();
                     let password = auth::decode_b64(password_encoded.expose()).unwrap_or_default();
-                    let mut plain = Vec::with_capacity(2 + user.expose().len() + password.expose().len());
+                    let mut plain =
+                        Vec::with_capacity(2 + user.expose().len() + password.expose().len());
                     plain.push(0);
                     plain.extend_from_slice(user.expose());
                     plain.push(0);
                     plain.extend_from_slice(password.expose());
                     let plain = Secret::new(plain);
-                    steps.push(command_with(b"AUTH PLAIN ", auth::encode_b64(plain.expose()).expose()));
+                    steps.push(command_with(
+                        b"AUTH PLAIN ",
+                        auth::encode_b64(plain.expose()).expose(),
+                    ));
                 } else {
                     steps.push(Secret::new(b"AUTH LOGIN\r\n".to_vec()));
                     steps.push(line_of(user_encoded.expose()));
@@ -505,11 +523,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 Some(step) => step,
                 None => {
                     self.queue(&Reply::from_upstream(&response));
-                    let line = match self.read_line().await? {
+                    match self.read_line().await? {
                         Line::Complete(line) => Secret::new(line),
                         _ => Secret::new(b"*\r\n".to_vec()),
-                    };
-                    line
+                    }
                 }
             };
             response = match upstream.command(answer.expose()).await {
@@ -519,7 +536,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         }
     }
 
-    async fn mail_from(&mut self, from: smtp_proto::MailFrom<std::borrow::Cow<'_, str>>) -> Result<(), Closed> {
+    async fn mail_from(
+        &mut self,
+        from: smtp_proto::MailFrom<std::borrow::Cow<'_, str>>,
+    ) -> Result<(), Closed> {
         if !self.tls_active {
             self.queue(&reply::tls_required());
             return Ok(());
@@ -536,7 +556,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             self.queue(&reply::too_big());
             return Ok(());
         }
-        let known = smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME | smtp_proto::MAIL_SMTPUTF8;
+        let known =
+            smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME | smtp_proto::MAIL_SMTPUTF8;
         if from.flags & !known != 0
             || from.env_id.is_some()
             || from.trans_id.is_some()
@@ -556,7 +577,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         if from.size > 0 && upstream.supports(smtp_proto::EXT_SIZE) {
             command.push_str(&format!(" SIZE={}", from.size));
         }
-        if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 && upstream.supports(smtp_proto::EXT_8BIT_MIME) {
+        if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0
+            && upstream.supports(smtp_proto::EXT_8BIT_MIME)
+        {
             command.push_str(" BODY=8BITMIME");
         }
         if from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 {
@@ -579,7 +602,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         Ok(())
     }
 
-    async fn rcpt_to(&mut self, to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>) -> Result<(), Closed> {
+    async fn rcpt_to(
+        &mut self,
+        to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>,
+    ) -> Result<(), Closed> {
         let max = self.relay.config.limits.max_recipients;
         let Some(tx) = self.tx.as_mut() else {
             self.queue(&reply::need_mail());
@@ -674,7 +700,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             return Ok(());
         }
         if !last {
-            self.queue(&Reply::new(250, [2, 0, 0], format!("{size} octets received")));
+            self.queue(&Reply::new(
+                250,
+                [2, 0, 0],
+                format!("{size} octets received"),
+            ));
             if let Some(tx) = self.tx.as_mut() {
                 tx.bdat = Some((receiver, message));
             }
@@ -686,7 +716,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
 
     /// The message is complete on our side: refuse it, or relay it and give
     /// the client the upstream's final reply.
-    async fn finish_message(&mut self, receiver: MessageReceiver, mut message: Vec<u8>) -> Result<(), Closed> {
+    async fn finish_message(
+        &mut self,
+        receiver: MessageReceiver,
+        mut message: Vec<u8>,
+    ) -> Result<(), Closed> {
         let outcome = match receiver.refusal() {
             Some(Refusal::BareLineEnding) => Err(reply::bare_line_ending()),
             Some(Refusal::LineTooLong) => Err(reply::message_line_too_long()),
@@ -700,9 +734,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 refusal
             }
             Ok(()) => {
-                let sanitized = crate::sanitize::strip_identifying_headers(&message, &self.relay.policy);
+                let sanitized =
+                    crate::sanitize::strip_identifying_headers(&message, &self.relay.policy);
                 let result = match self.upstream.as_mut() {
-                    Some(upstream) => upstream.send_message(&sanitized.header, sanitized.rest).await,
+                    Some(upstream) => {
+                        upstream
+                            .send_message(&sanitized.header, sanitized.rest)
+                            .await
+                    }
                     None => Err(UpstreamError::Lost),
                 };
                 let mut header = sanitized.header;

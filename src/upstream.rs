@@ -81,10 +81,12 @@ impl UpstreamSmtp {
         .map_err(|_| UpstreamError::Tls)?;
         let connector = TlsConnector::from(tls);
         let secure = match endpoint.tls {
-            UpstreamTls::Implicit => tokio::time::timeout(timeout, connector.connect(server_name, stream))
-                .await
-                .map_err(|_| UpstreamError::Tls)?
-                .map_err(|_| UpstreamError::Tls)?,
+            UpstreamTls::Implicit => {
+                tokio::time::timeout(timeout, connector.connect(server_name, stream))
+                    .await
+                    .map_err(|_| UpstreamError::Tls)?
+                    .map_err(|_| UpstreamError::Tls)?
+            }
             UpstreamTls::Starttls => {
                 let mut plain = SmtpClient { stream, timeout };
                 expect_greeting(&mut plain, timeout).await?;
@@ -136,7 +138,11 @@ impl UpstreamSmtp {
     /// answer to DATA is returned as the final reply without sending the
     /// message. A failure before the final dot leaves the upstream with
     /// nothing: the connection is dropped without a terminator.
-    pub async fn send_message(&mut self, header: &[u8], rest: &[u8]) -> Result<Response<String>, UpstreamError> {
+    pub async fn send_message(
+        &mut self,
+        header: &[u8],
+        rest: &[u8],
+    ) -> Result<Response<String>, UpstreamError> {
         let reply = self.client.cmd(b"DATA\r\n").await?;
         if reply.code != 354 {
             return Ok(reply);
@@ -162,7 +168,10 @@ impl UpstreamSmtp {
     }
 }
 
-async fn expect_greeting<S>(client: &mut SmtpClient<S>, timeout: Duration) -> Result<(), UpstreamError>
+async fn expect_greeting<S>(
+    client: &mut SmtpClient<S>,
+    timeout: Duration,
+) -> Result<(), UpstreamError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -156,15 +156,30 @@ mod tests {
 
     #[test]
     fn offsets_are_converted_to_utc() {
-        assert_eq!(utc("Tue, 24 Nov 2026 01:26:36 +0100"), "Tue, 24 Nov 2026 00:26:36 +0000");
-        assert_eq!(utc("Mon, 23 Nov 2026 19:26:36 -0500"), "Tue, 24 Nov 2026 00:26:36 +0000");
-        assert_eq!(utc("Sat, 1 Jan 2000 05:29:00 +0530"), "Fri, 31 Dec 1999 23:59:00 +0000");
+        assert_eq!(
+            utc("Tue, 24 Nov 2026 01:26:36 +0100"),
+            "Tue, 24 Nov 2026 00:26:36 +0000"
+        );
+        assert_eq!(
+            utc("Mon, 23 Nov 2026 19:26:36 -0500"),
+            "Tue, 24 Nov 2026 00:26:36 +0000"
+        );
+        assert_eq!(
+            utc("Sat, 1 Jan 2000 05:29:00 +0530"),
+            "Fri, 31 Dec 1999 23:59:00 +0000"
+        );
     }
 
     #[test]
     fn obsolete_forms_parse() {
-        assert_eq!(utc("24 Nov 26 00:26 GMT"), "Tue, 24 Nov 2026 00:26:00 +0000");
-        assert_eq!(utc("Mon, 23 Nov 2026 16:26:36 PST"), "Tue, 24 Nov 2026 00:26:36 +0000");
+        assert_eq!(
+            utc("24 Nov 26 00:26 GMT"),
+            "Tue, 24 Nov 2026 00:26:00 +0000"
+        );
+        assert_eq!(
+            utc("Mon, 23 Nov 2026 16:26:36 PST"),
+            "Tue, 24 Nov 2026 00:26:36 +0000"
+        );
         assert_eq!(
             utc("Tue, 24 Nov 2026 01:26:36 +0100 (CET)"),
             "Tue, 24 Nov 2026 00:26:36 +0000"
@@ -173,7 +188,13 @@ mod tests {
 
     #[test]
     fn garbage_does_not_parse() {
-        for bad in ["", "yesterday", "Tue, 24 Foo 2026 00:00:00 +0000", "24 Nov 2026 25:00:00 +0000", "24 Nov 2026 10:00:00 +01"] {
+        for bad in [
+            "",
+            "yesterday",
+            "Tue, 24 Foo 2026 00:00:00 +0000",
+            "24 Nov 2026 25:00:00 +0000",
+            "24 Nov 2026 10:00:00 +01",
+        ] {
             assert_eq!(parse_rfc5322(bad), None, "{bad}");
         }
     }

@@ -235,7 +235,10 @@ pub fn stuffed_pieces<'a>(parts: &[&'a [u8]]) -> Vec<&'a [u8]> {
 
 /// Writes a message dot-stuffed and terminated with `.CRLF`, then flushes.
 /// The message is never copied whole: pieces go through a 64 KiB buffer.
-pub async fn write_stuffed<W: AsyncWrite + Unpin>(writer: W, parts: &[&[u8]]) -> std::io::Result<()> {
+pub async fn write_stuffed<W: AsyncWrite + Unpin>(
+    writer: W,
+    parts: &[&[u8]],
+) -> std::io::Result<()> {
     let mut buffered = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
     for piece in stuffed_pieces(parts) {
         buffered.write_all(piece).await?;
@@ -264,7 +267,12 @@ mod tests {
         let (out, refusal, p) = receive(wire);
         assert_eq!(out, b"Subject: x\r\n\r\n.leading dot\r\n");
         assert_eq!(refusal, None);
-        assert_eq!(p, Progress::Done { consumed: wire.len() - 6 });
+        assert_eq!(
+            p,
+            Progress::Done {
+                consumed: wire.len() - 6
+            }
+        );
     }
 
     #[test]
@@ -281,10 +289,16 @@ mod tests {
         for split in 0..wire.len() {
             let mut r = MessageReceiver::data(1 << 20, 1000);
             let mut out = Vec::new();
-            assert_eq!(r.feed(&wire[..split], &mut out), Progress::NeedMore, "split {split}");
+            assert_eq!(
+                r.feed(&wire[..split], &mut out),
+                Progress::NeedMore,
+                "split {split}"
+            );
             assert_eq!(
                 r.feed(&wire[split..], &mut out),
-                Progress::Done { consumed: wire.len() - split },
+                Progress::Done {
+                    consumed: wire.len() - split
+                },
                 "split {split}"
             );
             assert_eq!(out, b"a\r\nb\r\n", "split {split}");
@@ -293,14 +307,28 @@ mod tests {
 
     #[test]
     fn every_smuggling_variant_is_refused_and_read_to_the_real_end() {
-        for smuggle in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r.\r\n", b"bare\rcr", b"bare\nlf"] {
+        for smuggle in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r.\r",
+            b"\r\n.\r",
+            b"\r.\r\n",
+            b"bare\rcr",
+            b"bare\nlf",
+        ] {
             let mut wire = b"Subject: x\r\n\r\nhello".to_vec();
             wire.extend_from_slice(smuggle);
             wire.extend_from_slice(b"MAIL FROM:<evil@example.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\nforged\r\n.\r\n");
             let (out, refusal, p) = receive(&wire);
             assert_eq!(refusal, Some(Refusal::BareLineEnding), "{smuggle:?}");
             assert!(out.is_empty(), "{smuggle:?}: refused data must not be kept");
-            assert_eq!(p, Progress::Done { consumed: wire.len() }, "{smuggle:?}");
+            assert_eq!(
+                p,
+                Progress::Done {
+                    consumed: wire.len()
+                },
+                "{smuggle:?}"
+            );
         }
     }
 
@@ -308,7 +336,10 @@ mod tests {
     fn size_limit_is_enforced_while_receiving() {
         let mut r = MessageReceiver::data(10, 1000);
         let mut out = Vec::new();
-        assert_eq!(r.feed(b"0123456789abc\r\n.\r\n", &mut out), Progress::Done { consumed: 18 });
+        assert_eq!(
+            r.feed(b"0123456789abc\r\n.\r\n", &mut out),
+            Progress::Done { consumed: 18 }
+        );
         assert_eq!(r.refusal(), Some(Refusal::TooLarge));
         assert!(out.is_empty());
     }
@@ -342,7 +373,10 @@ mod tests {
 
     #[test]
     fn stuffing_doubles_leading_dots_and_terminates() {
-        assert_eq!(stuff(&[b"a\r\n.b\r\n", b".\r\n"]), b"a\r\n..b\r\n..\r\n.\r\n");
+        assert_eq!(
+            stuff(&[b"a\r\n.b\r\n", b".\r\n"]),
+            b"a\r\n..b\r\n..\r\n.\r\n"
+        );
         assert_eq!(stuff(&[b".x\r\n"]), b"..x\r\n.\r\n");
         assert_eq!(stuff(&[]), b".\r\n");
         assert_eq!(stuff(&[b"no final crlf"]), b"no final crlf\r\n.\r\n");

@@ -39,7 +39,11 @@ impl Reply {
         Reply {
             code: response.code,
             esc: response.esc,
-            lines: if lines.is_empty() { vec![String::new()] } else { lines },
+            lines: if lines.is_empty() {
+                vec![String::new()]
+            } else {
+                lines
+            },
         }
     }
 
@@ -50,7 +54,7 @@ impl Reply {
 
     /// Appends the wire form (one or more CRLF-terminated lines) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let has_esc = self.esc != [0, 0, 0] && self.esc.iter().all(|d| *d < 10);
+        let has_esc = self.esc != [0, 0, 0];
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
@@ -161,10 +165,14 @@ pub fn from_parse_error(err: &smtp_proto::Error) -> Reply {
         E::InvalidSenderAddress => Reply::new(501, [5, 1, 7], "Bad sender address syntax"),
         E::InvalidRecipientAddress => Reply::new(501, [5, 1, 3], "Bad recipient address syntax"),
         E::SyntaxError { syntax } => Reply::new(501, [5, 5, 4], format!("Syntax: {syntax}")),
-        E::InvalidParameter { param } => Reply::new(501, [5, 5, 4], format!("Invalid parameter {param}")),
+        E::InvalidParameter { param } => {
+            Reply::new(501, [5, 5, 4], format!("Invalid parameter {param}"))
+        }
         E::UnsupportedParameter { .. } => unsupported_parameter(),
         E::ResponseTooLong => line_too_long(),
-        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => Reply::new(501, [5, 5, 4], "Syntax error"),
+        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => {
+            Reply::new(501, [5, 5, 4], "Syntax error")
+        }
     }
 }
 
@@ -193,6 +201,9 @@ mod tests {
 
     #[test]
     fn reply_without_enhanced_code_has_none() {
-        assert_eq!(wire(&start_data()), "354 End data with <CR><LF>.<CR><LF>\r\n");
+        assert_eq!(
+            wire(&start_data()),
+            "354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
     }
 }

@@ -1,0 +1,125 @@
+//! Invariant 2: nothing that identifies a person appears in what mailveil
+//! logs, at any level. Full sessions run with canary values while every
+//! tracing event at TRACE is captured; no canary may appear.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const CANARIES: &[&str] = &[
+    "127.0.0.77",
+    "alice@example.test",
+    "alice-secret-pw",
+    "canary-ehlo.invalid",
+    "canary-rcpt@example.test",
+    "unknown@example.test",
+    "CanarySubject7731",
+    "canary-header-value-5512",
+    "UPSTREAM-CANARY-TEXT",
+    "queued as ABC123",
+    "ya29.good-token",
+];
+
+#[tokio::test]
+async fn trace_logs_carry_no_canary_from_full_sessions() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    tracing::trace!("capture check");
+
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
+
+    // A session from a distinctive source address, over STARTTLS.
+    let (mut c, _) = Client::plain_from(&relay, "127.0.0.77").await;
+    c.cmd("EHLO canary-ehlo.invalid").await;
+    c.cmd("STARTTLS").await;
+    c.upgrade().await;
+    c.cmd("EHLO canary-ehlo.invalid").await;
+    // A failed AUTH whose upstream text is a canary, then a good one.
+    let bad = B64.encode(format!("\0{USER}\0wrong-{PASSWORD}"));
+    assert!(
+        c.cmd(&format!("AUTH PLAIN {bad}"))
+            .await
+            .contains("UPSTREAM-CANARY-TEXT")
+    );
+    let xoauth = B64.encode(format!("user={USER}\x01auth=Bearer {TOKEN}\x01\x01"));
+    assert!(
+        c.cmd(&format!("AUTH XOAUTH2 {xoauth}"))
+            .await
+            .starts_with("235")
+    );
+    c.cmd("MAIL FROM:<alice@example.test>").await;
+    c.cmd("RCPT TO:<canary-rcpt@example.test>").await;
+    c.cmd("RCPT TO:<unknown@example.test>").await;
+    c.cmd("DATA").await;
+    c.send(&stuff(b"Subject: CanarySubject7731\r\nX-Note: canary-header-value-5512\r\nUser-Agent: canary-header-value-5512\r\n\r\nbody\r\n")).await;
+    assert!(c.reply().await.contains("ABC123"));
+    // A refused (smuggled) message and garbage input.
+    c.cmd("MAIL FROM:<alice@example.test>").await;
+    c.cmd("RCPT TO:<canary-rcpt@example.test>").await;
+    c.cmd("DATA").await;
+    c.send(
+        b"Subject: CanarySubject7731\r\n\r\nx\n.\nMAIL FROM:<canary-rcpt@example.test>\r\n.\r\n",
+    )
+    .await;
+    assert!(c.reply().await.starts_with("554"));
+    c.cmd("FROB canary-header-value-5512").await;
+    c.cmd("MAIL FROM:<canary-rcpt@example.test> RET=FULL").await;
+    c.cmd("QUIT").await;
+    assert_eq!(upstream.messages().len(), 1);
+
+    // A session that the upstream drops mid-DATA.
+    let (dropper, relay2) = start_pair(UpstreamScript {
+        drop_after_data_bytes: Some(10),
+        ..UpstreamScript::default()
+    })
+    .await;
+    let (mut c, _) = Client::implicit(&relay2).await;
+    c.login().await;
+    let r = c
+        .send_message(b"Subject: CanarySubject7731\r\n\r\nbody body body body\r\n")
+        .await;
+    assert!(r.starts_with("421"));
+    assert!(dropper.messages().is_empty());
+    drop(relay);
+    drop(relay2);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let logged = String::from_utf8_lossy(&capture.0.lock().expect("lock")).to_string();
+    assert!(
+        logged.contains("capture check"),
+        "the capture itself must work"
+    );
+    assert!(
+        logged.contains("listening on"),
+        "relay start-up lines are captured: {logged}"
+    );
+    for canary in CANARIES {
+        assert!(
+            !logged.contains(canary),
+            "canary {canary} leaked into logs:\n{logged}"
+        );
+    }
+}
