@@ -124,6 +124,9 @@ struct Closed;
 
 /// A mail transaction in progress (MAIL accepted upstream).
 struct Transaction {
+    /// The SIZE the client declared (0 if none): the message buffer is
+    /// allocated once at this size instead of growing by doubling.
+    declared_size: usize,
     recipients: usize,
     accepted: usize,
     /// Set once the first BDAT chunk arrives.
@@ -593,6 +596,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let response = self.upstream_command(command.as_bytes()).await?;
         if response.is_positive() {
             self.tx = Some(Transaction {
+                declared_size: from.size,
                 recipients: 0,
                 accepted: 0,
                 bdat: None,
@@ -650,7 +654,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         self.flush().await?;
         let limits = &self.relay.config.limits;
         let mut receiver = MessageReceiver::data(limits.max_message_bytes, limits.max_line_bytes);
-        let mut message = Vec::new();
+        let declared = self.tx.as_ref().map_or(0, |tx| tx.declared_size);
+        let mut message = Vec::with_capacity(declared.min(limits.max_message_bytes));
         loop {
             match receiver.feed(&self.rbuf[self.rpos..], &mut message) {
                 Progress::Done { consumed } => {
@@ -676,10 +681,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             Some(_) => None,
         };
         let (mut receiver, mut message) = match self.tx.as_mut() {
-            Some(tx) if refusal.is_none() => tx
-                .bdat
-                .take()
-                .unwrap_or_else(|| (MessageReceiver::bdat(max_size, max_line), Vec::new())),
+            Some(tx) if refusal.is_none() => {
+                let declared = tx.declared_size.min(max_size);
+                tx.bdat.take().unwrap_or_else(|| {
+                    (
+                        MessageReceiver::bdat(max_size, max_line),
+                        Vec::with_capacity(declared),
+                    )
+                })
+            }
             _ => (MessageReceiver::bdat(0, max_line), Vec::new()),
         };
         let mut remaining = size;

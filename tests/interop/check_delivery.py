@@ -13,6 +13,9 @@ MAILDIR = os.path.join(W, "mail", "bob", "Maildir")
 EXPECTED = os.path.join(W, "msgs", "expected")
 TAGS = ["interop-swaks", "interop-curl", "interop-python", "interop-pgp",
         "interop-smime", "interop-8bit", "interop-neomutt", "interop-starttls-upstream"]
+# Postfix accepts the SMTPUTF8-envelope message (run.sh checks its log), but
+# whether its LMTP hop to Dovecot 2.3 delivers or bounces it varies: 0 or 1 copy.
+OPTIONAL = ["interop-utf8"]
 FORBIDDEN = [b"127.0.0.77", b"swaks-ehlo.invalid", b"curl-ehlo.invalid", b"py-ehlo.invalid",
              b"neomutt-laptop.invalid", b"curl-laptop.invalid", b"canary", b"192.0.2.77",
              b"interop-smuggled"]
@@ -46,14 +49,16 @@ while True:
 errors = []
 by_tag = {}
 for msg in msgs:
-    tag = next((t for t in TAGS if subject(msg).startswith(t)), None)
+    tag = next((t for t in TAGS + OPTIONAL if subject(msg).startswith(t)), None)
     if tag is None:
         errors.append(f"unexpected message with subject {subject(msg)!r}")
         continue
     by_tag.setdefault(tag, []).append(msg)
 
-for tag in TAGS:
+for tag in TAGS + OPTIONAL:
     got = by_tag.get(tag, [])
+    if tag in OPTIONAL and not got:
+        continue
     if len(got) != 1:
         errors.append(f"{tag}: delivered {len(got)} times")
         continue

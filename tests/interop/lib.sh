@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Shared set-up for the interop suite and benchmarks: installs Debian
+# packages, makes a private CA, starts Dovecot, Postfix and mailveil on
+# loopback under $W. Sourced by run.sh and bench.sh; expects HERE, REPO, W.
+#
+# Layout (all on loopback, nothing leaves the machine):
+#   clients → mailveil 127.0.0.1:11465 (TLS) / :11587 (STARTTLS)
+#     → Postfix submission 127.0.0.2:10465 (TLS) / :10587 (STARTTLS)
+#     → LMTP → Dovecot Maildir (127.0.0.1:10993 for IMAP)
+#   Postfix 127.0.0.2:10025 offers AUTH but no TLS: mailveil must refuse it.
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/interop/run.sh needs root (apt-get, postfix, dovecot)" >&2
+    exit 2
+fi
+
+# ------------------------------------------------------------------ install
+need_install=0
+for bin in postfix dovecot swaks curl neomutt mbsync openssl python3; do
+    command -v "$bin" >/dev/null 2>&1 || need_install=1
+done
+perl -MNet::SSLeay -MIO::Socket::INET6 -MAuthen::SASL -e1 2>/dev/null || need_install=1
+if [ "$need_install" = 1 ]; then
+    log "installing Debian packages"
+    export DEBIAN_FRONTEND=noninteractive
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -q >/dev/null
+    apt-get install -y -q dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates curl swaks \
+        libnet-ssleay-perl libio-socket-inet6-perl libauthen-sasl-perl isync neomutt python3 >/dev/null
+fi
+id vmail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin vmail
+
+# ------------------------------------------------------------------ clean slate
+stop_all() {
+    [ -f "$W/mailveil.pid" ] && kill "$(cat "$W/mailveil.pid")" 2>/dev/null || true
+    [ -d "$W/postfix" ] && postfix -c "$W/postfix" stop >/dev/null 2>&1 || true
+    [ -f "$W/dovecot/dovecot.conf" ] && dovecot -c "$W/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
+    sleep 0.3
+}
+stop_all
+rm -rf "$W"
+mkdir -p "$W"/{tls,log,dovecot,postfix,mail,msgs}
+trap 'stop_all' EXIT
+
+# ------------------------------------------------------------------ build
+log "building mailveil (release)"
+(cd "$REPO" && cargo build --release --locked --quiet)
+MAILVEIL="$REPO/target/release/mailveil"
+
+# ------------------------------------------------------------------ TLS
+# A private CA and one leaf for every server here (rustls, like browsers,
+# refuses a CA certificate used as a server's own certificate).
+openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mailveil interop CA" \
+    -keyout "$W/tls/ca-key.pem" -out "$W/tls/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$W/tls/key.pem" -out "$W/tls/leaf.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:::1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$W/tls/leaf.ext"
+openssl x509 -req -in "$W/tls/leaf.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca-key.pem" -CAcreateserial \
+    -days 3650 -extfile "$W/tls/leaf.ext" -out "$W/tls/cert.pem" 2>/dev/null
+chmod 644 "$W/tls/key.pem"
+CA="$W/tls/ca.pem"
+
+# ------------------------------------------------------------------ Dovecot
+sed "s#@W@#$W#g" "$HERE/dovecot.conf.in" > "$W/dovecot/dovecot.conf"
+printf 'alice:{PLAIN}alice-pw\nbob:{PLAIN}bob-pw\n' > "$W/dovecot/users"
+chown -R vmail:vmail "$W/mail"
+dovecot -c "$W/dovecot/dovecot.conf"
+
+# ------------------------------------------------------------------ Postfix
+mkdir -p "$W/postfix/spool" "$W/postfix/data"
+sed "s#@W@#$W#g" "$HERE/postfix-main.cf.in" > "$W/postfix/main.cf"
+cp "$HERE/postfix-master.cf" "$W/postfix/master.cf"
+chown postfix "$W/postfix/data"
+postfix -c "$W/postfix" check >/dev/null 2>&1 || true
+postfix -c "$W/postfix" start >/dev/null
+
+# ------------------------------------------------------------------ mailveil
+sed "s#@W@#$W#g" "$HERE/mailveil.toml.in" > "$W/mailveil.toml"
+"$MAILVEIL" check --config "$W/mailveil.toml" >/dev/null
+
+start_mailveil() {
+    "$MAILVEIL" run --config "$W/mailveil.toml" >"$W/log/mailveil.out" 2>"$W/log/mailveil.err" &
+    echo $! > "$W/mailveil.pid"
+    wait_port 127.0.0.1 11465
+    wait_port 127.0.0.1 11587
+}
+
+stop_mailveil() {
+    if [ -f "$W/mailveil.pid" ]; then
+        kill "$(cat "$W/mailveil.pid")" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$(cat "$W/mailveil.pid")" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$W/mailveil.pid"
+    fi
+}
+
+wait_port() { # host port
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "port $1:$2 did not open" >&2
+    return 1
+}
+wait_port 127.0.0.1 10993; wait_port 127.0.0.2 10465; wait_port 127.0.0.2 10587; wait_port 127.0.0.2 10025
+start_mailveil
+export W CA REPO
+
