@@ -133,16 +133,20 @@ impl UpstreamSmtp {
         Ok(self.client.cmd(line).await?)
     }
 
-    /// Sends DATA and, when the upstream answers 354, the message (header
-    /// block and rest, dot-stuffed) and returns the final reply. Any other
-    /// answer to DATA is returned as the final reply without sending the
-    /// message. A failure before the final dot leaves the upstream with
-    /// nothing: the connection is dropped without a terminator.
+    /// Sends the message (header block, then the rest) and returns the
+    /// upstream's final reply. With CHUNKING it goes as one `BDAT n LAST`
+    /// (one round trip, bytes as they are); otherwise as DATA, dot-stuffed,
+    /// after the upstream's 354 (any other answer to DATA is the final reply).
+    /// A failure before the end leaves the upstream with nothing: the
+    /// connection is dropped with the chunk short or without a terminator.
     pub async fn send_message(
         &mut self,
         header: &[u8],
         rest: &[u8],
     ) -> Result<Response<String>, UpstreamError> {
+        if self.supports(smtp_proto::EXT_CHUNKING) {
+            return self.send_message_bdat(header, rest).await;
+        }
         let reply = self.client.cmd(b"DATA\r\n").await?;
         if reply.code != 354 {
             return Ok(reply);
@@ -151,6 +155,28 @@ impl UpstreamSmtp {
             write_stuffed(&mut self.client.stream, &[header, rest])
                 .await
                 .map_err(|_| UpstreamError::Lost)?;
+            Ok::<_, UpstreamError>(self.client.read().await?)
+        })
+        .await
+        .map_err(|_| UpstreamError::Lost)?
+    }
+
+    async fn send_message_bdat(
+        &mut self,
+        header: &[u8],
+        rest: &[u8],
+    ) -> Result<Response<String>, UpstreamError> {
+        let command = format!("BDAT {} LAST\r\n", header.len() + rest.len());
+        tokio::time::timeout(DATA_END_TIMEOUT, async {
+            let mut buffered =
+                tokio::io::BufWriter::with_capacity(64 * 1024, &mut self.client.stream);
+            for piece in [command.as_bytes(), header, rest] {
+                buffered
+                    .write_all(piece)
+                    .await
+                    .map_err(|_| UpstreamError::Lost)?;
+            }
+            buffered.flush().await.map_err(|_| UpstreamError::Lost)?;
             Ok::<_, UpstreamError>(self.client.read().await?)
         })
         .await

@@ -628,3 +628,52 @@ async fn unsupported_parameters_are_refused_not_forwarded() {
     );
     assert!(!upstream.lines().iter().any(|l| l.starts_with("MAIL")));
 }
+
+#[tokio::test]
+async fn chunking_upstream_gets_one_bdat_with_the_exact_bytes() {
+    let (upstream, relay) = start_pair(UpstreamScript {
+        chunking: true,
+        ..UpstreamScript::default()
+    })
+    .await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    let message = b"Subject: x\r\nX-Mailer: y\r\n\r\n.dot line\r\n..two\r\nno final crlf";
+    let r = c.send_message(message).await;
+    assert_eq!(r, "250 2.0.0 Ok: queued as BDAT123");
+    let stored = upstream.messages();
+    // Client-side stuffing added the final CRLF; the relay forwards the rest as is.
+    assert_eq!(
+        stored[0].data,
+        b"Subject: x\r\n\r\n.dot line\r\n..two\r\nno final crlf\r\n".to_vec()
+    );
+    let lines = upstream.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("BDAT ") && l.ends_with(" LAST")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l == "DATA"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn chunking_upstream_dropping_mid_bdat_gives_a_4xx_and_stores_nothing() {
+    let (upstream, relay) = start_pair(UpstreamScript {
+        chunking: true,
+        drop_after_data_bytes: Some(1000),
+        ..UpstreamScript::default()
+    })
+    .await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    let mut message = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..2000 {
+        message.extend_from_slice(
+            format!("line {i:05} of a message that will not arrive\r\n").as_bytes(),
+        );
+    }
+    let r = c.send_message(&message).await;
+    assert!(r.starts_with("421 4.4.2 "), "{r}");
+    assert!(upstream.messages().is_empty());
+}

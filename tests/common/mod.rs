@@ -33,6 +33,8 @@ pub struct UpstreamScript {
     /// Close the connection after this many DATA bytes, storing nothing.
     pub drop_after_data_bytes: Option<usize>,
     pub smtputf8: bool,
+    /// Advertise CHUNKING (the relay then sends BDAT).
+    pub chunking: bool,
 }
 
 impl Default for UpstreamScript {
@@ -44,6 +46,7 @@ impl Default for UpstreamScript {
             auth_failure: "535 5.7.8 Error: authentication failed: UPSTREAM-CANARY-TEXT",
             drop_after_data_bytes: None,
             smtputf8: true,
+            chunking: false,
         }
     }
 }
@@ -181,6 +184,7 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
     let mut authed = false;
     let mut from: Option<String> = None;
     let mut rcpts: Vec<String> = Vec::new();
+    let mut bdat: Vec<u8> = Vec::new();
     loop {
         let line = read_line(s, rec).await?;
         rec.lines.lock().expect("lock").push(line.clone());
@@ -191,6 +195,9 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
             );
             if script.smtputf8 {
                 r.push_str("250-SMTPUTF8\r\n");
+            }
+            if script.chunking {
+                r.push_str("250-CHUNKING\r\n");
             }
             if !tls && script.offer_starttls {
                 r.push_str("250-STARTTLS\r\n");
@@ -317,6 +324,38 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
                     });
                     "250 2.0.0 Ok: queued as ABC123\r\n".into()
                 }
+            }
+        } else if upper.starts_with("BDAT ") && script.chunking {
+            let mut words = upper.split_whitespace().skip(1);
+            let size: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let last = words.next() == Some("LAST");
+            let mut chunk = vec![0u8; size];
+            let mut got = 0;
+            while got < size {
+                let n = s.read(&mut chunk[got..]).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                got += n;
+                if let Some(limit) = script.drop_after_data_bytes
+                    && got >= limit
+                {
+                    return Ok(false);
+                }
+            }
+            rec.raw.lock().expect("lock").extend_from_slice(&chunk);
+            bdat.extend_from_slice(&chunk);
+            if !last {
+                format!("250 2.0.0 {size} bytes received\r\n")
+            } else if rcpts.is_empty() {
+                "554 5.5.1 Error: no valid recipients\r\n".into()
+            } else {
+                rec.messages.lock().expect("lock").push(Stored {
+                    from: from.take().unwrap_or_default(),
+                    rcpts: std::mem::take(&mut rcpts),
+                    data: std::mem::take(&mut bdat),
+                });
+                "250 2.0.0 Ok: queued as BDAT123\r\n".into()
             }
         } else if upper == "RSET" {
             from = None;
