@@ -24,7 +24,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is malformed, has an unknown key or a value of the wrong type.
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] toml::de::Error),
     /// A value is out of range or inconsistent with others.
     #[error("`{key}`: {reason}")]

@@ -40,14 +40,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => {
-            let config = Config::load(&config).context("configuration")?;
+            let config = Config::load(&config)
+                .with_context(|| format!("invalid configuration {}", config.display()))?;
             print!("{}", config.summary());
             println!("configuration OK");
             Ok(())
         }
         Command::Run { config } => {
             mailveil::logging::init();
-            let config = Config::load(&config).context("configuration")?;
+            let config = Config::load(&config)
+                .with_context(|| format!("invalid configuration {}", config.display()))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
