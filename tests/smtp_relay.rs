@@ -74,9 +74,8 @@ async fn auth_before_tls_is_refused_and_nothing_reaches_upstream() {
     let (upstream, relay) = start_pair(UpstreamScript::default()).await;
     let (mut c, _) = Client::plain(&relay).await;
     c.cmd("EHLO client.invalid").await;
-    let ir = B64.encode(format!("\0{USER}\0{PASSWORD}"));
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {ir}")).await,
+        c.auth_plain(USER, PASSWORD).await,
         "538 5.7.11 Encryption required for requested authentication mechanism"
     );
     assert_eq!(
@@ -112,9 +111,8 @@ async fn upstream_535_reaches_client_unchanged() {
     let (upstream, relay) = start_pair(UpstreamScript::default()).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.cmd("EHLO client.invalid").await;
-    let ir = B64.encode(format!("\0{USER}\0wrong"));
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {ir}")).await,
+        c.auth_plain(USER, "wrong").await,
         "535 5.7.8 Error: authentication failed: UPSTREAM-CANARY-TEXT"
     );
     assert_eq!(
@@ -227,9 +225,8 @@ async fn login_with_no_route_is_refused_without_contacting_any_upstream() {
     let relay = start_relay_with(&text).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.cmd("EHLO client.invalid").await;
-    let ir = B64.encode("\0mallory@nowhere.test\0pw");
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {ir}")).await,
+        c.auth_plain("mallory@nowhere.test", "pw").await,
         "535 5.7.8 Authentication credentials invalid"
     );
     assert_eq!(upstream.connections(), 0);
@@ -512,9 +509,8 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     // The injected NOOPs would answer first if they had been kept.
     assert_eq!(c.cmd("RSET").await, "250 2.0.0 Ok");
     // After STARTTLS the client must EHLO again before AUTH.
-    let ir = B64.encode(format!("\0{USER}\0{PASSWORD}"));
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {ir}")).await,
+        c.auth_plain(USER, PASSWORD).await,
         "503 5.5.1 Send EHLO first"
     );
     c.login().await;
@@ -565,9 +561,8 @@ async fn upstream_without_starttls_is_never_sent_credentials() {
     .await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.cmd("EHLO client.invalid").await;
-    let ir = B64.encode(format!("\0{USER}\0{PASSWORD}"));
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {ir}")).await,
+        c.auth_plain(USER, PASSWORD).await,
         "454 4.7.0 Temporary authentication failure: secure connection to the provider failed"
     );
     assert!(!upstream.lines().iter().any(|l| l.starts_with("AUTH")));
@@ -585,12 +580,7 @@ async fn untrusted_upstream_certificate_is_refused() {
     let relay = start_relay_with(&relay_config(&upstream, "implicit", false, "")).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.cmd("EHLO client.invalid").await;
-    let ir = B64.encode(format!("\0{USER}\0{PASSWORD}"));
-    assert!(
-        c.cmd(&format!("AUTH PLAIN {ir}"))
-            .await
-            .starts_with("454 4.7.0")
-    );
+    assert!(c.auth_plain(USER, PASSWORD).await.starts_with("454 4.7.0"));
     assert!(
         upstream.lines().is_empty(),
         "nothing may be said over an unverified connection"
@@ -605,12 +595,7 @@ async fn unreachable_upstream_gives_a_temporary_auth_failure() {
     let relay = start_relay_with(&text).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.cmd("EHLO client.invalid").await;
-    let ir = B64.encode(format!("\0{USER}\0{PASSWORD}"));
-    assert!(
-        c.cmd(&format!("AUTH PLAIN {ir}"))
-            .await
-            .starts_with("454 4.7.0")
-    );
+    assert!(c.auth_plain(USER, PASSWORD).await.starts_with("454 4.7.0"));
 }
 
 #[tokio::test]

@@ -590,10 +590,15 @@ impl Client {
         )
     }
 
+    /// AUTH PLAIN as `login` with `password`; returns the reply.
+    pub async fn auth_plain(&mut self, login: &str, password: &str) -> String {
+        let ir = B64.encode(format!("\0{login}\0{password}"));
+        self.cmd(&format!("AUTH PLAIN {ir}")).await
+    }
+
     pub async fn login(&mut self) {
         self.cmd("EHLO client.invalid").await;
-        let ir = B64.encode(format!("\0{USER}\0{PASSWORD}"));
-        let r = self.cmd(&format!("AUTH PLAIN {ir}")).await;
+        let r = self.auth_plain(USER, PASSWORD).await;
         assert!(r.starts_with("235 "), "{r}");
     }
 
