@@ -67,6 +67,14 @@ pub fn wipe(buffer: &mut Vec<u8>) {
     buffer.zeroize();
 }
 
+/// Wipes the filled part of a buffer that only ever grew by appending (a
+/// message buffer): its spare capacity never held data, so leaving it
+/// untouched keeps a large reservation from being paged in just to be zeroed.
+pub fn wipe_appended(buffer: &mut Vec<u8>) {
+    buffer.as_mut_slice().zeroize();
+    buffer.clear();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +85,17 @@ mod tests {
         assert_eq!(format!("{login}"), "[scrubbed]");
         assert_eq!(format!("{login:?}"), "[scrubbed]");
         assert_eq!(login.expose(), "alice@example.test");
+    }
+
+    #[test]
+    fn wipe_appended_zeroes_what_was_written_and_keeps_the_reservation() {
+        let mut buffer = Vec::with_capacity(1 << 20);
+        buffer.extend_from_slice(b"message");
+        let ptr = buffer.as_ptr();
+        wipe_appended(&mut buffer);
+        assert!(buffer.is_empty());
+        assert_eq!(buffer.capacity(), 1 << 20);
+        assert_eq!(buffer.as_ptr(), ptr);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use zeroize::Zeroize;
 
 use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
-use crate::privacy::{Secret, wipe};
+use crate::privacy::{Secret, wipe, wipe_appended};
 use crate::server::Relay;
 use crate::upstream::{UpstreamError, UpstreamSmtp};
 use data::{MessageReceiver, Progress, Refusal};
@@ -760,13 +760,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 match result {
                     Ok(response) => Reply::from_upstream(&response),
                     Err(_) => {
-                        wipe(&mut message);
+                        wipe_appended(&mut message);
                         return self.upstream_lost().await;
                     }
                 }
             }
         };
-        wipe(&mut message);
+        wipe_appended(&mut message);
         self.queue(&final_reply);
         Ok(())
     }
@@ -798,7 +798,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     async fn reset_transaction(&mut self) -> Result<(), Closed> {
         if let Some(mut tx) = self.tx.take() {
             if let Some((_, mut message)) = tx.bdat.take() {
-                wipe(&mut message);
+                wipe_appended(&mut message);
             }
             let response = self.upstream_command(b"RSET\r\n").await?;
             if !response.is_positive() {

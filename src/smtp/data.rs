@@ -90,7 +90,7 @@ impl MessageReceiver {
     fn refuse(&mut self, why: Refusal, out: &mut Vec<u8>) {
         if self.refusal.is_none() {
             self.refusal = Some(why);
-            crate::privacy::wipe(out);
+            crate::privacy::wipe_appended(out);
         }
     }
 
