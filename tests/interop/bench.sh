@@ -64,6 +64,25 @@ python3 "$HERE/bench_big.py" --host 127.0.0.1 --port 11465 --label mailveil-25MB
 HWM_KB="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
 echo "{\"label\": \"rss\", \"rss_before_kb\": $RSS_BEFORE_KB, \"peak_kb\": $HWM_KB}" | tee -a "$OUT"
 
+log "peak RSS for 50 small messages that each declare SIZE=36000000 (fresh process)"
+stop_mailveil
+start_mailveil
+PID="$(cat "$W/mailveil.pid")"
+python3 - <<'PY'
+import os, smtplib, ssl
+ctx = ssl.create_default_context(cafile=os.environ["CA"])
+s = smtplib.SMTP_SSL("127.0.0.1", 11465, context=ctx, timeout=60)
+s.login("alice@example.test", "alice-pw")
+for _ in range(50):
+    s.mail("alice@example.test", ["SIZE=36000000"])
+    s.rcpt("sink@example.test")
+    code, _ = s.data(b"Subject: small\r\n\r\nsmall body\r\n")
+    assert code == 250, code
+s.quit()
+PY
+DECLARED_KB="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
+echo "{\"label\": \"declared\", \"peak_kb\": $DECLARED_KB}" | tee -a "$OUT"
+
 SESSIONS="$SESSIONS" python3 - "$OUT" <<'PY'
 import json, os, statistics, sys
 SESSIONS = os.environ["SESSIONS"]
@@ -93,4 +112,6 @@ peak_mb = rss["peak_kb"] / 1024
 msg_mb = big["bytes"] / 1024 / 1024
 print(f"25 MB message: peak RSS {peak_mb:.1f} MiB (start {rss['rss_before_kb'] / 1024:.1f} MiB) "
       f"= {peak_mb / msg_mb:.2f}x the {msg_mb:.1f} MiB message (goal <= 2x)")
+declared = next(r for r in rows if r["label"] == "declared")
+print(f"50 small messages each declaring SIZE=36000000: peak RSS {declared['peak_kb'] / 1024:.1f} MiB")
 PY
