@@ -60,7 +60,6 @@ where
         tls_active: implicit_tls,
         greeted: false,
         upstream: None,
-        authenticated: false,
         tx: None,
     };
     let _ = session.run().await;
@@ -141,8 +140,9 @@ struct Session<'r, S> {
     wbuf: Vec<u8>,
     tls_active: bool,
     greeted: bool,
+    /// The provider session; `Some` exactly when the client has
+    /// authenticated (it is kept only after the provider said 235).
     upstream: Option<UpstreamSmtp>,
-    authenticated: bool,
     tx: Option<Transaction>,
 }
 
@@ -300,7 +300,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             self.queue(&reply::auth_needs_tls());
             return Ok(());
         }
-        if self.authenticated {
+        if self.upstream.is_some() {
             self.queue(&reply::already_authenticated());
             return Ok(());
         }
@@ -326,9 +326,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         };
         let isolation = IsolationKey::for_login(&login);
         drop(login);
-        if let Some(old) = self.upstream.take() {
-            old.quit().await;
-        }
         let config = &self.relay.config;
         let connected = UpstreamSmtp::connect(
             &config.upstreams[index].smtp,
@@ -353,7 +350,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         match self.relay_auth(&mut upstream, credentials).await? {
             Some(verdict) => {
                 if verdict.code == 235 {
-                    self.authenticated = true;
                     self.upstream = Some(upstream);
                 } else {
                     upstream.quit().await;
@@ -547,7 +543,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             self.queue(&reply::tls_required());
             return Ok(());
         }
-        if !self.authenticated {
+        if self.upstream.is_none() {
             self.queue(&reply::auth_required());
             return Ok(());
         }
