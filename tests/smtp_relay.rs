@@ -332,13 +332,7 @@ async fn upstream_dropping_mid_data_gives_a_4xx_and_stores_nothing() {
     .await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
-    let mut message = b"Subject: big\r\n\r\n".to_vec();
-    for i in 0..2000 {
-        message.extend_from_slice(
-            format!("line {i:05} of a message that will not arrive\r\n").as_bytes(),
-        );
-    }
-    let r = c.send_message(&message).await;
+    let r = c.send_message(&undeliverable_message()).await;
     assert!(r.starts_with("421 4.4.2 "), "{r}");
     assert!(upstream.messages().is_empty());
     assert!(c.is_closed().await);
@@ -652,13 +646,18 @@ async fn chunking_upstream_dropping_mid_bdat_gives_a_4xx_and_stores_nothing() {
     .await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
+    let r = c.send_message(&undeliverable_message()).await;
+    assert!(r.starts_with("421 4.4.2 "), "{r}");
+    assert!(upstream.messages().is_empty());
+}
+
+/// ~100 KB: long enough that an upstream dropping after 1–2 KB drops mid-message.
+fn undeliverable_message() -> Vec<u8> {
     let mut message = b"Subject: big\r\n\r\n".to_vec();
     for i in 0..2000 {
         message.extend_from_slice(
             format!("line {i:05} of a message that will not arrive\r\n").as_bytes(),
         );
     }
-    let r = c.send_message(&message).await;
-    assert!(r.starts_with("421 4.4.2 "), "{r}");
-    assert!(upstream.messages().is_empty());
+    message
 }

@@ -48,6 +48,14 @@ def expect(code, reply, what):
         sys.exit(1)
 
 
+def send_and_record(s, sender, msg, tag, **options):
+    """Sends one message; exits if any recipient is refused; records its body."""
+    refused = s.sendmail(sender, ["bob@example.test"], msg, **options)
+    if refused:
+        sys.exit(f"{tag}: refused {refused}")
+    open(os.path.join(EXPECTED, tag + ".body"), "wb").write(body(msg))
+
+
 plain = (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: interop-python\r\n"
          b"Date: Mon, 23 Nov 2026 15:00:00 -0800\r\nMessage-ID: <py.1@py-laptop.canary.invalid>\r\n"
          b"X-Mailer: canary-python-mailer\r\nReceived: from py-laptop (192.0.2.77)\r\n"
@@ -63,10 +71,7 @@ utf8 = fixture("smtputf8.eml", "interop-utf8 Grüße ✉".encode())
 s = connect()
 s.login("alice@example.test", "alice-pw")
 for tag, msg in messages.items():
-    refused = s.sendmail("alice@example.test", ["bob@example.test"], msg)
-    if refused:
-        sys.exit(f"{tag}: refused {refused}")
-    open(os.path.join(EXPECTED, tag + ".body"), "wb").write(body(msg))
+    send_and_record(s, "alice@example.test", msg, tag)
 # SMTPUTF8 envelope: Postfix accepts it (checked in its log by run.sh); its
 # LMTP hop to Dovecot 2.3 cannot carry SMTPUTF8, so it is not in the Maildir.
 refused = s.sendmail("jürgen@exämple.test", ["bob@example.test"], utf8,
@@ -75,21 +80,14 @@ if refused:
     sys.exit(f"utf8: refused {refused}")
 # The same 8-bit UTF-8 message with an ASCII envelope reaches the Maildir.
 eight = utf8.replace("interop-utf8".encode(), b"interop-8bit")
-refused = s.sendmail("alice@example.test", ["bob@example.test"], eight,
-                     mail_options=["BODY=8BITMIME"])
-if refused:
-    sys.exit(f"8bit: refused {refused}")
-open(os.path.join(EXPECTED, "interop-8bit.body"), "wb").write(body(eight))
+send_and_record(s, "alice@example.test", eight, "interop-8bit", mail_options=["BODY=8BITMIME"])
 s.quit()
 
 # Through the provider's STARTTLS port (login domain routes there).
 s = connect()
 s.login("alice@starttls.test", "alice-pw")
 msg = plain.replace(b"interop-python", b"interop-starttls-upstream")
-refused = s.sendmail("alice@example.test", ["bob@example.test"], msg)
-if refused:
-    sys.exit(f"starttls upstream: refused {refused}")
-open(os.path.join(EXPECTED, "interop-starttls-upstream.body"), "wb").write(body(msg))
+send_and_record(s, "alice@example.test", msg, "interop-starttls-upstream")
 s.quit()
 
 # SMTP smuggling against a provider that accepts bare LF: mailveil refuses.
