@@ -123,6 +123,18 @@ pub fn encode_b64(bytes: &[u8]) -> Secret {
     Secret::new(B64.encode(bytes).into_bytes())
 }
 
+/// SASL LOGIN: the two base64 answers (user name, password), checked to
+/// be base64 and kept encoded.
+pub fn login_credentials(user: Secret, password: Secret) -> Result<ClientCredentials, SaslError> {
+    if decode_b64(user.expose()).is_err() || decode_b64(password.expose()).is_err() {
+        return Err(SaslError::Base64);
+    }
+    Ok(ClientCredentials::Login {
+        user_encoded: user,
+        password_encoded: password,
+    })
+}
+
 /// Parses a PLAIN response (`authzid NUL authcid NUL password`).
 pub fn parse_plain(encoded: &[u8]) -> Result<ClientCredentials, SaslError> {
     let decoded = decode_b64(encoded)?;

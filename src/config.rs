@@ -91,7 +91,8 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
     name: String,
-    smtp: RawEndpoint,
+    smtp: Option<RawEndpoint>,
+    imap: Option<RawEndpoint>,
     ca: Option<PathBuf>,
     #[serde(default)]
     domains: Vec<String>,
@@ -128,6 +129,8 @@ struct RawLimits {
     tls_handshake_timeout_secs: Option<u64>,
     command_timeout_secs: Option<u64>,
     upstream_timeout_secs: Option<u64>,
+    max_imap_line_bytes: Option<u32>,
+    imap_idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,7 +153,7 @@ struct RawSanitize {
 pub enum Protocol {
     /// SMTP submission.
     Smtp,
-    /// IMAP (not served yet; refused by validation).
+    /// IMAP.
     Imap,
 }
 
@@ -212,8 +215,10 @@ pub struct Endpoint {
 pub struct Upstream {
     /// Name used in routing.
     pub name: String,
-    /// Submission endpoint.
-    pub smtp: Endpoint,
+    /// Submission endpoint, if the provider is used for sending.
+    pub smtp: Option<Endpoint>,
+    /// IMAP endpoint, if the provider is used for reading.
+    pub imap: Option<Endpoint>,
     /// Extra CA certificates (PEM) trusted for this upstream instead of the
     /// public web PKI roots.
     pub ca: Option<PathBuf>,
@@ -247,6 +252,12 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// Time allowed for an upstream connect and for each upstream reply.
     pub upstream_timeout: Duration,
+    /// Longest IMAP command line from a client, CRLF included (literals are
+    /// counted separately, against `max_message_bytes`).
+    pub max_imap_line_bytes: usize,
+    /// Time an authenticated IMAP client may stay silent (IDLE included;
+    /// RFC 9051 asks for at least 30 minutes).
+    pub imap_idle_timeout: Duration,
 }
 
 /// Header sanitizer settings.
@@ -345,12 +356,15 @@ impl Config {
                 .map(|(d, _)| d.as_str())
                 .collect();
             domains.sort_unstable();
+            let show = |e: &Option<Endpoint>| match e {
+                Some(e) => format!("{}:{} ({:?} TLS)", e.host, e.port, e.tls),
+                None => "none".to_string(),
+            };
             out.push_str(&format!(
-                "upstream {}: smtp {}:{} ({:?} TLS), CA: {}, domains: [{}]{}\n",
+                "upstream {}: smtp {}, imap {}, CA: {}, domains: [{}]{}\n",
                 u.name,
-                u.smtp.host,
-                u.smtp.port,
-                u.smtp.tls,
+                show(&u.smtp),
+                show(&u.imap),
                 u.ca.as_ref()
                     .map_or("public roots".to_string(), |p| p.display().to_string()),
                 domains.join(", "),
@@ -389,12 +403,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut listeners = Vec::with_capacity(raw.listen.len());
     for (i, l) in raw.listen.into_iter().enumerate() {
         let key = format!("listen[{i}]");
-        if l.protocol == Protocol::Imap {
-            return Err(invalid(
-                format!("{key}.protocol"),
-                "IMAP listeners are not available in this version",
-            ));
-        }
         let address: SocketAddr = l.address.parse().map_err(|_| {
             invalid(
                 format!("{key}.address"),
@@ -443,19 +451,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         if upstreams.iter().any(|o| o.name == u.name) {
             return Err(invalid(format!("{key}.name"), "name used twice"));
         }
-        if u.smtp.host.is_empty()
-            || u.smtp
-                .host
-                .contains(|c: char| c.is_whitespace() || c == '/')
-        {
+        if u.smtp.is_none() && u.imap.is_none() {
             return Err(invalid(
-                format!("{key}.smtp.host"),
-                "expected a host name or IP",
+                key.clone(),
+                "needs an `smtp` endpoint, an `imap` endpoint or both",
             ));
         }
-        if u.smtp.port == 0 {
-            return Err(invalid(format!("{key}.smtp.port"), "must be 1-65535"));
-        }
+        let smtp = u
+            .smtp
+            .map(|e| endpoint(&format!("{key}.smtp"), e))
+            .transpose()?;
+        let imap = u
+            .imap
+            .map(|e| endpoint(&format!("{key}.imap"), e))
+            .transpose()?;
         for (j, d) in u.domains.iter().enumerate() {
             let d = d.trim().to_ascii_lowercase();
             if d.is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
@@ -473,11 +482,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         upstreams.push(Upstream {
             name: u.name,
-            smtp: Endpoint {
-                host: u.smtp.host,
-                port: u.smtp.port,
-                tls: u.smtp.tls,
-            },
+            smtp,
+            imap,
             ca: u.ca,
             domains: u.domains,
         });
@@ -563,7 +569,34 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             1,
             3600,
         )?),
+        max_imap_line_bytes: bounded(
+            "limits.max_imap_line_bytes",
+            l.max_imap_line_bytes.map(u64::from),
+            65_536,
+            1024,
+            1 << 20,
+        )? as usize,
+        imap_idle_timeout: Duration::from_secs(bounded(
+            "limits.imap_idle_timeout_secs",
+            l.imap_idle_timeout_secs,
+            1860,
+            60,
+            86_400,
+        )?),
     };
+
+    for (i, l) in listeners.iter().enumerate() {
+        let wanted = match l.protocol {
+            Protocol::Smtp => upstreams.iter().any(|u| u.smtp.is_some()),
+            Protocol::Imap => upstreams.iter().any(|u| u.imap.is_some()),
+        };
+        if !wanted {
+            return Err(invalid(
+                format!("listen[{i}].protocol"),
+                "no [[upstream]] has an endpoint for this protocol",
+            ));
+        }
+    }
 
     let s = raw.sanitize;
     for (list, key) in [
@@ -606,6 +639,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             keep: s.keep,
             allow: s.allow,
         },
+    })
+}
+
+fn endpoint(key: &str, e: RawEndpoint) -> Result<Endpoint, ConfigError> {
+    if e.host.is_empty() || e.host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(invalid(format!("{key}.host"), "expected a host name or IP"));
+    }
+    if e.port == 0 {
+        return Err(invalid(format!("{key}.port"), "must be 1-65535"));
+    }
+    Ok(Endpoint {
+        host: e.host,
+        port: e.port,
+        tls: e.tls,
     })
 }
 

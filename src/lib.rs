@@ -6,7 +6,7 @@
 //! the provider has not accepted, nothing is queued), strips the headers that
 //! identify the person's device and network, and keeps no logs about anyone.
 //!
-//! Data path: `server` (listen, accept) → `smtp` (session) → `auth` (routing)
+//! Data path: `server` (listen, accept) → `smtp` or `imap` (session) → `auth` (routing)
 //! → `upstream` (provider session) → `egress` (how bytes leave), with
 //! `sanitize` editing header blocks and `privacy` keeping values out of logs.
 
@@ -17,10 +17,12 @@
 pub mod auth;
 pub mod config;
 pub mod egress;
+pub mod imap;
 pub mod logging;
 pub mod privacy;
 pub mod sanitize;
 pub mod server;
 pub mod smtp;
+pub mod stream;
 pub mod tls;
 pub mod upstream;

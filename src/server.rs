@@ -129,7 +129,9 @@ async fn accept_loop(
                 Protocol::Smtp => {
                     crate::smtp::serve(&relay, stream, listener.tls == ListenerTls::Implicit).await
                 }
-                Protocol::Imap => {}
+                Protocol::Imap => {
+                    crate::imap::serve(&relay, stream, listener.tls == ListenerTls::Implicit).await
+                }
             }
             drop(permit);
         });

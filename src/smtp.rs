@@ -16,17 +16,14 @@
 pub mod data;
 pub mod reply;
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use smtp_proto::Request;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
 use crate::privacy::{Secret, wipe, wipe_appended};
 use crate::server::Relay;
+use crate::stream::ClientStream;
 use crate::upstream::{UpstreamError, UpstreamSmtp};
 use data::{MessageReceiver, Progress, Refusal};
 use reply::Reply;
@@ -38,18 +35,8 @@ pub async fn serve<S>(relay: &Relay, stream: S, implicit_tls: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let io = if implicit_tls {
-        match tokio::time::timeout(
-            relay.config.limits.tls_handshake_timeout,
-            relay.acceptor.accept(stream),
-        )
-        .await
-        {
-            Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
-            _ => return,
-        }
-    } else {
-        ClientStream::Plain(stream)
+    let Some(io) = crate::stream::accept(relay, stream, implicit_tls).await else {
+        return;
     };
     let mut session = Session {
         relay,
@@ -64,57 +51,6 @@ where
     };
     let _ = session.run().await;
     session.close().await;
-}
-
-/// The client connection, before or after STARTTLS.
-enum ClientStream<S> {
-    Plain(S),
-    Tls(Box<tokio_rustls::server::TlsStream<S>>),
-    Gone,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Gone => Poll::Ready(Ok(())),
-        }
-    }
 }
 
 /// The session ends: the client left, timed out, or said QUIT.
@@ -320,15 +256,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             return Ok(());
         };
         let login = credentials.login();
-        let Some(index) = self.relay.config.route(login.expose()) else {
+        let config = &self.relay.config;
+        let route = config.route(login.expose());
+        let Some((index, endpoint)) =
+            route.and_then(|i| Some((i, config.upstreams[i].smtp.as_ref()?)))
+        else {
             self.queue(&reply::auth_no_route());
             return Ok(());
         };
         let isolation = IsolationKey::for_login(&login);
         drop(login);
-        let config = &self.relay.config;
         let connected = UpstreamSmtp::connect(
-            &config.upstreams[index].smtp,
+            endpoint,
             self.relay.upstream_tls[index].clone(),
             &self.relay.egress,
             &isolation,
@@ -383,16 +322,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 let Some(password) = self.prompt("UGFzc3dvcmQ6").await? else {
                     return Ok(None);
                 };
-                if auth::decode_b64(user.expose()).is_err()
-                    || auth::decode_b64(password.expose()).is_err()
-                {
-                    Err(auth::SaslError::Base64)
-                } else {
-                    Ok(ClientCredentials::Login {
-                        user_encoded: user,
-                        password_encoded: password,
-                    })
-                }
+                auth::login_credentials(user, password)
             }
             _ => {
                 let response = if initial.is_empty() {

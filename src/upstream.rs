@@ -68,17 +68,7 @@ impl UpstreamSmtp {
         ehlo_name: &str,
         timeout: Duration,
     ) -> Result<Self, UpstreamError> {
-        let stream = egress
-            .connect(&endpoint.host, endpoint.port, isolation, timeout)
-            .await?;
-        let server_name = ServerName::try_from(
-            endpoint
-                .host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-        )
-        .map_err(|_| UpstreamError::Tls)?;
+        let (stream, server_name) = open(endpoint, egress, isolation, timeout).await?;
         let connector = TlsConnector::from(tls);
         let secure = match endpoint.tls {
             UpstreamTls::Implicit => {
@@ -208,4 +198,26 @@ where
         return Err(UpstreamError::Refused(greeting.code));
     }
     Ok(())
+}
+
+/// Connects to `endpoint` through the egress and names the certificate the
+/// provider must present (its host name, or its IP address).
+pub(crate) async fn open(
+    endpoint: &Endpoint,
+    egress: &Egress,
+    isolation: &IsolationKey,
+    timeout: Duration,
+) -> Result<(BoxedStream, ServerName<'static>), UpstreamError> {
+    let stream = egress
+        .connect(&endpoint.host, endpoint.port, isolation, timeout)
+        .await?;
+    let name = ServerName::try_from(
+        endpoint
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|_| UpstreamError::Tls)?;
+    Ok((stream, name))
 }

@@ -1,0 +1,531 @@
+//! The IMAP session: what the client sees before login is the relay's own,
+//! after login it is the provider's, relayed with targeted rewriting.
+//!
+//! Before authentication the relay answers greeting, CAPABILITY, NOOP,
+//! LOGOUT, ID and STARTTLS itself, with texts that name neither the software
+//! nor the upstream. LOGIN and AUTHENTICATE (PLAIN, LOGIN, XOAUTH2,
+//! OAUTHBEARER, with SASL-IR) are passed through to the upstream the login
+//! routes to, whose verdict is the client's. After that [`relay`] carries the
+//! session both ways. Credentials live only in this session's memory and are
+//! wiped after use. Nothing here logs.
+
+pub mod framed;
+pub mod relay;
+pub mod syntax;
+pub mod upstream;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
+use crate::privacy::{Secret, wipe};
+use crate::server::Relay;
+use crate::stream::ClientStream;
+use crate::upstream::UpstreamError;
+use framed::{Framed, ReadError};
+use syntax::{
+    astrings, filter_capability_line, leading_tag, line_body, literal_at_end, parse_head, reply_tag,
+};
+use upstream::{AuthOutcome, UpstreamImap};
+
+/// Capabilities before login over TLS: what the relay itself does. No
+/// software name, nothing from any provider.
+const CAPABILITIES_TLS: &str =
+    "IMAP4rev1 SASL-IR ID AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 AUTH=OAUTHBEARER";
+/// Capabilities before STARTTLS: no way to log in yet.
+const CAPABILITIES_PLAIN: &str = "IMAP4rev1 STARTTLS LOGINDISABLED ID";
+
+/// Serves one client connection until it ends.
+pub async fn serve<S>(relay: &Relay, stream: S, implicit_tls: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(io) = crate::stream::accept(relay, stream, implicit_tls).await else {
+        return;
+    };
+    let mut session = Session {
+        relay,
+        io: Framed::new(io),
+        out: Vec::with_capacity(512),
+        tls_active: implicit_tls,
+    };
+    let upstream = match session.before_login().await {
+        Ok(Some(upstream)) => upstream,
+        Ok(None) | Err(Closed) => {
+            let _ = session.flush().await;
+            let _ = session.io.get_mut().shutdown().await;
+            return;
+        }
+    };
+    // The login verdict (and any capability list) goes out before relaying.
+    if session.flush().await.is_err() {
+        return;
+    }
+    let limits = &relay.config.limits;
+    let settings = relay::Settings {
+        policy: &relay.policy,
+        max_line: limits.max_imap_line_bytes,
+        max_literal: limits.max_message_bytes as u64,
+        idle_timeout: limits.imap_idle_timeout,
+        upstream_timeout: limits.upstream_timeout,
+        literal_plus: upstream.has("LITERAL+"),
+        literal_minus: upstream.has("LITERAL-"),
+        has_id: upstream.has("ID"),
+    };
+    let (client, client_buffered) = session.io.into_parts();
+    let (client_r, client_w) = tokio::io::split(client);
+    let (up, up_buffered) = upstream.into_parts();
+    let (up_r, up_w) = tokio::io::split(up);
+    relay::run(
+        settings,
+        Framed::with_buffered(client_r, client_buffered),
+        client_w,
+        Framed::with_buffered(up_r, up_buffered),
+        up_w,
+    )
+    .await;
+}
+
+/// The session ends: the client left, timed out or logged out.
+#[derive(Debug)]
+struct Closed;
+
+impl From<ReadError> for Closed {
+    fn from(_: ReadError) -> Self {
+        Closed
+    }
+}
+
+struct Session<'r, S> {
+    relay: &'r Relay,
+    io: Framed<ClientStream<S>>,
+    out: Vec<u8>,
+    tls_active: bool,
+}
+
+/// A command read whole, literals inline, with a fixed tag.
+struct Command {
+    bytes: Vec<u8>,
+}
+
+impl Drop for Command {
+    fn drop(&mut self) {
+        wipe(&mut self.bytes);
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
+    fn capabilities(&self) -> &'static str {
+        if self.tls_active {
+            CAPABILITIES_TLS
+        } else {
+            CAPABILITIES_PLAIN
+        }
+    }
+
+    /// Runs the session until a login succeeds upstream (the provider
+    /// connection is returned) or the client leaves.
+    async fn before_login(&mut self) -> Result<Option<UpstreamImap>, Closed> {
+        let greeting = format!(
+            "* OK [CAPABILITY {}] IMAP server ready\r\n",
+            self.capabilities()
+        );
+        self.out.extend_from_slice(greeting.as_bytes());
+        loop {
+            self.flush().await?;
+            let Some(command) = self.read_command().await? else {
+                continue;
+            };
+            let head = match parse_head(&command.bytes) {
+                Ok(head) => head,
+                Err(_) => {
+                    let tag = reply_tag(&command.bytes).to_vec();
+                    self.tagged(&tag, "BAD Malformed command");
+                    continue;
+                }
+            };
+            let tag = head.tag.to_vec();
+            let name = head.name.to_ascii_uppercase();
+            let rest = head.rest.to_vec();
+            match name.as_slice() {
+                b"CAPABILITY" => {
+                    let line = format!("* CAPABILITY {}\r\n", self.capabilities());
+                    self.out.extend_from_slice(line.as_bytes());
+                    self.tagged(&tag, "OK CAPABILITY completed");
+                }
+                b"NOOP" => self.tagged(&tag, "OK NOOP completed"),
+                b"ID" => {
+                    // The client's ID stays here; the relay's is empty.
+                    self.out.extend_from_slice(b"* ID NIL\r\n");
+                    self.tagged(&tag, "OK ID completed");
+                }
+                b"LOGOUT" => {
+                    self.out.extend_from_slice(b"* BYE Logging out\r\n");
+                    self.tagged(&tag, "OK LOGOUT completed");
+                    self.flush().await?;
+                    return Ok(None);
+                }
+                b"STARTTLS" => self.start_tls(&tag).await?,
+                b"LOGIN" | b"AUTHENTICATE" if !self.tls_active => {
+                    self.tagged(&tag, "NO [PRIVACYREQUIRED] Use STARTTLS first");
+                }
+                b"LOGIN" => {
+                    let credentials = match login_credentials(&rest) {
+                        Some(c) => c,
+                        None => {
+                            self.tagged(&tag, "BAD Expected LOGIN user password");
+                            continue;
+                        }
+                    };
+                    if let Some(upstream) = self.log_in(&tag, credentials).await? {
+                        return Ok(Some(upstream));
+                    }
+                }
+                b"AUTHENTICATE" => {
+                    let Some(credentials) = self.collect_sasl(&tag, &rest).await? else {
+                        continue;
+                    };
+                    if let Some(upstream) = self.log_in(&tag, credentials).await? {
+                        return Ok(Some(upstream));
+                    }
+                }
+                _ => self.tagged(&tag, "BAD Command unknown or not allowed before login"),
+            }
+        }
+    }
+
+    /// Reads one command with its literals (inviting synchronizing ones),
+    /// bounded by the command line limit. `None` when it was refused.
+    async fn read_command(&mut self) -> Result<Option<Command>, Closed> {
+        let max = self.relay.config.limits.max_imap_line_bytes;
+        let timeout = self.relay.config.limits.command_timeout;
+        let mut command = Command { bytes: Vec::new() };
+        let mut segment_start = 0;
+        loop {
+            let room = max.saturating_sub(command.bytes.len()).max(1);
+            let read = tokio::time::timeout(timeout, self.io.read_line(room, &mut command.bytes))
+                .await
+                .map_err(|_| Closed)?;
+            match read {
+                Ok(()) => {}
+                Err(ReadError::TooLong) => {
+                    let tag = leading_tag(&command.bytes).unwrap_or(b"*").to_vec();
+                    self.io.skip_line().await?;
+                    self.tagged(&tag, "BAD [TOOBIG] Command line too long");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let marker = literal_at_end(&command.bytes[segment_start..]);
+            let m = match marker {
+                Ok(None) => return Ok(Some(command)),
+                Ok(Some(m)) if (m.size as usize).saturating_add(command.bytes.len()) <= max => m,
+                _ => {
+                    let tag = leading_tag(&command.bytes).unwrap_or(b"*").to_vec();
+                    if matches!(marker, Ok(Some(m)) if m.sync) {
+                        // Never invited: the client drops the command.
+                        self.tagged(&tag, "BAD [TOOBIG] Literal too large");
+                        return Ok(None);
+                    }
+                    self.out
+                        .extend_from_slice(b"* BYE [TOOBIG] Literal too large\r\n");
+                    self.flush().await?;
+                    return Err(Closed);
+                }
+            };
+            if m.sync {
+                self.out.extend_from_slice(b"+ Ready for literal data\r\n");
+                self.flush().await?;
+            }
+            let read = tokio::time::timeout(
+                timeout,
+                self.io.read_exact_into(m.size as usize, &mut command.bytes),
+            )
+            .await
+            .map_err(|_| Closed)?;
+            read?;
+            segment_start = command.bytes.len();
+        }
+    }
+
+    async fn start_tls(&mut self, tag: &[u8]) -> Result<(), Closed> {
+        if self.tls_active {
+            self.tagged(tag, "BAD TLS is already active");
+            return Ok(());
+        }
+        self.tagged(tag, "OK Begin TLS negotiation now");
+        self.flush().await?;
+        // Whatever the client pipelined after STARTTLS came in plain text and
+        // may have been injected by the network: it is dropped.
+        self.io.discard_buffered();
+        let plain = std::mem::replace(&mut self.io, Framed::new(ClientStream::Gone));
+        let (ClientStream::Plain(plain), _) = plain.into_parts() else {
+            return Err(Closed);
+        };
+        let tls = tokio::time::timeout(
+            self.relay.config.limits.tls_handshake_timeout,
+            self.relay.acceptor.accept(plain),
+        )
+        .await
+        .map_err(|_| Closed)?
+        .map_err(|_| Closed)?;
+        self.io = Framed::new(ClientStream::Tls(Box::new(tls)));
+        self.tls_active = true;
+        Ok(())
+    }
+
+    /// AUTHENTICATE: reads the SASL exchange from the client into
+    /// credentials the upstream can be given. `None` when it failed here.
+    async fn collect_sasl(
+        &mut self,
+        tag: &[u8],
+        rest: &[u8],
+    ) -> Result<Option<ClientCredentials>, Closed> {
+        let rest = line_body(rest);
+        let mut parts = rest.splitn(2, |b| *b == b' ');
+        let name = parts.next().unwrap_or_default().to_ascii_uppercase();
+        let initial = parts.next().map(|s| Secret::new(s.to_vec()));
+        let Some(mechanism) = Mechanism::ALL
+            .into_iter()
+            .find(|m| m.name().as_bytes() == name.as_slice())
+        else {
+            self.tagged(tag, "NO [CANNOT] Unsupported authentication mechanism");
+            return Ok(None);
+        };
+        let parsed = match mechanism {
+            Mechanism::Login => {
+                let user = match initial {
+                    Some(user) => user,
+                    None => match self.sasl_step(tag, b"VXNlcm5hbWU6").await? {
+                        Some(user) => user,
+                        None => return Ok(None),
+                    },
+                };
+                let Some(password) = self.sasl_step(tag, b"UGFzc3dvcmQ6").await? else {
+                    return Ok(None);
+                };
+                auth::login_credentials(user, password)
+            }
+            _ => {
+                let response = match initial {
+                    Some(r) => r,
+                    None => match self.sasl_step(tag, b"").await? {
+                        Some(r) => r,
+                        None => return Ok(None),
+                    },
+                };
+                match mechanism {
+                    Mechanism::Plain => auth::parse_plain(response.expose()),
+                    _ => auth::parse_token(mechanism, response.expose()),
+                }
+            }
+        };
+        match parsed {
+            Ok(c) => Ok(Some(c)),
+            Err(_) => {
+                self.tagged(tag, "BAD Malformed authentication response");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends a continuation with `challenge` and reads the client's answer.
+    async fn sasl_step(&mut self, tag: &[u8], challenge: &[u8]) -> Result<Option<Secret>, Closed> {
+        self.out.extend_from_slice(b"+ ");
+        self.out.extend_from_slice(challenge);
+        self.out.extend_from_slice(b"\r\n");
+        self.flush().await?;
+        let mut line = Vec::new();
+        let max = self.relay.config.limits.max_imap_line_bytes;
+        let read = tokio::time::timeout(
+            self.relay.config.limits.command_timeout,
+            self.io.read_line(max, &mut line),
+        )
+        .await
+        .map_err(|_| Closed)?;
+        match read {
+            Ok(()) => {}
+            Err(ReadError::TooLong) => {
+                wipe(&mut line);
+                self.io.skip_line().await?;
+                self.tagged(tag, "BAD [TOOBIG] Authentication response too long");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let response = Secret::new(line_body(&line).to_vec());
+        wipe(&mut line);
+        if response.expose() == b"*" {
+            self.tagged(tag, "BAD Authentication cancelled");
+            return Ok(None);
+        }
+        Ok(Some(response))
+    }
+
+    /// Routes the login, connects and authenticates upstream, and gives the
+    /// client the provider's verdict. Returns the provider connection when
+    /// it said OK.
+    async fn log_in(
+        &mut self,
+        tag: &[u8],
+        credentials: ClientCredentials,
+    ) -> Result<Option<UpstreamImap>, Closed> {
+        let config = &self.relay.config;
+        let login = credentials.login();
+        let route = config.route(login.expose());
+        let Some((index, endpoint)) =
+            route.and_then(|i| Some((i, config.upstreams[i].imap.as_ref()?)))
+        else {
+            self.tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed");
+            return Ok(None);
+        };
+        let isolation = IsolationKey::for_login(&login);
+        drop(login);
+        let connected = UpstreamImap::connect(
+            endpoint,
+            self.relay.upstream_tls[index].clone(),
+            &self.relay.egress,
+            &isolation,
+            config.limits.upstream_timeout,
+        )
+        .await;
+        let mut upstream = match connected {
+            Ok(u) => u,
+            Err(UpstreamError::Tls | UpstreamError::NoStartTls) => {
+                self.tagged(
+                    tag,
+                    "NO [UNAVAILABLE] The mail server failed TLS verification; try again later",
+                );
+                return Ok(None);
+            }
+            Err(_) => {
+                self.tagged(
+                    tag,
+                    "NO [UNAVAILABLE] The mail server is unreachable; try again later",
+                );
+                return Ok(None);
+            }
+        };
+        let outcome = upstream.authenticate(&credentials).await;
+        drop(credentials);
+        match outcome {
+            Ok(AuthOutcome::Accepted(done)) => {
+                self.relay_untagged(&done.untagged);
+                if filter_capability_line(&prefixed(tag, &done.status_and_text)).is_none() {
+                    // Tell the client what it may use now, filtered.
+                    match upstream.refresh_capabilities().await {
+                        Ok(list) => {
+                            let mut line = b"* CAPABILITY ".to_vec();
+                            line.extend_from_slice(&syntax::filter_capabilities(&list));
+                            line.extend_from_slice(b"\r\n");
+                            self.out.extend_from_slice(&line);
+                        }
+                        Err(_) => {
+                            self.tagged(
+                                tag,
+                                "NO [UNAVAILABLE] The mail server is unreachable; try again later",
+                            );
+                            return Ok(None);
+                        }
+                    }
+                }
+                self.relay_tagged(tag, &done.status_and_text);
+                Ok(Some(upstream))
+            }
+            Ok(AuthOutcome::Refused(done)) => {
+                self.relay_untagged(&done.untagged);
+                self.relay_tagged(tag, &done.status_and_text);
+                Ok(None)
+            }
+            Ok(AuthOutcome::Unsupported) => {
+                self.tagged(
+                    tag,
+                    "NO [CANNOT] Your mail server does not offer this authentication mechanism",
+                );
+                Ok(None)
+            }
+            Err(_) => {
+                self.tagged(
+                    tag,
+                    "NO [UNAVAILABLE] The mail server is unreachable; try again later",
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Provider responses from before the login completed, capability lists
+    /// filtered.
+    fn relay_untagged(&mut self, lines: &[Vec<u8>]) {
+        for line in lines {
+            match filter_capability_line(line) {
+                Some(filtered) => self.out.extend_from_slice(&filtered),
+                None => self.out.extend_from_slice(line),
+            }
+        }
+    }
+
+    /// The provider's tagged verdict under the client's tag.
+    fn relay_tagged(&mut self, tag: &[u8], status_and_text: &[u8]) {
+        let line = prefixed(tag, status_and_text);
+        match filter_capability_line(&line) {
+            Some(filtered) => self.out.extend_from_slice(&filtered),
+            None => self.out.extend_from_slice(&line),
+        }
+    }
+
+    fn tagged(&mut self, tag: &[u8], text: &str) {
+        self.out.extend_from_slice(tag);
+        self.out.push(b' ');
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let io = self.io.get_mut();
+        let written = async {
+            io.write_all(&self.out).await?;
+            io.flush().await
+        }
+        .await;
+        self.out.clear();
+        written.map_err(|_| Closed)
+    }
+}
+
+fn prefixed(tag: &[u8], status_and_text: &[u8]) -> Vec<u8> {
+    let mut line = tag.to_vec();
+    line.push(b' ');
+    line.extend_from_slice(status_and_text);
+    line
+}
+
+/// `LOGIN user password` as PLAIN credentials (the form every upstream path
+/// takes).
+fn login_credentials(args: &[u8]) -> Option<ClientCredentials> {
+    let mut values = astrings(args).ok()?;
+    if values.len() != 2 || values[0].is_empty() {
+        for v in &mut values {
+            wipe(v);
+        }
+        return None;
+    }
+    let mut password = values.pop()?;
+    let mut user = values.pop()?;
+    let mut plain = Vec::with_capacity(user.len() + password.len() + 2);
+    plain.push(0);
+    plain.extend_from_slice(&user);
+    plain.push(0);
+    plain.extend_from_slice(&password);
+    let encoded = auth::encode_b64(&plain);
+    wipe(&mut plain);
+    let credentials = ClientCredentials::Plain {
+        encoded,
+        authzid: Secret::default(),
+        authcid: Secret::new(std::mem::take(&mut user)),
+        password: Secret::new(std::mem::take(&mut password)),
+    };
+    Some(credentials)
+}

@@ -1,0 +1,87 @@
+//! The client side of a connection as one stream type, before and after a
+//! STARTTLS upgrade, so that SMTP and IMAP sessions drive a single type.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The client connection, before or after STARTTLS.
+pub enum ClientStream<S> {
+    /// Before TLS (STARTTLS listeners only).
+    Plain(S),
+    /// After the TLS handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+    /// Taken apart for a STARTTLS upgrade that did not complete.
+    Gone,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The client stream for a new connection: after a TLS handshake bounded by
+/// the handshake timeout on implicit-TLS listeners, plain otherwise. `None`
+/// when the handshake failed or timed out.
+pub async fn accept<S>(
+    relay: &crate::server::Relay,
+    stream: S,
+    implicit_tls: bool,
+) -> Option<ClientStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !implicit_tls {
+        return Some(ClientStream::Plain(stream));
+    }
+    match tokio::time::timeout(
+        relay.config.limits.tls_handshake_timeout,
+        relay.acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
+        _ => None,
+    }
+}
