@@ -1,5 +1,5 @@
 //! Invariant 2: nothing that identifies a person appears in what mailveil
-//! logs, at any level. Full sessions run with canary values while every
+//! logs, at any level. Full SMTP and IMAP sessions run with canary values while every
 //! tracing event at TRACE is captured; no canary may appear.
 
 mod common;
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::imap::*;
 use common::*;
 
 #[derive(Clone, Default)]
@@ -36,6 +37,10 @@ const CANARIES: &[&str] = &[
     "UPSTREAM-CANARY-TEXT",
     "queued as ABC123",
     "ya29.good-token",
+    "canary-mailbox-4417",
+    "canary-idclient",
+    "canary-garbage-9931",
+    "SecretVendor",
 ];
 
 #[tokio::test]
@@ -103,8 +108,49 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
         .await;
     assert!(r.starts_with("421"));
     assert!(dropper.messages().is_empty());
+    // IMAP: STARTTLS from the canary address, a refused and a good login,
+    // ID, a mailbox name, APPEND, FETCH, garbage, then the provider drops.
+    let (_imap_up, imap_relay) = start_imap_pair(ImapScript {
+        fetch_body: std::sync::Arc::new(
+            b"Subject: CanarySubject7731\r\nX-Note: canary-header-value-5512\r\n\r\nbody\r\n"
+                .to_vec(),
+        ),
+        ..ImapScript::default()
+    })
+    .await;
+    let (mut c, _) = ImapClient::plain_from(&imap_relay, "127.0.0.77").await;
+    assert!(c.tagged("i1", "STARTTLS").await.starts_with("i1 OK"));
+    c.upgrade().await;
+    let refused = c
+        .tagged("i2", &format!("LOGIN {USER} wrong-{PASSWORD}"))
+        .await;
+    assert!(refused.contains("UPSTREAM-CANARY-TEXT"), "{refused}");
+    c.login().await;
+    c.cmd("i3", "ID (\"name\" \"canary-idclient\")").await;
+    c.cmd("i4", "SELECT \"canary-mailbox-4417\"").await;
+    let message =
+        b"Subject: CanarySubject7731\r\nUser-Agent: canary-header-value-5512\r\n\r\nbody\r\n";
+    let mut append =
+        format!("i5 APPEND canary-mailbox-4417 {{{}+}}\r\n", message.len()).into_bytes();
+    append.extend_from_slice(message);
+    append.extend_from_slice(b"\r\n");
+    c.send(&append).await;
+    assert!(
+        c.until_tagged("i5")
+            .await
+            .last()
+            .expect("l")
+            .starts_with("i5 OK")
+    );
+    c.cmd("i6", "UID FETCH 1 (BODY.PEEK[])").await;
+    c.send(b"canary-garbage-9931\r\n").await;
+    c.line().await;
+    c.send(b"i7 XDROP\r\n").await;
+    assert!(c.line().await.starts_with("* BYE"));
+
     drop(relay);
     drop(relay2);
+    drop(imap_relay);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     let logged = String::from_utf8_lossy(&capture.0.lock().expect("lock")).to_string();

@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use mailveil::config::Config;
 use mailveil::server::{Relay, Server};
 
+pub mod imap;
+
 pub const USER: &str = "alice@example.test";
 pub const PASSWORD: &str = "alice-secret-pw";
 pub const TOKEN: &str = "ya29.good-token";
@@ -93,7 +95,13 @@ fn self_signed(names: Vec<String>) -> (CertificateDer<'static>, PrivateKeyDer<'s
     (made.cert.der().clone(), key)
 }
 
-pub async fn start_upstream(script: UpstreamScript) -> Upstream {
+/// A fresh self-signed identity for a test upstream: the directory holding
+/// its CA file (kept alive by the caller), the CA path and an acceptor.
+pub fn upstream_identity() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    tokio_rustls::TlsAcceptor,
+) {
     let (cert, key) = self_signed(vec!["127.0.0.1".into(), "localhost".into()]);
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_path = dir.path().join("upstream-ca.pem");
@@ -115,7 +123,15 @@ pub async fn start_upstream(script: UpstreamScript) -> Upstream {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (
+        dir,
+        ca_path,
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    )
+}
+
+pub async fn start_upstream(script: UpstreamScript) -> Upstream {
+    let (dir, ca_path, acceptor) = upstream_identity();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let record = Arc::new(Record::default());
@@ -483,7 +499,37 @@ pub struct Client {
     leaf: CertificateDer<'static>,
 }
 
-fn client_tls(leaf: &CertificateDer<'static>) -> tokio_rustls::TlsConnector {
+/// A TLS connection to the relay at `addr`, trusting its `leaf`.
+pub async fn connect_tls(addr: SocketAddr, leaf: &CertificateDer<'static>) -> Box<dyn Stream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tls = client_tls(leaf)
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls");
+    Box::new(tls)
+}
+
+/// A plain TCP connection to `addr` from the local address `source`.
+pub async fn connect_from(addr: SocketAddr, source: &str) -> Box<dyn Stream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("addr"))
+        .expect("bind source");
+    Box::new(socket.connect(addr).await.expect("connect"))
+}
+
+/// Upgrades a plain client connection to TLS in place (after STARTTLS).
+pub async fn upgrade(io: &mut BufReader<Box<dyn Stream>>, leaf: &CertificateDer<'static>) {
+    let placeholder: Box<dyn Stream> = Box::new(tokio::io::duplex(1).0);
+    let inner = std::mem::replace(io, BufReader::new(placeholder)).into_inner();
+    let tls = client_tls(leaf)
+        .connect(ServerName::try_from("localhost").expect("name"), inner)
+        .await
+        .expect("tls upgrade");
+    *io = BufReader::new(Box::new(tls));
+}
+
+pub fn client_tls(leaf: &CertificateDer<'static>) -> tokio_rustls::TlsConnector {
     let mut roots = RootCertStore::empty();
     roots.add(leaf.clone()).expect("trust leaf");
     let config = mailveil::tls::client_config_with_roots(roots).expect("client config");
@@ -493,13 +539,8 @@ fn client_tls(leaf: &CertificateDer<'static>) -> tokio_rustls::TlsConnector {
 impl Client {
     /// Connects to the implicit-TLS listener and reads the greeting.
     pub async fn implicit(relay: &TestRelay) -> (Client, String) {
-        let tcp = TcpStream::connect(relay.implicit).await.expect("connect");
-        let tls = client_tls(&relay.leaf)
-            .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await
-            .expect("tls");
         let mut c = Client {
-            io: BufReader::new(Box::new(tls)),
+            io: BufReader::new(connect_tls(relay.implicit, &relay.leaf).await),
             leaf: relay.leaf.clone(),
         };
         let greeting = c.reply().await;
@@ -513,13 +554,8 @@ impl Client {
 
     /// Like `plain`, binding the client socket to `source` first.
     pub async fn plain_from(relay: &TestRelay, source: &str) -> (Client, String) {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(format!("{source}:0").parse().expect("addr"))
-            .expect("bind source");
-        let tcp = socket.connect(relay.starttls).await.expect("connect");
         let mut c = Client {
-            io: BufReader::new(Box::new(tcp)),
+            io: BufReader::new(connect_from(relay.starttls, source).await),
             leaf: relay.leaf.clone(),
         };
         let greeting = c.reply().await;
@@ -536,13 +572,7 @@ impl Client {
     }
 
     pub async fn upgrade(&mut self) {
-        let placeholder: Box<dyn Stream> = Box::new(tokio::io::duplex(1).0);
-        let inner = std::mem::replace(&mut self.io, BufReader::new(placeholder)).into_inner();
-        let tls = client_tls(&self.leaf)
-            .connect(ServerName::try_from("localhost").expect("name"), inner)
-            .await
-            .expect("tls upgrade");
-        self.io = BufReader::new(Box::new(tls));
+        upgrade(&mut self.io, &self.leaf).await;
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
