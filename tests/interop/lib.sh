@@ -83,6 +83,8 @@ start_mailveil() {
     echo $! > "$W/mailveil.pid"
     wait_port 127.0.0.1 11465
     wait_port 127.0.0.1 11587
+    wait_port 127.0.0.1 11993
+    wait_port 127.0.0.1 11143
 }
 
 stop_mailveil() {
@@ -101,7 +103,7 @@ wait_port() { # host port
     echo "port $1:$2 did not open" >&2
     return 1
 }
-wait_port 127.0.0.1 10993; wait_port 127.0.0.2 10465; wait_port 127.0.0.2 10587; wait_port 127.0.0.2 10025
+wait_port 127.0.0.1 10993; wait_port 127.0.0.2 10143; wait_port 127.0.0.2 10465; wait_port 127.0.0.2 10587; wait_port 127.0.0.2 10025
 start_mailveil
 export W CA REPO
 
