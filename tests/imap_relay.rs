@@ -538,6 +538,29 @@ async fn idle_and_done_are_relayed() {
     );
 }
 
+/// Stores `body` at a scripted provider, fetches it through the relay and
+/// returns the literal the client received, after checking the lines around it.
+async fn fetch_through_relay(body: Vec<u8>) -> Vec<u8> {
+    let size = body.len();
+    let (_upstream, relay) = start_imap_pair(ImapScript {
+        fetch_body: Arc::new(body),
+        ..ImapScript::default()
+    })
+    .await;
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    c.login().await;
+    c.cmd("a2", "SELECT INBOX").await;
+    c.send(b"a3 UID FETCH 1 (BODY.PEEK[])\r\n").await;
+    assert_eq!(
+        c.line().await,
+        format!("* 1 FETCH (UID 1 BODY[] {{{size}}}")
+    );
+    let got = c.bytes(size).await;
+    assert_eq!(c.line().await, ")");
+    assert_eq!(c.line().await, "a3 OK Fetch completed");
+    got
+}
+
 #[tokio::test]
 async fn a_20_mb_fetch_literal_is_relayed_intact() {
     let size = 20 * 1024 * 1024;
@@ -550,25 +573,23 @@ async fn a_20_mb_fetch_literal_is_relayed_intact() {
     }
     body.truncate(size);
     let expected = ring::digest::digest(&ring::digest::SHA256, &body);
-    let (_upstream, relay) = start_imap_pair(ImapScript {
-        fetch_body: Arc::new(body),
-        ..ImapScript::default()
-    })
-    .await;
-    let (mut c, _) = ImapClient::implicit(&relay).await;
-    c.login().await;
-    c.cmd("a2", "SELECT INBOX").await;
-    c.send(b"a3 UID FETCH 1 (BODY.PEEK[])\r\n").await;
-    let head = c.line().await;
-    assert_eq!(head, format!("* 1 FETCH (UID 1 BODY[] {{{size}}}"));
-    let got = c.bytes(size).await;
+    let got = fetch_through_relay(body).await;
     assert_eq!(
         ring::digest::digest(&ring::digest::SHA256, &got).as_ref(),
         expected.as_ref(),
         "literal changed in transit"
     );
-    assert_eq!(c.line().await, ")");
-    assert_eq!(c.line().await, "a3 OK Fetch completed");
+}
+
+#[tokio::test]
+async fn fetch_literals_around_the_buffering_threshold_are_relayed_intact() {
+    // Small literals are buffered with their response, larger ones streamed:
+    // both sides of the switch (8 KiB) and an empty literal.
+    for size in [0usize, 1, 8191, 8192, 8193, 70_000] {
+        let body: Vec<u8> = (0..size).map(|i| b"abcdefghij\r\n"[i % 12]).collect();
+        let got = fetch_through_relay(body.clone()).await;
+        assert!(got == body, "literal of {size} bytes changed");
+    }
 }
 
 #[tokio::test]

@@ -25,8 +25,9 @@ use super::syntax::{
     parse_head, reply_tag, token,
 };
 use super::upstream::GENERIC_ID;
-use crate::privacy::wipe;
+use crate::privacy::{wipe, wipe_appended};
 use crate::sanitize::{Policy, strip_identifying_headers};
+use zeroize::Zeroizing;
 
 /// Longest response head read before deciding how to relay it.
 const HEAD_MAX: usize = 8 * 1024;
@@ -38,6 +39,9 @@ const APPEND_HEADER_MAX: usize = 256 * 1024;
 const MAILBOX_LITERAL_MAX: u64 = 4096;
 /// Output buffered before it is written to the client.
 const OUT_FLUSH: usize = 16 * 1024;
+/// Literals up to this size from the provider are buffered with the lines
+/// around them; larger ones are streamed through.
+const SMALL_LITERAL: u64 = 8 * 1024;
 /// RFC 7888: LITERAL- allows non-synchronizing literals up to this size.
 const LITERAL_MINUS_MAX: u64 = 4096;
 
@@ -84,7 +88,7 @@ pub async fn run<CR, CW, UR, UW>(
     let mut upstream_half = UpstreamHalf {
         upstream: upstream_r,
         client: client_w,
-        out: Vec::with_capacity(1024),
+        out: Zeroizing::new(Vec::with_capacity(1024)),
         events: events_rx,
         waiter: None,
         bye_seen: false,
@@ -693,7 +697,8 @@ fn has_bare_cr_or_lf(bytes: &[u8]) -> bool {
 struct UpstreamHalf<UR, CW> {
     upstream: Framed<UR>,
     client: CW,
-    out: Vec<u8>,
+    /// Responses on their way to the client: message data, wiped once written.
+    out: Zeroizing<Vec<u8>>,
     events: mpsc::Receiver<Event>,
     waiter: Option<Waiter>,
     bye_seen: bool,
@@ -727,7 +732,7 @@ impl<UR: AsyncRead + Unpin, CW: AsyncWrite + Unpin> UpstreamHalf<UR, CW> {
                 self.flush().await?;
                 self.upstream.relax();
                 if self.out.capacity() > OUT_FLUSH * 2 {
-                    self.out = Vec::with_capacity(1024);
+                    self.out = Zeroizing::new(Vec::with_capacity(1024));
                 }
             }
             let wake = tokio::select! {
@@ -822,9 +827,9 @@ impl<UR: AsyncRead + Unpin, CW: AsyncWrite + Unpin> UpstreamHalf<UR, CW> {
     /// Writes `head`, then the rest of its line if it was cut, then any
     /// literals and the lines after them, until the response ends.
     async fn stream_rest(&mut self, head: Vec<u8>, complete: bool) -> Result<(), Lost> {
-        let mut segment = head;
+        let mut segment = Zeroizing::new(head);
         let mut complete = complete;
-        let mut tail: Vec<u8> = Vec::new();
+        let mut tail = Zeroizing::new(Vec::new());
         loop {
             self.out.extend_from_slice(&segment);
             if !complete {
@@ -845,14 +850,27 @@ impl<UR: AsyncRead + Unpin, CW: AsyncWrite + Unpin> UpstreamHalf<UR, CW> {
             let Some(m) = marker else {
                 return Ok(());
             };
-            self.write_out().await?;
-            self.upstream
-                .copy_exact(m.size, &mut self.client)
-                .await
-                .map_err(|e| match e {
-                    ReadError::Io(_) => Lost::Client,
-                    _ => Lost::Upstream,
-                })?;
+            if m.size <= SMALL_LITERAL {
+                // A small literal joins the buffered output, so a typical
+                // FETCH response leaves in one write and one TLS record.
+                let size = usize::try_from(m.size).map_err(|_| Lost::Upstream)?;
+                self.upstream
+                    .read_exact_into(size, &mut self.out)
+                    .await
+                    .map_err(|_| Lost::Upstream)?;
+                if self.out.len() >= OUT_FLUSH {
+                    self.flush().await?;
+                }
+            } else {
+                self.write_out().await?;
+                self.upstream
+                    .copy_exact(m.size, &mut self.client)
+                    .await
+                    .map_err(|e| match e {
+                        ReadError::Io(_) => Lost::Client,
+                        _ => Lost::Upstream,
+                    })?;
+            }
             tail.clear();
             segment.clear();
             complete = match self.upstream.read_line(HEAD_MAX, &mut segment).await {
@@ -869,7 +887,7 @@ impl<UR: AsyncRead + Unpin, CW: AsyncWrite + Unpin> UpstreamHalf<UR, CW> {
                 .write_all(&self.out)
                 .await
                 .map_err(|_| Lost::Client)?;
-            self.out.clear();
+            wipe_appended(&mut self.out);
         }
         Ok(())
     }
