@@ -83,11 +83,15 @@ impl Server {
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, socket) in self.listeners {
             if let Ok(addr) = socket.local_addr() {
-                tracing::info!(
-                    "listening on {addr} ({:?}, {:?} TLS)",
-                    listener.protocol,
-                    listener.tls
-                );
+                let protocol = match listener.protocol {
+                    Protocol::Smtp => "SMTP submission",
+                    Protocol::Imap => "IMAP",
+                };
+                let tls = match listener.tls {
+                    ListenerTls::Implicit => "implicit TLS",
+                    ListenerTls::Starttls => "STARTTLS",
+                };
+                tracing::info!("listening on {addr} ({protocol}, {tls})");
             }
             tasks.spawn(accept_loop(
                 self.relay.clone(),
