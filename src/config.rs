@@ -768,6 +768,51 @@ default = "b"
     }
 
     #[test]
+    fn imap_endpoints_and_listeners() {
+        let text = MINIMAL
+            .replace(
+                "domains = [\"a.example\", \"A2.example\"]",
+                "imap = { host = \"imap.a.example\", port = 993, tls = \"implicit\" }\n\
+                 domains = [\"a.example\", \"A2.example\"]",
+            )
+            .replace(
+                "[[upstream]]\nname = \"a\"",
+                "[[listen]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:1993\"\ntls = \"implicit\"\n\n\
+                 [[upstream]]\nname = \"a\"",
+            );
+        let c = Config::parse(&text).expect("valid");
+        let imap = c.upstreams[0].imap.as_ref().expect("imap endpoint");
+        assert_eq!((imap.host.as_str(), imap.port), ("imap.a.example", 993));
+        assert!(c.upstreams[1].imap.is_none());
+        assert_eq!(c.limits.max_imap_line_bytes, 65536);
+        assert_eq!(c.limits.imap_idle_timeout, Duration::from_secs(1860));
+        // An IMAP listener with no upstream that speaks IMAP is refused.
+        let no_imap = text.replace(
+            "imap = { host = \"imap.a.example\", port = 993, tls = \"implicit\" }\n",
+            "",
+        );
+        let err = Config::parse(&no_imap)
+            .expect_err("imap listener")
+            .to_string();
+        assert!(err.contains("listen[1]"), "{err}");
+        // An upstream with neither endpoint is refused, by name.
+        let neither = MINIMAL.replace(
+            "smtp = { host = \"smtp.b.example\", port = 587, tls = \"starttls\" }\n",
+            "",
+        );
+        let err = Config::parse(&neither)
+            .expect_err("no endpoint")
+            .to_string();
+        assert!(err.contains("upstream[1]"), "{err}");
+        let bad = text.replace("port = 993", "port = 0");
+        let err = Config::parse(&bad).expect_err("port 0").to_string();
+        assert!(err.contains("upstream[0].imap.port"), "{err}");
+        let low = format!("{text}\n[limits]\nimap_idle_timeout_secs = 5\n");
+        let err = Config::parse(&low).expect_err("timeout").to_string();
+        assert!(err.contains("limits.imap_idle_timeout_secs"), "{err}");
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let text = include_str!("../config/mailveil.example.toml");
         Config::parse(text).expect("example config must validate");

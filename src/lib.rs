@@ -1,14 +1,17 @@
 //! mailveil: a metadata-minimizing mail relay proxy.
 //!
-//! A mail client submits through mailveil instead of its provider. mailveil
-//! passes the client's authentication through to the provider the login
-//! routes to, relays each transaction in lock-step (nothing is accepted that
-//! the provider has not accepted, nothing is queued), strips the headers that
-//! identify the person's device and network, and keeps no logs about anyone.
+//! A mail client submits and reads mail through mailveil instead of its
+//! provider. mailveil passes the client's authentication through to the
+//! provider the login routes to, relays each SMTP transaction in lock-step
+//! (nothing is accepted that the provider has not accepted, nothing is
+//! queued), relays IMAP sessions with targeted rewriting (capabilities, ID,
+//! APPENDed headers), strips the headers that identify the person's device
+//! and network, and keeps no logs about anyone.
 //!
-//! Data path: `server` (listen, accept) → `smtp` or `imap` (session) → `auth` (routing)
-//! → `upstream` (provider session) → `egress` (how bytes leave), with
-//! `sanitize` editing header blocks and `privacy` keeping values out of logs.
+//! Data path: `server` (listen, accept) → `smtp` or `imap` (session) → `auth`
+//! (routing) → `upstream` / `imap::upstream` (provider session) → `egress`
+//! (how bytes leave), with `sanitize` editing header blocks and `privacy`
+//! keeping values out of logs.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

@@ -4,9 +4,11 @@
 # loopback under $W. Sourced by run.sh and bench.sh; expects HERE, REPO, W.
 #
 # Layout (all on loopback, nothing leaves the machine):
-#   clients → mailveil 127.0.0.1:11465 (TLS) / :11587 (STARTTLS)
+#   SMTP clients → mailveil 127.0.0.1:11465 (TLS) / :11587 (STARTTLS)
 #     → Postfix submission 127.0.0.2:10465 (TLS) / :10587 (STARTTLS)
-#     → LMTP → Dovecot Maildir (127.0.0.1:10993 for IMAP)
+#     → LMTP → Dovecot Maildir
+#   IMAP clients → mailveil 127.0.0.1:11993 (TLS) / :11143 (STARTTLS)
+#     → Dovecot 127.0.0.2:10993 (TLS) / :10143 (STARTTLS)
 #   Postfix 127.0.0.2:10025 offers AUTH but no TLS: mailveil must refuse it.
 
 if [ "$(id -u)" -ne 0 ]; then
