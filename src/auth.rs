@@ -263,6 +263,24 @@ impl IsolationKey {
         IsolationKey(out)
     }
 
+    /// The key for a new client session: per account, or a fresh random
+    /// one when every session is to be kept apart.
+    pub fn for_session(isolate: crate::config::Isolate, login: &Sensitive<String>) -> Self {
+        match isolate {
+            crate::config::Isolate::Account => Self::for_login(login),
+            crate::config::Isolate::Session => Self::random(),
+        }
+    }
+
+    /// A key shared with nothing else.
+    pub fn random() -> Self {
+        let mut out = [0u8; 16];
+        // As for the process key: no randomness means no TLS either.
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut out)
+            .unwrap_or_else(|_| std::process::abort());
+        IsolationKey(out)
+    }
+
     /// The raw 16 bytes (for proxies that take isolation as credentials).
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0

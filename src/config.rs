@@ -96,6 +96,8 @@ struct RawUpstream {
     ca: Option<PathBuf>,
     #[serde(default)]
     domains: Vec<String>,
+    egress: Option<String>,
+    tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +118,28 @@ struct RawRouting {
 #[serde(deny_unknown_fields)]
 struct RawEgress {
     mode: Option<String>,
+    isolate: Option<String>,
+    socks5: Option<String>,
+    #[serde(default)]
+    tor: RawTor,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTor {
+    runtime_dir: Option<PathBuf>,
+    testing_network: Option<RawTestingNetwork>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTestingNetwork {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    authorities: Vec<TestingAuthority>,
+    #[serde(default)]
+    fallbacks: Vec<TestingFallback>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +232,12 @@ pub struct Endpoint {
     pub port: u16,
     /// TLS mode.
     pub tls: UpstreamTls,
+    /// How this endpoint is reached (the global mode or the upstream's own).
+    pub egress: EgressMode,
+    /// The name the provider's certificate must carry: `tls_server_name` if
+    /// set (an onion service presenting its clear-web certificate), else
+    /// `host`.
+    pub tls_server_name: String,
 }
 
 /// A provider the relay can talk to.
@@ -231,7 +261,98 @@ pub struct Upstream {
 pub enum EgressMode {
     /// Plain TCP (with TLS on top) from the relay's own address.
     Direct,
+    /// Through an external SOCKS5 proxy (e.g. a Tor daemon's SocksPort).
+    Socks5,
+    /// Through the embedded Tor client.
+    Tor,
 }
+
+impl EgressMode {
+    /// The name used in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            EgressMode::Direct => "direct",
+            EgressMode::Socks5 => "socks5",
+            EgressMode::Tor => "tor",
+        }
+    }
+}
+
+/// Which connections may share a Tor circuit (or SOCKS credentials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolate {
+    /// All connections of one account, none of two accounts.
+    Account,
+    /// Every client session on its own.
+    Session,
+}
+
+/// A directory authority of a private Tor network (testing only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingAuthority {
+    /// The authority's v3 identity (40 hex digits).
+    pub v3ident: String,
+    /// Its directory address (IP:port).
+    pub address: SocketAddr,
+}
+
+/// A fallback directory of a private Tor network (testing only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingFallback {
+    /// RSA identity fingerprint (40 hex digits).
+    pub rsa_identity: String,
+    /// Ed25519 identity (base64, no padding).
+    pub ed25519_identity: String,
+    /// OR port address (IP:port).
+    pub address: SocketAddr,
+}
+
+/// A private Tor network to use instead of the public one: for tests only.
+/// It also lets Tor connect to local addresses.
+#[derive(Debug, Clone)]
+pub struct TestingNetwork {
+    /// Its authorities.
+    pub authorities: Vec<TestingAuthority>,
+    /// Its fallback directories.
+    pub fallbacks: Vec<TestingFallback>,
+}
+
+/// Egress settings.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// The mode for upstreams that do not set their own.
+    pub mode: EgressMode,
+    /// Circuit (or proxy credential) isolation.
+    pub isolate: Isolate,
+    /// The SOCKS5 proxy, when any upstream uses `socks5`.
+    pub socks5: Option<SocketAddr>,
+    /// Where the embedded Tor client gets a private directory for its state
+    /// and cache; `None` picks `$RUNTIME_DIRECTORY`, `$XDG_RUNTIME_DIR`, then
+    /// the system temporary directory.
+    pub tor_runtime_dir: Option<PathBuf>,
+    /// A private Tor network (testing only).
+    pub tor_testing_network: Option<TestingNetwork>,
+}
+
+impl EgressConfig {
+    /// True when some endpoint uses the embedded Tor client.
+    pub fn uses(&self, upstreams: &[Upstream], mode: EgressMode) -> bool {
+        upstreams
+            .iter()
+            .flat_map(|u| [&u.smtp, &u.imap])
+            .flatten()
+            .any(|e| e.egress == mode)
+    }
+}
+
+/// The default egress mode: Tor when this build has it.
+pub const DEFAULT_EGRESS: EgressMode = if cfg!(feature = "tor") {
+    EgressMode::Tor
+} else {
+    EgressMode::Direct
+};
 
 /// Resource limits.
 #[derive(Debug, Clone)]
@@ -292,8 +413,8 @@ pub struct Config {
     pub default_upstream: Option<usize>,
     /// Login domain (lower case) → upstream index.
     pub domain_routes: HashMap<String, usize>,
-    /// Egress mode.
-    pub egress: EgressMode,
+    /// Egress.
+    pub egress: EgressConfig,
     /// Limits.
     pub limits: Limits,
     /// Header sanitizer.
@@ -357,7 +478,18 @@ impl Config {
                 .collect();
             domains.sort_unstable();
             let show = |e: &Option<Endpoint>| match e {
-                Some(e) => format!("{}:{} ({:?} TLS)", e.host, e.port, e.tls),
+                Some(e) => format!(
+                    "{}:{} ({:?} TLS{}, via {})",
+                    e.host,
+                    e.port,
+                    e.tls,
+                    if e.tls_server_name == e.host {
+                        String::new()
+                    } else {
+                        format!(", certificate name {}", e.tls_server_name)
+                    },
+                    e.egress.name()
+                ),
                 None => "none".to_string(),
             };
             out.push_str(&format!(
@@ -375,7 +507,25 @@ impl Config {
                 }
             ));
         }
-        out.push_str(&format!("egress: {:?}\n", self.egress));
+        let e = &self.egress;
+        out.push_str(&format!(
+            "egress: {} (isolation per {})\n",
+            e.mode.name(),
+            match e.isolate {
+                Isolate::Account => "account",
+                Isolate::Session => "session",
+            }
+        ));
+        if let Some(proxy) = e.socks5 {
+            out.push_str(&format!("socks5 proxy: {proxy}\n"));
+        }
+        if let Some(net) = &e.tor_testing_network {
+            out.push_str(&format!(
+                "tor: PRIVATE TESTING NETWORK ({} authorities, {} fallbacks), local addresses allowed\n",
+                net.authorities.len(),
+                net.fallbacks.len()
+            ));
+        }
         out.push_str(&format!(
             "limits: message {} bytes, {} recipients, {} connections\n",
             self.limits.max_message_bytes, self.limits.max_recipients, self.limits.max_connections
@@ -441,6 +591,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "at least one [[upstream]] table is required",
         ));
     }
+    let global_mode = match raw.egress.mode.as_deref() {
+        Some(m) => egress_mode("egress.mode", m)?,
+        None => DEFAULT_EGRESS,
+    };
     let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.upstream.len());
     let mut domain_routes = HashMap::new();
     for (i, u) in raw.upstream.into_iter().enumerate() {
@@ -457,13 +611,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 "needs an `smtp` endpoint, an `imap` endpoint or both",
             ));
         }
+        let mode = match u.egress.as_deref() {
+            Some(m) => egress_mode(&format!("{key}.egress"), m)?,
+            None => global_mode,
+        };
+        if let Some(name) = &u.tls_server_name {
+            check_host(&format!("{key}.tls_server_name"), name)?;
+        }
         let smtp = u
             .smtp
-            .map(|e| endpoint(&format!("{key}.smtp"), e))
+            .map(|e| endpoint(&format!("{key}.smtp"), e, mode, &u.tls_server_name))
             .transpose()?;
         let imap = u
             .imap
-            .map(|e| endpoint(&format!("{key}.imap"), e))
+            .map(|e| endpoint(&format!("{key}.imap"), e, mode, &u.tls_server_name))
             .transpose()?;
         for (j, d) in u.domains.iter().enumerate() {
             let d = d.trim().to_ascii_lowercase();
@@ -500,16 +661,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         None => None,
     };
 
-    let egress = match raw.egress.mode.as_deref().unwrap_or("direct") {
-        "direct" => EgressMode::Direct,
-        "socks5" | "tor" => {
-            return Err(invalid(
-                "egress.mode",
-                "socks5 and tor egress are not available in this version; use \"direct\"",
-            ));
-        }
-        _ => return Err(invalid("egress.mode", "expected direct, socks5 or tor")),
-    };
+    let egress = egress_config(raw.egress, global_mode, &upstreams)?;
 
     let l = raw.limits;
     let limits = Limits {
@@ -642,18 +794,144 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn endpoint(key: &str, e: RawEndpoint) -> Result<Endpoint, ConfigError> {
-    if e.host.is_empty() || e.host.contains(|c: char| c.is_whitespace() || c == '/') {
-        return Err(invalid(format!("{key}.host"), "expected a host name or IP"));
-    }
+fn endpoint(
+    key: &str,
+    e: RawEndpoint,
+    mode: EgressMode,
+    tls_server_name: &Option<String>,
+) -> Result<Endpoint, ConfigError> {
+    check_host(&format!("{key}.host"), &e.host)?;
     if e.port == 0 {
         return Err(invalid(format!("{key}.port"), "must be 1-65535"));
     }
+    let onion = is_onion(&e.host);
+    if onion && mode == EgressMode::Direct {
+        return Err(invalid(
+            format!("{key}.host"),
+            "an .onion address needs egress \"tor\" or \"socks5\" (to a Tor daemon)",
+        ));
+    }
+    if onion && e.host.len() != 62 {
+        return Err(invalid(
+            format!("{key}.host"),
+            "expected a v3 onion address (56 characters before .onion)",
+        ));
+    }
     Ok(Endpoint {
+        tls_server_name: tls_server_name.clone().unwrap_or_else(|| e.host.clone()),
         host: e.host,
         port: e.port,
         tls: e.tls,
+        egress: mode,
     })
+}
+
+/// True for `.onion` host names.
+pub fn is_onion(host: &str) -> bool {
+    host.len() > 6 && host[host.len() - 6..].eq_ignore_ascii_case(".onion")
+}
+
+fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let ok = !bare.is_empty()
+        && bare.len() <= 253
+        && (bare.parse::<std::net::IpAddr>().is_ok()
+            || bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if !ok {
+        return Err(invalid(key, "expected a host name or IP address"));
+    }
+    Ok(())
+}
+
+fn egress_mode(key: &str, value: &str) -> Result<EgressMode, ConfigError> {
+    match value {
+        "direct" => Ok(EgressMode::Direct),
+        "socks5" => Ok(EgressMode::Socks5),
+        "tor" if cfg!(feature = "tor") => Ok(EgressMode::Tor),
+        "tor" => Err(invalid(
+            key,
+            "this build has no embedded Tor (built without the `tor` feature); use \"socks5\" with a Tor daemon",
+        )),
+        _ => Err(invalid(key, "expected direct, socks5 or tor")),
+    }
+}
+
+fn egress_config(
+    raw: RawEgress,
+    mode: EgressMode,
+    upstreams: &[Upstream],
+) -> Result<EgressConfig, ConfigError> {
+    let isolate = match raw.isolate.as_deref().unwrap_or("account") {
+        "account" => Isolate::Account,
+        "session" => Isolate::Session,
+        _ => return Err(invalid("egress.isolate", "expected account or session")),
+    };
+    let socks5 = raw
+        .socks5
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "egress.socks5",
+                    "expected the proxy's IP:port, e.g. \"127.0.0.1:9050\" (a name would need a local DNS lookup)",
+                )
+            })
+        })
+        .transpose()?;
+    let tor_testing_network = match raw.tor.testing_network {
+        None => None,
+        Some(t) if !t.enabled => {
+            return Err(invalid(
+                "egress.tor.testing_network",
+                "replaces the public Tor network with a private one and lets Tor reach local addresses: for test networks only; set enabled = true to use it",
+            ));
+        }
+        Some(t) => {
+            if t.authorities.is_empty() || t.fallbacks.is_empty() {
+                return Err(invalid(
+                    "egress.tor.testing_network",
+                    "needs at least one authority and one fallback",
+                ));
+            }
+            for (i, a) in t.authorities.iter().enumerate() {
+                if a.v3ident.len() != 40 || !a.v3ident.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        format!("egress.tor.testing_network.authorities[{i}].v3ident"),
+                        "expected 40 hex digits",
+                    ));
+                }
+            }
+            for (i, f) in t.fallbacks.iter().enumerate() {
+                if f.rsa_identity.len() != 40
+                    || !f.rsa_identity.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return Err(invalid(
+                        format!("egress.tor.testing_network.fallbacks[{i}].rsa_identity"),
+                        "expected 40 hex digits",
+                    ));
+                }
+            }
+            Some(TestingNetwork {
+                authorities: t.authorities,
+                fallbacks: t.fallbacks,
+            })
+        }
+    };
+    let config = EgressConfig {
+        mode,
+        isolate,
+        socks5,
+        tor_runtime_dir: raw.tor.runtime_dir,
+        tor_testing_network,
+    };
+    if config.uses(upstreams, EgressMode::Socks5) && config.socks5.is_none() {
+        return Err(invalid(
+            "egress.socks5",
+            "required when an upstream uses egress \"socks5\"",
+        ));
+    }
+    Ok(config)
 }
 
 fn bounded(
@@ -720,6 +998,109 @@ default = "b"
         assert_eq!(c.route("bare-login"), Some(1));
         assert_eq!(c.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
         assert_eq!(c.upstream_ehlo_name, "[127.0.0.1]");
+    }
+
+    #[test]
+    fn egress_defaults_to_tor_with_account_isolation() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.egress.mode, DEFAULT_EGRESS);
+        assert_eq!(c.egress.isolate, Isolate::Account);
+        let smtp = c.upstreams[0].smtp.as_ref().expect("smtp");
+        assert_eq!(smtp.egress, DEFAULT_EGRESS);
+        assert_eq!(smtp.tls_server_name, "smtp.a.example");
+        if cfg!(feature = "tor") {
+            assert_eq!(DEFAULT_EGRESS, EgressMode::Tor);
+        }
+    }
+
+    #[test]
+    fn upstream_overrides_egress_and_certificate_name() {
+        let onion = "a".repeat(56) + ".onion";
+        let text = MINIMAL
+            .replace(
+                "domains = [\"a.example\", \"A2.example\"]",
+                "domains = [\"a.example\"]\negress = \"socks5\"\ntls_server_name = \"smtp.a.example\"",
+            )
+            .replace("smtp.a.example\", port = 465", &format!("{onion}\", port = 465"))
+            .replace(
+                "default = \"b\"",
+                "default = \"b\"\n\n[egress]\nmode = \"direct\"\nsocks5 = \"127.0.0.1:9050\"\nisolate = \"session\"",
+            );
+        let c = Config::parse(&text).expect("valid");
+        let a = c.upstreams[0].smtp.as_ref().expect("smtp");
+        assert_eq!(
+            (a.egress, a.host.as_str()),
+            (EgressMode::Socks5, onion.as_str())
+        );
+        assert_eq!(a.tls_server_name, "smtp.a.example");
+        let b = c.upstreams[1].smtp.as_ref().expect("smtp");
+        assert_eq!(b.egress, EgressMode::Direct);
+        assert_eq!(c.egress.isolate, Isolate::Session);
+        assert_eq!(
+            c.egress.socks5,
+            Some("127.0.0.1:9050".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn egress_mistakes_are_refused_with_reasons() {
+        let with_egress = |table: &str| format!("{MINIMAL}\n[egress]\n{table}\n");
+        let cases = [
+            (
+                with_egress("mode = \"socks5\""),
+                "egress.socks5",
+                "required",
+            ),
+            (
+                with_egress("mode = \"socks5\"\nsocks5 = \"localhost:9050\""),
+                "egress.socks5",
+                "IP:port",
+            ),
+            (
+                with_egress("mode = \"carrier-pigeon\""),
+                "egress.mode",
+                "expected",
+            ),
+            (
+                with_egress("isolate = \"never\""),
+                "egress.isolate",
+                "expected",
+            ),
+            (
+                MINIMAL.replace("smtp.b.example", &("b".repeat(56) + ".onion"))
+                    + "\n[egress]\nmode = \"direct\"\n",
+                "upstream[1].smtp.host",
+                ".onion",
+            ),
+            (
+                with_egress(
+                    "[egress.tor.testing_network]\nauthorities = [{ v3ident = \"00\", address = \"127.0.0.1:7000\" }]",
+                ),
+                "egress.tor.testing_network",
+                "enabled = true",
+            ),
+        ];
+        for (text, key, reason) in cases {
+            let err = Config::parse(&text).expect_err(key).to_string();
+            assert!(err.contains(key) && err.contains(reason), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn testing_network_is_accepted_when_enabled() {
+        let text = format!(
+            "{MINIMAL}\n[egress]\nmode = \"tor\"\n[egress.tor.testing_network]\nenabled = true\nauthorities = [{{ v3ident = \"{id}\", address = \"127.0.0.1:7000\" }}]\nfallbacks = [{{ rsa_identity = \"{id}\", ed25519_identity = \"AAAA\", address = \"127.0.0.1:5000\" }}]\n",
+            id = "0123456789ABCDEF0123456789ABCDEF01234567"
+        );
+        match Config::parse(&text) {
+            Ok(c) => {
+                assert!(c.summary().contains("PRIVATE TESTING NETWORK"));
+                let net = c.egress.tor_testing_network.expect("testing network");
+                assert_eq!(net.authorities.len(), 1);
+            }
+            // A build without the embedded client refuses the mode itself.
+            Err(e) => assert!(!cfg!(feature = "tor") && e.to_string().contains("egress.mode")),
+        }
     }
 
     #[test]

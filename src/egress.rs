@@ -1,19 +1,31 @@
 //! Egress: how the relay opens a byte stream to a provider.
 //!
 //! Every connection to an upstream goes through [`Egress::connect`], which
-//! takes a host name (or IP literal), a port and an [`IsolationKey`]. Only the
-//! `direct` mode exists today, and it is the only mode allowed to resolve a
-//! name locally; the proxied modes that come next (SOCKS5, embedded Tor) must
-//! hand the name to the proxy instead and must never fall back to `direct`.
-//! TLS is layered on top by `upstream`, never here.
+//! takes the endpoint (host name or IP literal, port, and the mode configured
+//! for it) and an [`IsolationKey`]. Three modes:
+//!
+//! - `direct`: TCP from the relay's own address. The only mode that resolves a
+//!   name locally.
+//! - `socks5`: an external proxy (a Tor daemon's SocksPort, say). The host
+//!   name goes to the proxy as a name (RFC 1928 ATYP 3), never resolved here;
+//!   each isolation key becomes distinct username/password credentials, which
+//!   Tor's `IsolateSOCKSAuth` (on by default) turns into distinct circuits.
+//! - `tor`: the embedded Tor client ([`tor`]), with one isolation group per key.
+//!
+//! A proxied mode that is down gives an error; nothing here ever falls back to
+//! another mode. TLS is layered on top by `upstream`, never here.
 
+#[cfg(feature = "tor")]
+pub mod tor;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::auth::IsolationKey;
-use crate::config::EgressMode;
+use crate::config::{EgressConfig, EgressMode, Endpoint, Upstream};
 
 /// A bidirectional byte stream to an upstream, whatever carries it.
 pub trait EgressStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -32,33 +44,84 @@ pub enum EgressError {
     /// The connection attempt took longer than allowed.
     #[error("connection timed out")]
     Timeout,
+    /// The SOCKS5 proxy could not be reached or refused the request.
+    #[error("SOCKS5 proxy: {0}")]
+    Proxy(&'static str),
+    /// The embedded Tor client has not finished bootstrapping.
+    #[error("Tor is not ready yet")]
+    TorNotReady,
+    /// The embedded Tor client could not open the stream.
+    #[error("Tor: {0}")]
+    Tor(&'static str),
+    /// The endpoint's mode has no connector (a configuration the checks
+    /// should have refused).
+    #[error("egress mode not available")]
+    Unavailable,
 }
 
-/// The configured way out.
-#[derive(Debug, Clone)]
-pub enum Egress {
-    /// TCP from the relay's own address.
-    Direct,
+/// Why egress could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressSetupError {
+    /// The embedded Tor client could not be created.
+    #[error("embedded Tor: {0}")]
+    Tor(String),
+}
+
+/// The configured ways out.
+pub struct Egress {
+    socks5: Option<SocketAddr>,
+    #[cfg(feature = "tor")]
+    tor: Option<tor::TorEgress>,
 }
 
 impl Egress {
-    /// The connector for a configured mode.
-    pub fn from_mode(mode: EgressMode) -> Self {
-        match mode {
-            EgressMode::Direct => Egress::Direct,
-        }
+    /// Sets up the connectors the configuration uses. With Tor, this creates
+    /// the client and starts bootstrapping in the background; it must run
+    /// inside the tokio runtime.
+    pub fn new(config: &EgressConfig, upstreams: &[Upstream]) -> Result<Self, EgressSetupError> {
+        #[cfg(feature = "tor")]
+        let tor = if config.uses(upstreams, EgressMode::Tor) {
+            Some(tor::TorEgress::start(config)?)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "tor"))]
+        let _ = upstreams;
+        Ok(Egress {
+            socks5: config.socks5,
+            #[cfg(feature = "tor")]
+            tor,
+        })
     }
 
-    /// Opens a stream to `host:port` for the account behind `isolation`.
+    /// The embedded Tor client, when one runs.
+    #[cfg(feature = "tor")]
+    pub fn tor(&self) -> Option<&tor::TorEgress> {
+        self.tor.as_ref()
+    }
+
+    /// Opens a stream to `endpoint` for the account (or session) behind
+    /// `isolation`, the way its configuration says.
     pub async fn connect(
         &self,
-        host: &str,
-        port: u16,
+        endpoint: &Endpoint,
         isolation: &IsolationKey,
         timeout: Duration,
     ) -> Result<BoxedStream, EgressError> {
-        match self {
-            Egress::Direct => connect_direct(host, port, isolation, timeout).await,
+        let host = endpoint.host.trim_start_matches('[').trim_end_matches(']');
+        match endpoint.egress {
+            EgressMode::Direct => connect_direct(host, endpoint.port, timeout).await,
+            EgressMode::Socks5 => {
+                let proxy = self.socks5.ok_or(EgressError::Unavailable)?;
+                connect_socks5(proxy, host, endpoint.port, isolation, timeout).await
+            }
+            #[cfg(feature = "tor")]
+            EgressMode::Tor => match &self.tor {
+                Some(tor) => tor.connect(host, endpoint.port, isolation, timeout).await,
+                None => Err(EgressError::Unavailable),
+            },
+            #[cfg(not(feature = "tor"))]
+            EgressMode::Tor => Err(EgressError::Unavailable),
         }
     }
 }
@@ -68,10 +131,8 @@ impl Egress {
 async fn connect_direct(
     host: &str,
     port: u16,
-    _isolation: &IsolationKey,
     timeout: Duration,
 ) -> Result<BoxedStream, EgressError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
         .await
         .map_err(|_| EgressError::Timeout)?
@@ -80,4 +141,69 @@ async fn connect_direct(
         .set_nodelay(true)
         .map_err(|e| EgressError::Connect(e.kind()))?;
     Ok(Box::new(stream))
+}
+
+/// The SOCKS5 username and password for an isolation key: the key in hex,
+/// so that two accounts never share credentials (nor, behind Tor, circuits).
+pub fn socks5_credentials(isolation: &IsolationKey) -> (String, String) {
+    let hex: String = isolation
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (hex.clone(), hex)
+}
+
+/// Through a SOCKS5 proxy. The proxy is an IP address (checked in the
+/// configuration); the target host goes to it unresolved.
+async fn connect_socks5(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    isolation: &IsolationKey,
+    timeout: Duration,
+) -> Result<BoxedStream, EgressError> {
+    use tokio_socks::TargetAddr;
+    use tokio_socks::tcp::Socks5Stream;
+
+    // An IP literal is sent as an address; anything else as a name. Never a
+    // lookup here: tokio-socks only resolves the *proxy* address, which is
+    // already an IP.
+    let target: TargetAddr<'_> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => TargetAddr::Ip(SocketAddr::new(ip, port)),
+        Err(_) => TargetAddr::Domain(host.into(), port),
+    };
+    let (user, pass) = socks5_credentials(isolation);
+    let connect = async {
+        let tcp = TcpStream::connect(proxy)
+            .await
+            .map_err(|_| EgressError::Proxy("proxy unreachable"))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| EgressError::Connect(e.kind()))?;
+        Socks5Stream::connect_with_password_and_socket(tcp, target, &user, &pass)
+            .await
+            .map_err(|e| EgressError::Proxy(socks5_reason(&e)))
+    };
+    let stream = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| EgressError::Timeout)??;
+    Ok(Box::new(stream))
+}
+
+/// A fixed description of a SOCKS failure (the library's messages are fixed
+/// too, but this keeps anything dynamic out of errors by construction).
+fn socks5_reason(e: &tokio_socks::Error) -> &'static str {
+    use tokio_socks::Error as E;
+    match e {
+        E::Io(_) => "connection to the proxy failed",
+        E::NoAcceptableAuthMethods | E::PasswordAuthFailure(_) => {
+            "the proxy refused the credentials"
+        }
+        E::HostUnreachable | E::NetworkUnreachable => "the proxy could not reach the provider",
+        E::ConnectionRefused => "the provider refused the connection",
+        E::TtlExpired => "the proxy timed out reaching the provider",
+        E::ConnectionNotAllowedByRuleset => "the proxy's rules refused the connection",
+        E::GeneralSocksServerFailure => "the proxy failed",
+        _ => "the proxy refused the request",
+    }
 }

@@ -17,6 +17,7 @@ pub mod upstream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
+use crate::egress::EgressError;
 use crate::privacy::{Secret, wipe};
 use crate::server::Relay;
 use crate::stream::ClientStream;
@@ -378,7 +379,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             self.tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed");
             return Ok(None);
         };
-        let isolation = IsolationKey::for_login(&login);
+        let isolation = IsolationKey::for_session(config.egress.isolate, &login);
         drop(login);
         let connected = UpstreamImap::connect(
             endpoint,
@@ -394,6 +395,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 self.tagged(
                     tag,
                     "NO [UNAVAILABLE] The mail server failed TLS verification; try again later",
+                );
+                return Ok(None);
+            }
+            Err(UpstreamError::Egress(EgressError::TorNotReady)) => {
+                self.tagged(
+                    tag,
+                    "NO [UNAVAILABLE] The relay's Tor connection is still starting; try again in a minute",
                 );
                 return Ok(None);
             }

@@ -23,6 +23,7 @@ pub mod egress;
 pub mod imap;
 pub mod logging;
 pub mod privacy;
+pub mod probe;
 pub mod sanitize;
 pub mod server;
 pub mod smtp;

@@ -39,20 +39,39 @@ pub fn minute_stamp(secs: i64) -> String {
 }
 
 /// Installs the global subscriber: stderr, `RUST_LOG` or `info`, minute clock.
+/// The embedded Tor client's own events are kept to warnings and errors
+/// whatever `RUST_LOG` says: its debug output is about circuits and streams,
+/// which is exactly what this relay does not record.
 pub fn init() {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_timer(MinuteClock)
         .with_target(false)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            !is_tor_target(meta.target()) || *meta.level() <= tracing::Level::WARN
+        }));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Events from arti and its `tor-*` crates.
+fn is_tor_target(target: &str) -> bool {
+    target.starts_with("tor_") || target.starts_with("arti")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tor_crates_are_recognised() {
+        assert!(is_tor_target("tor_circmgr::mgr"));
+        assert!(is_tor_target("arti_client::client"));
+        assert!(!is_tor_target("mailveil::egress::tor"));
+    }
 
     #[test]
     fn stamp_is_rounded_to_the_minute() {

@@ -33,17 +33,33 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reach every upstream through the configured egress (Tor is
+        /// bootstrapped first) and report how long each took.
+        #[arg(long)]
+        probe: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    mailveil::tls::install_process_provider();
     match cli.command {
-        Command::Check { config } => {
+        Command::Check { config, probe } => {
             let config = Config::load(&config)
                 .with_context(|| format!("invalid configuration {}", config.display()))?;
             print!("{}", config.summary());
             println!("configuration OK");
+            if probe {
+                mailveil::logging::init();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the runtime")?;
+                if !runtime.block_on(mailveil::probe::run(&config))? {
+                    anyhow::bail!("some upstreams could not be reached");
+                }
+                println!("all upstreams reachable");
+            }
             Ok(())
         }
         Command::Run { config } => {
@@ -76,7 +92,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             identity.fingerprint
         );
     }
-    let relay = Arc::new(Relay::new(config, identity.config).context("upstream TLS")?);
+    let relay = Arc::new(Relay::new(config, identity.config).context("setting up")?);
     let server = Server::bind(relay).await.context("binding listeners")?;
     tracing::info!("mailveil {} started", env!("CARGO_PKG_VERSION"));
     server.serve(shutdown_signal()).await;

@@ -16,9 +16,20 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Listener, ListenerTls, Protocol};
-use crate::egress::Egress;
+use crate::egress::{Egress, EgressSetupError};
 use crate::sanitize::Policy;
 use crate::tls::{TlsError, upstream_client_config};
+
+/// Why the shared state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// An upstream CA file or TLS setting.
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// Egress (the embedded Tor client).
+    #[error("{0}")]
+    Egress(#[from] EgressSetupError),
+}
 
 /// Everything sessions share, built once at start-up.
 pub struct Relay {
@@ -35,15 +46,17 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Builds the shared state: loads CA files, compiles the policy.
-    pub fn new(config: Config, server_tls: Arc<rustls::ServerConfig>) -> Result<Self, TlsError> {
+    /// Builds the shared state: loads CA files, compiles the policy, sets up
+    /// egress (starting Tor's bootstrap when it is used). Runs inside the
+    /// tokio runtime.
+    pub fn new(config: Config, server_tls: Arc<rustls::ServerConfig>) -> Result<Self, RelayError> {
         let upstream_tls = config
             .upstreams
             .iter()
             .map(|u| upstream_client_config(u.ca.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Relay {
-            egress: Egress::from_mode(config.egress),
+            egress: Egress::new(&config.egress, &config.upstreams)?,
             policy: Policy::new(&config.sanitize),
             acceptor: TlsAcceptor::from(server_tls),
             upstream_tls,

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
+use crate::egress::EgressError;
 use crate::privacy::{Secret, wipe, wipe_appended};
 use crate::server::Relay;
 use crate::stream::ClientStream;
@@ -264,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             self.queue(&reply::auth_no_route());
             return Ok(());
         };
-        let isolation = IsolationKey::for_login(&login);
+        let isolation = IsolationKey::for_session(config.egress.isolate, &login);
         drop(login);
         let connected = UpstreamSmtp::connect(
             endpoint,
@@ -279,6 +280,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             Ok(u) => u,
             Err(UpstreamError::Tls | UpstreamError::NoStartTls) => {
                 self.queue(&reply::upstream_tls_failed());
+                return Ok(());
+            }
+            Err(UpstreamError::Egress(EgressError::TorNotReady)) => {
+                self.queue(&reply::tor_not_ready());
                 return Ok(());
             }
             Err(_) => {

@@ -44,6 +44,16 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Installs ring as the process-wide default provider, for code that builds
+/// its own rustls configurations from the default (the embedded Tor client).
+/// Idempotent; our own configurations name [`provider`] explicitly.
+pub fn install_process_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another thread installing the same provider is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The server identity clients see.
 pub struct ServerIdentity {
     /// The rustls configuration for client-facing listeners.

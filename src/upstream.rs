@@ -201,23 +201,21 @@ where
 }
 
 /// Connects to `endpoint` through the egress and names the certificate the
-/// provider must present (its host name, or its IP address).
+/// provider must present (`tls_server_name`: its host name, or its IP address).
 pub(crate) async fn open(
     endpoint: &Endpoint,
     egress: &Egress,
     isolation: &IsolationKey,
     timeout: Duration,
 ) -> Result<(BoxedStream, ServerName<'static>), UpstreamError> {
-    let stream = egress
-        .connect(&endpoint.host, endpoint.port, isolation, timeout)
-        .await?;
     let name = ServerName::try_from(
         endpoint
-            .host
+            .tls_server_name
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),
     )
     .map_err(|_| UpstreamError::Tls)?;
+    let stream = egress.connect(endpoint, isolation, timeout).await?;
     Ok((stream, name))
 }

@@ -64,7 +64,8 @@ fn run_without_a_certificate_prints_the_ephemeral_fingerprint() {
     std::fs::write(
         &path,
         "[[listen]]\nprotocol = \"smtp\"\naddress = \"127.0.0.1:0\"\ntls = \"implicit\"\n\
-         [[upstream]]\nname = \"p\"\nsmtp = { host = \"127.0.0.1\", port = 1, tls = \"implicit\" }\n",
+         [[upstream]]\nname = \"p\"\nsmtp = { host = \"127.0.0.1\", port = 1, tls = \"implicit\" }\n\
+         [egress]\nmode = \"direct\"\n",
     )
     .expect("write");
     let mut child = Command::new(BIN)

@@ -152,6 +152,9 @@ fixed! {
     upstream_lost = 421, [4, 4, 2], "Connection to the provider lost, message not accepted; try again later";
     /// Client silent too long.
     idle_timeout = 421, [4, 4, 2], "Idle timeout, closing connection";
+    /// The embedded Tor client has not finished bootstrapping (AUTH time,
+    /// so 454 as RFC 4954 asks, with a network enhanced code).
+    tor_not_ready = 454, [4, 4, 1], "Temporary failure: the relay's Tor connection is still starting, try again in a minute";
     /// The provider refused TLS or offered no STARTTLS.
     upstream_tls_failed = 454, [4, 7, 0], "Temporary authentication failure: secure connection to the provider failed";
 }

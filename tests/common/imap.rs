@@ -519,10 +519,11 @@ domains = ["example.test"]
 [limits]
 max_message_bytes = 30000000
 upstream_timeout_secs = 5
-{extra}
+{egress}{extra}
 "#,
         port = upstream.addr.port(),
         ca = upstream.ca_path.display(),
+        egress = super::default_egress(extra),
     )
 }
 

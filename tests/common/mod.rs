@@ -20,6 +20,7 @@ use mailveil::config::Config;
 use mailveil::server::{Relay, Server};
 
 pub mod imap;
+pub mod socks;
 
 pub const USER: &str = "alice@example.test";
 pub const PASSWORD: &str = "alice-secret-pw";
@@ -438,10 +439,21 @@ smtp = {{ host = "127.0.0.1", port = {port}, tls = "{smtp_tls}" }}
 [limits]
 max_message_bytes = 1000000
 upstream_timeout_secs = 5
-{extra}
+{egress}{extra}
 "#,
-        port = upstream.addr.port()
+        port = upstream.addr.port(),
+        egress = default_egress(extra),
     )
+}
+
+/// Tests reach their in-process upstreams directly unless `extra` says
+/// otherwise (the default, Tor, would go to the public network).
+pub fn default_egress(extra: &str) -> &'static str {
+    if extra.contains("[egress]") {
+        ""
+    } else {
+        "[egress]\nmode = \"direct\"\n"
+    }
 }
 
 pub async fn start_relay_with(config_text: &str) -> TestRelay {

@@ -1,0 +1,288 @@
+//! The embedded Tor client (arti).
+//!
+//! Created at start-up without bootstrapping; a background task bootstraps it
+//! (retrying) and another logs progress: percentages and blockage kinds only,
+//! nothing about users. Until it is ready every connection attempt gets
+//! [`EgressError::TorNotReady`], which sessions turn into a temporary error;
+//! there is no other way out in this mode.
+//!
+//! Arti keeps state and a directory cache on disk. They go into a fresh 0700
+//! directory under the runtime directory (a tmpfs under systemd's
+//! `RuntimeDirectory=`), removed when the relay stops.
+//!
+//! Isolation: every [`IsolationKey`] is its own isolation group, so two
+//! accounts (or, with `isolate = "session"`, two sessions) never share a
+//! circuit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arti_client::config::dir::{AuthorityContacts, FallbackDir};
+use arti_client::config::{BoolOrAuto, CfgPath};
+use arti_client::isolation::IsolationHelper;
+use arti_client::{StreamPrefs, TorClient, TorClientConfig};
+use futures::StreamExt;
+use tor_llcrypto::pk::ed25519::Ed25519Identity;
+use tor_llcrypto::pk::rsa::RsaIdentity;
+use tor_rtcompat::PreferredRuntime;
+
+use super::{BoxedStream, EgressError, EgressSetupError};
+use crate::auth::IsolationKey;
+use crate::config::{EgressConfig, TestingNetwork};
+
+/// How long to wait between bootstrap attempts that failed outright.
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(15);
+
+/// The running embedded Tor client.
+pub struct TorEgress {
+    client: Arc<TorClient<PreferredRuntime>>,
+    ready: Arc<AtomicBool>,
+    dir: RuntimeDir,
+}
+
+impl TorEgress {
+    /// Creates the client and starts bootstrapping in the background.
+    pub fn start(config: &EgressConfig) -> Result<Self, EgressSetupError> {
+        crate::tls::install_process_provider();
+        let dir = RuntimeDir::create(config.tor_runtime_dir.as_deref())
+            .map_err(|e| EgressSetupError::Tor(format!("runtime directory: {e}")))?;
+        let tor_config = build_config(dir.path(), config.tor_testing_network.as_ref())?;
+        let client = TorClient::builder()
+            .config(tor_config)
+            .bootstrap_behavior(arti_client::BootstrapBehavior::Manual)
+            .create_unbootstrapped()
+            .map_err(|e| EgressSetupError::Tor(e.to_string()))?;
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(report_progress(client.clone()));
+        tokio::spawn(bootstrap(client.clone(), ready.clone()));
+        tracing::info!("Tor: bootstrapping in the background");
+        Ok(TorEgress { client, ready, dir })
+    }
+
+    /// True once bootstrapping has finished and Tor can carry traffic.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.client.bootstrap_status().ready_for_traffic()
+    }
+
+    /// Waits until Tor is ready, or until `timeout`. True when ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_ready() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.is_ready()
+    }
+
+    /// The private directory arti uses.
+    pub fn runtime_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Opens a stream through Tor. `host` goes to the exit (or the onion
+    /// service) as given; nothing is resolved here.
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        isolation: &IsolationKey,
+        timeout: Duration,
+    ) -> Result<BoxedStream, EgressError> {
+        if !self.is_ready() {
+            return Err(EgressError::TorNotReady);
+        }
+        let mut prefs = StreamPrefs::new();
+        prefs.set_isolation(TorIsolation(*isolation.as_bytes()));
+        prefs.connect_to_onion_services(BoolOrAuto::Explicit(true));
+        let stream = tokio::time::timeout(
+            timeout,
+            self.client.connect_with_prefs((host, port), &prefs),
+        )
+        .await
+        .map_err(|_| EgressError::Timeout)?
+        .map_err(|e| EgressError::Tor(tor_reason(&e)))?;
+        Ok(Box::new(stream))
+    }
+}
+
+/// An isolation group: connections with equal keys may share a circuit,
+/// others may not.
+#[derive(Clone, PartialEq, Eq)]
+struct TorIsolation([u8; 16]);
+
+impl std::fmt::Debug for TorIsolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TorIsolation([scrubbed])")
+    }
+}
+
+impl IsolationHelper for TorIsolation {
+    fn compatible_same_type(&self, other: &Self) -> bool {
+        self == other
+    }
+
+    fn join_same_type(&self, other: &Self) -> Option<Self> {
+        (self == other).then(|| self.clone())
+    }
+
+    fn enables_long_lived_circuits(&self) -> bool {
+        // Sessions (IMAP IDLE) can last for hours; a circuit only one account
+        // uses may too.
+        true
+    }
+}
+
+/// A fixed description of a Tor connection failure (arti's messages can
+/// name the target).
+fn tor_reason(e: &arti_client::Error) -> &'static str {
+    use arti_client::ErrorKind as K;
+    use arti_client::HasKind;
+    match e.kind() {
+        K::TorNetworkTimeout | K::RemoteNetworkTimeout | K::ExitTimeout => "timed out",
+        K::RemoteConnectionRefused => "the provider refused the connection",
+        K::RemoteHostNotFound | K::RemoteHostResolutionFailed => {
+            "the exit could not resolve the provider's name"
+        }
+        K::ExitPolicyRejected | K::NoExit => "no exit allows this connection",
+        K::OnionServiceNotFound | K::OnionServiceNotRunning | K::OnionServiceConnectionFailed => {
+            "onion service not reachable"
+        }
+        K::ForbiddenStreamTarget | K::InvalidStreamTarget => "target refused by configuration",
+        K::BootstrapRequired => "not bootstrapped",
+        _ => "stream failed",
+    }
+}
+
+async fn bootstrap(client: Arc<TorClient<PreferredRuntime>>, ready: Arc<AtomicBool>) {
+    loop {
+        match client.bootstrap().await {
+            Ok(()) => {
+                ready.store(true, Ordering::Release);
+                tracing::info!("Tor: bootstrapped, ready");
+                return;
+            }
+            Err(e) => {
+                use arti_client::HasKind;
+                tracing::warn!(
+                    "Tor: bootstrap failed ({}); retrying in {} s",
+                    e.kind(),
+                    BOOTSTRAP_RETRY.as_secs()
+                );
+                tokio::time::sleep(BOOTSTRAP_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Logs bootstrap progress in steps of 10 %, and each new kind of blockage.
+async fn report_progress(client: Arc<TorClient<PreferredRuntime>>) {
+    let mut events = client.bootstrap_events();
+    let mut last_step = -1i32;
+    let mut last_blockage = String::new();
+    while let Some(status) = events.next().await {
+        let percent = (status.as_frac() * 100.0) as i32;
+        if percent / 10 != last_step {
+            last_step = percent / 10;
+            tracing::info!("Tor: bootstrap {percent}%");
+        }
+        let blockage = status
+            .blocked()
+            .map(|b| b.kind().to_string())
+            .unwrap_or_default();
+        if blockage != last_blockage {
+            if !blockage.is_empty() {
+                tracing::warn!("Tor: bootstrap blocked: {blockage}");
+            }
+            last_blockage = blockage;
+        }
+        if status.ready_for_traffic() && percent >= 100 {
+            return;
+        }
+    }
+}
+
+fn build_config(
+    dir: &Path,
+    testing: Option<&TestingNetwork>,
+) -> Result<TorClientConfig, EgressSetupError> {
+    let mut b = TorClientConfig::builder();
+    b.storage()
+        .state_dir(CfgPath::new_literal(dir.join("state")))
+        .cache_dir(CfgPath::new_literal(dir.join("cache")));
+    if let Some(net) = testing {
+        let mut auths = AuthorityContacts::builder();
+        for a in &net.authorities {
+            let id = RsaIdentity::from_hex(&a.v3ident)
+                .ok_or_else(|| EgressSetupError::Tor("bad authority v3ident".into()))?;
+            auths.v3idents().push(id);
+            auths.uploads().push(vec![a.address]);
+            auths.downloads().push(vec![a.address]);
+            auths.votes().push(vec![a.address]);
+        }
+        let mut fallbacks = Vec::new();
+        for f in &net.fallbacks {
+            let mut fb = FallbackDir::builder();
+            fb.rsa_identity(
+                RsaIdentity::from_hex(&f.rsa_identity)
+                    .ok_or_else(|| EgressSetupError::Tor("bad fallback RSA identity".into()))?,
+            )
+            .ed_identity(
+                Ed25519Identity::from_base64(&f.ed25519_identity)
+                    .ok_or_else(|| EgressSetupError::Tor("bad fallback Ed25519 identity".into()))?,
+            );
+            fb.orports().push(f.address);
+            fallbacks.push(fb);
+        }
+        *b.tor_network().authorities() = auths;
+        b.tor_network().set_fallback_caches(fallbacks);
+        // Every relay of a loopback network shares one address: let them share
+        // a circuit, and let exits connect to local addresses.
+        b.path_rules()
+            .ipv4_subnet_family_prefix(33)
+            .ipv6_subnet_family_prefix(129);
+        b.address_filter().allow_local_addrs(true);
+        tracing::warn!("Tor: using a PRIVATE TESTING NETWORK instead of the public Tor network");
+    }
+    b.build().map_err(|e| EgressSetupError::Tor(e.to_string()))
+}
+
+/// A fresh private directory, removed on drop.
+struct RuntimeDir(PathBuf);
+
+impl RuntimeDir {
+    fn create(base: Option<&Path>) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = match base {
+            Some(b) => b.to_path_buf(),
+            None => std::env::var_os("RUNTIME_DIRECTORY")
+                .map(|v| {
+                    // systemd may list several, separated by ':'.
+                    let v = v.to_string_lossy().into_owned();
+                    PathBuf::from(v.split(':').next().unwrap_or_default())
+                })
+                .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+                .unwrap_or_else(std::env::temp_dir),
+        };
+        let mut suffix = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix)
+            .map_err(|_| std::io::Error::other("no randomness"))?;
+        let name: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let path = base.join(format!("mailveil-tor-{name}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(RuntimeDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

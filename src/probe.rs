@@ -1,0 +1,96 @@
+//! `mailveil check --probe`: reach every configured upstream the way the
+//! relay would (same egress, same TLS checks, same greeting) and say how it
+//! went. Prints to stdout for the operator; logs nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::auth::IsolationKey;
+use crate::config::{Config, Endpoint};
+use crate::egress::Egress;
+use crate::imap::upstream::UpstreamImap;
+use crate::tls::upstream_client_config;
+use crate::upstream::UpstreamSmtp;
+
+/// How long to wait for the embedded Tor client to bootstrap.
+pub const BOOTSTRAP_WAIT: Duration = Duration::from_secs(180);
+
+/// Probes every endpoint; true when all of them answered.
+pub async fn run(config: &Config) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let egress = Egress::new(&config.egress, &config.upstreams)?;
+    #[cfg(feature = "tor")]
+    if let Some(tor) = egress.tor() {
+        println!(
+            "probe: Tor bootstrapping (up to {} s) ...",
+            BOOTSTRAP_WAIT.as_secs()
+        );
+        if !tor.wait_ready(BOOTSTRAP_WAIT).await {
+            println!(
+                "probe: Tor did not bootstrap in {:.1} s: no upstream can be reached",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(false);
+        }
+        println!(
+            "probe: Tor bootstrapped in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let mut all_ok = true;
+    for u in &config.upstreams {
+        let tls = upstream_client_config(u.ca.as_deref())?;
+        for (protocol, endpoint) in [("smtp", &u.smtp), ("imap", &u.imap)] {
+            let Some(endpoint) = endpoint else { continue };
+            let t = Instant::now();
+            let outcome = probe_one(protocol, endpoint, tls.clone(), &egress, config).await;
+            let secs = t.elapsed().as_secs_f64();
+            match outcome {
+                Ok(()) => println!(
+                    "probe: {} {protocol} {}:{} via {}: ok in {secs:.1} s",
+                    u.name,
+                    endpoint.host,
+                    endpoint.port,
+                    endpoint.egress.name()
+                ),
+                Err(e) => {
+                    all_ok = false;
+                    println!(
+                        "probe: {} {protocol} {}:{} via {}: FAILED after {secs:.1} s: {e}",
+                        u.name,
+                        endpoint.host,
+                        endpoint.port,
+                        endpoint.egress.name()
+                    );
+                }
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+async fn probe_one(
+    protocol: &str,
+    endpoint: &Endpoint,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    egress: &Egress,
+    config: &Config,
+) -> Result<(), crate::upstream::UpstreamError> {
+    let timeout = config.limits.upstream_timeout;
+    // A key of its own: the probe shares no circuit with anybody.
+    let isolation = IsolationKey::random();
+    if protocol == "smtp" {
+        let smtp = UpstreamSmtp::connect(
+            endpoint,
+            tls,
+            egress,
+            &isolation,
+            &config.upstream_ehlo_name,
+            timeout,
+        )
+        .await?;
+        smtp.quit().await;
+    } else {
+        UpstreamImap::connect(endpoint, tls, egress, &isolation, timeout).await?;
+    }
+    Ok(())
+}
