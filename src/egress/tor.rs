@@ -189,8 +189,10 @@ async fn report_progress(client: Arc<TorClient<PreferredRuntime>>) {
             last_step = percent / 10;
             tracing::info!("Tor: bootstrap {percent}%");
         }
+        // "Disabled" only means bootstrap() has not been called yet.
         let blockage = status
             .blocked()
+            .filter(|b| !matches!(b.kind(), arti_client::status::BlockageKind::Disabled))
             .map(|b| b.kind().to_string())
             .unwrap_or_default();
         if blockage != last_blockage {
