@@ -18,7 +18,7 @@ fi
 
 # ------------------------------------------------------------------ install
 need_install=0
-for bin in postfix dovecot swaks curl neomutt mbsync openssl python3; do
+for bin in postfix dovecot swaks curl neomutt mbsync openssl python3 tor microsocks tcpdump; do
     command -v "$bin" >/dev/null 2>&1 || need_install=1
 done
 perl -MNet::SSLeay -MIO::Socket::INET6 -MAuthen::SASL -e1 2>/dev/null || need_install=1
@@ -27,8 +27,16 @@ if [ "$need_install" = 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -q >/dev/null
+    # Install only: no package may start its service (a system tor would
+    # connect to the public Tor network).
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
+    fi
     apt-get install -y -q dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates curl swaks \
-        libnet-ssleay-perl libio-socket-inet6-perl libauthen-sasl-perl isync neomutt python3 >/dev/null
+        libnet-ssleay-perl libio-socket-inet6-perl libauthen-sasl-perl isync neomutt python3 \
+        tor microsocks tcpdump >/dev/null
+    if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 id vmail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin vmail
 

@@ -25,6 +25,26 @@ check() { # check "name" command...
 # shellcheck source=tests/interop/lib.sh
 source "$HERE/lib.sh"
 
+# Every DNS packet on any interface for the whole run: mailveil must send
+# none (all targets here are IP literals, and proxied modes never resolve).
+tcpdump -i any -n -U -w "$W/dns.pcap" port 53 >/dev/null 2>"$W/log/tcpdump.err" &
+TCPDUMP_PID=$!
+# A control query, so that an empty capture means "no DNS", not "no capture".
+dns_probe() {
+    python3 -c 'import socket; q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"".join(bytes([len(p)]) + p for p in [b"capture-control", b"invalid"]) + b"\x00\x00\x01\x00\x01"; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(q, ("127.0.0.1", 53))'
+}
+for _ in $(seq 1 50); do grep -q "listening on" "$W/log/tcpdump.err" 2>/dev/null && break; sleep 0.1; done
+dns_probe
+stop_egress() {
+    local f
+    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    done
+    BASE="$W/tornet" bash "$HERE/tornet.sh" stop
+    kill "$TCPDUMP_PID" 2>/dev/null || true
+}
+trap 'stop_egress; stop_all' EXIT
+
 # ------------------------------------------------------------------ clients
 log "sending through mailveil with real clients"
 
@@ -173,6 +193,86 @@ check "Dovecot received only the relay's generic ID, never the client's" \
     sh -c 'grep -q "ID sent: name=IMAP client" "$W/log/dovecot.log" && ! grep -Eq "canary|idclient" "$W/log/dovecot.log"'
 check "mailveil printed no client data" \
     sh -c '! grep -Eq "127\.0\.0\.77|alice@|bob@|interop-|INBOX|Drafts|Archive|ehlo\.invalid|canary" "$W/log/mailveil.out" "$W/log/mailveil.err"'
+
+# ------------------------------------------------------------------ egress
+# The same clients and servers through a SOCKS5 proxy and through mailveil's
+# embedded Tor client on a private Tor network. These instances log at TRACE.
+start_instance() { # name mode port-prefix
+    sed -e "s#@W@#$W#g" -e "s#@MODE@#$2#" -e "s#@PORT@#$3#g" -e "s#@ONION@#$ONION#" \
+        "$HERE/mailveil-egress.toml.in" > "$W/$1.toml"
+    if [ "$2" = tor ]; then cat "$W/tornet/egress-tor.toml" >> "$W/$1.toml"; fi
+    RUST_LOG=trace "$MAILVEIL" run --config "$W/$1.toml" >"$W/log/$1.out" 2>"$W/log/$1.err" &
+    echo $! > "$W/$1.pid"
+    wait_port 127.0.0.1 "${3}465"
+}
+stop_instance() { # name
+    kill "$(cat "$W/$1.pid")" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$(cat "$W/$1.pid")" 2>/dev/null || break; sleep 0.1; done
+}
+egress() { python3 "$HERE/egress_clients.py" "$@"; }
+swaks_via() { # port subject
+    swaks -s "127.0.0.1:$1" --tls-on-connect --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+        -a PLAIN -au alice@example.test -ap alice-pw -f alice@example.test -t alice@example.test \
+        --ehlo swaks-ehlo.invalid --h-Subject "$2" --add-header "User-Agent: swaks-canary-agent" \
+        --body "egress body line" --silent 1
+}
+egress count 10999 "$W/counting" & echo $! > "$W/counting.pid"
+
+log "egress through SOCKS5 (microsocks on 127.0.0.1:10080)"
+microsocks -i 127.0.0.1 -p 10080 >"$W/log/microsocks.log" 2>&1 &
+echo $! > "$W/microsocks.pid"
+wait_port 127.0.0.1 10080
+ONION="$(printf 'a%.0s' $(seq 56)).onion"
+start_instance socks socks5 12
+check "swaks through mailveil → microsocks → Postfix" swaks_via 12465 interop-socks-swaks
+check "imaplib through mailveil → microsocks → Dovecot reads it back" \
+    egress imap 12993 alice@example.test interop-socks-swaks
+check "curl lists mailboxes through mailveil → microsocks → Dovecot" \
+    sh -c '"$@" imaps://127.0.0.1:12993/ | grep -q "\\Sent"' _ "${CURL_IMAP[@]}"
+kill "$(cat "$W/microsocks.pid")"
+check "proxy down: SMTP AUTH gets a temporary 454" egress smtp-unavailable 12465 alice@counting.test
+check "proxy down: IMAP LOGIN gets NO [UNAVAILABLE]" egress imap-unavailable 12993 alice@counting.test
+check "proxy down: the provider saw no direct connection" sh -c '[ "$(cat "$W/counting")" = 0 ]'
+stop_instance socks
+
+log "egress through the embedded Tor client, on a private Tor network"
+ONION_TARGET_PORT=10993 BASE="$W/tornet" bash "$HERE/tornet.sh"
+ONION="$(cat "$W/tornet/onion")"
+mkdir -m 700 "$W/tor-run"
+start_instance tor tor 13
+for _ in $(seq 1 240); do grep -q "Tor: bootstrapped, ready" "$W/log/tor.err" && break; sleep 0.5; done
+check "mailveil bootstraps Tor against the private network" grep -q "Tor: bootstrapped, ready" "$W/log/tor.err"
+check "Tor keeps its files in a fresh 0700 directory under the runtime directory" \
+    sh -c 'd=$(ls -d "$W"/tor-run/mailveil-tor-*) && [ "$(stat -c %a "$d")" = 700 ] && [ -d "$d/cache" ]'
+check "swaks through mailveil → Tor → exit → Postfix" swaks_via 13465 interop-tor-swaks
+check "curl sends through mailveil → Tor → Postfix" \
+    curl -sS --ssl-reqd --cacert "$CA" --interface 127.0.0.77 --url "smtps://127.0.0.1:13465/curl-ehlo.invalid" \
+        --user "alice@example.test:alice-pw" --mail-from alice@example.test --mail-rcpt alice@example.test \
+        -T "$W/msgs/curl.eml"
+check "the private network's exits carried the relay's connections to Postfix and Dovecot" \
+    sh -c 'grep -hq "Exit connection (connecting) to 127.0.0.2:10465 established" "$W"/tornet/e*/info.log' 
+check "imaplib through mailveil → Tor → Dovecot reads it back" \
+    egress imap 13993 alice@example.test interop-tor-swaks
+sed -e "s/^Port 11993/Port 13993/" -e "s#$W/mbsync/local#$W/mbsync-tor/local#g" "$W/mbsyncrc" > "$W/mbsyncrc-tor"
+mkdir -p "$W/mbsync-tor/local"
+check "mbsync pulls INBOX through mailveil → Tor" \
+    sh -c 'mbsync -q -c "$W/mbsyncrc-tor" -a && grep -rlq "^Subject: interop-tor-swaks" "$W/mbsync-tor/local/INBOX"'
+check "IMAP to the provider's .onion address through mailveil (certificate checked as localhost)" \
+    egress imap 13993 alice@onion.test interop-tor-swaks
+log "stopping the private Tor network"
+BASE="$W/tornet" bash "$HERE/tornet.sh" stop
+check "Tor down: SMTP AUTH gets a temporary 454" egress smtp-unavailable 13465 alice@counting.test
+check "Tor down: IMAP LOGIN gets NO [UNAVAILABLE]" egress imap-unavailable 13993 alice@counting.test
+check "Tor down: the provider saw no direct connection" sh -c '[ "$(cat "$W/counting")" = 0 ]'
+stop_instance tor
+check "Tor's runtime directory is removed when mailveil stops" sh -c '[ -z "$(ls -A "$W/tor-run")" ]'
+check "mailveil at TRACE through SOCKS5 and Tor printed no client data" \
+    sh -c '! grep -Eq "127\.0\.0\.77|alice@|interop-|INBOX|ehlo\.invalid|canary|counting\.test|onion\.test" \
+             "$W"/log/socks.out "$W"/log/socks.err "$W"/log/tor.out "$W"/log/tor.err'
+kill -INT "$TCPDUMP_PID"; wait "$TCPDUMP_PID" 2>/dev/null || true
+check "no DNS packet on any interface during the whole run (only the capture's own control query)" \
+    sh -c 'tcpdump -r "$W/dns.pcap" -n > "$W/log/dns.txt" 2>/dev/null &&
+           grep -q "capture-control.invalid" "$W/log/dns.txt" && ! grep -v "capture-control.invalid" "$W/log/dns.txt" | grep -q .'
 
 echo
 echo "interop: $PASS passed, $FAIL failed"
