@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::privacy::Sensitive;
+
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -63,6 +65,14 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     sanitize: RawSanitize,
+    #[serde(default)]
+    logging: RawLogging,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    stats_interval_minutes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,7 +237,8 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// Host name or IP literal; resolved only by the egress connector.
-    pub host: String,
+    /// Sensitive: which provider a session goes to says whose session it is.
+    pub host: Sensitive<String>,
     /// TCP port.
     pub port: u16,
     /// TLS mode.
@@ -237,7 +248,7 @@ pub struct Endpoint {
     /// The name the provider's certificate must carry: `tls_server_name` if
     /// set (an onion service presenting its clear-web certificate), else
     /// `host`.
-    pub tls_server_name: String,
+    pub tls_server_name: Sensitive<String>,
 }
 
 /// A provider the relay can talk to.
@@ -419,7 +430,14 @@ pub struct Config {
     pub limits: Limits,
     /// Header sanitizer.
     pub sanitize: SanitizeConfig,
+    /// How often aggregate counters are logged; `None`: never.
+    pub stats_interval: Option<Duration>,
 }
+
+/// Default interval of the aggregate counter report.
+pub const DEFAULT_STATS_INTERVAL_MINUTES: u64 = 60;
+/// Shortest interval allowed: finer counts could follow one person.
+pub const MIN_STATS_INTERVAL_MINUTES: u64 = 10;
 
 /// Default largest message: 35 MiB, like common providers.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 36_700_160;
@@ -480,13 +498,13 @@ impl Config {
             let show = |e: &Option<Endpoint>| match e {
                 Some(e) => format!(
                     "{}:{} ({:?} TLS{}, via {})",
-                    e.host,
+                    e.host.expose(),
                     e.port,
                     e.tls,
                     if e.tls_server_name == e.host {
                         String::new()
                     } else {
-                        format!(", certificate name {}", e.tls_server_name)
+                        format!(", certificate name {}", e.tls_server_name.expose())
                     },
                     e.egress.name()
                 ),
@@ -531,6 +549,13 @@ impl Config {
             self.limits.max_message_bytes, self.limits.max_recipients, self.limits.max_connections
         ));
         out.push_str(&format!("sanitize: {:?}\n", self.sanitize.mode));
+        match self.stats_interval {
+            Some(i) => out.push_str(&format!(
+                "logging: aggregate counters every {} min\n",
+                i.as_secs() / 60
+            )),
+            None => out.push_str("logging: no counter report\n"),
+        }
         out
     }
 }
@@ -750,6 +775,22 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let stats_interval = match raw
+        .logging
+        .stats_interval_minutes
+        .unwrap_or(DEFAULT_STATS_INTERVAL_MINUTES)
+    {
+        0 => None,
+        m if m < MIN_STATS_INTERVAL_MINUTES => {
+            return Err(invalid(
+                "logging.stats_interval_minutes",
+                format!(
+                    "at least {MIN_STATS_INTERVAL_MINUTES} (counts over shorter intervals can follow one person's sessions), or 0 for no counter report"
+                ),
+            ));
+        }
+        m => Some(Duration::from_secs(m.saturating_mul(60))),
+    };
     let s = raw.sanitize;
     for (list, key) in [
         (&s.remove, "remove"),
@@ -791,6 +832,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             keep: s.keep,
             allow: s.allow,
         },
+        stats_interval,
     })
 }
 
@@ -818,8 +860,8 @@ fn endpoint(
         ));
     }
     Ok(Endpoint {
-        tls_server_name: tls_server_name.clone().unwrap_or_else(|| e.host.clone()),
-        host: e.host,
+        tls_server_name: Sensitive::new(tls_server_name.clone().unwrap_or_else(|| e.host.clone())),
+        host: Sensitive::new(e.host),
         port: e.port,
         tls: e.tls,
         egress: mode,
@@ -1007,10 +1049,31 @@ default = "b"
         assert_eq!(c.egress.isolate, Isolate::Account);
         let smtp = c.upstreams[0].smtp.as_ref().expect("smtp");
         assert_eq!(smtp.egress, DEFAULT_EGRESS);
-        assert_eq!(smtp.tls_server_name, "smtp.a.example");
+        assert_eq!(smtp.tls_server_name.expose(), "smtp.a.example");
         if cfg!(feature = "tor") {
             assert_eq!(DEFAULT_EGRESS, EgressMode::Tor);
         }
+    }
+
+    #[test]
+    fn counter_report_is_hourly_by_default_and_never_finer_than_ten_minutes() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.stats_interval, Some(Duration::from_secs(3600)));
+        let off = Config::parse(&format!(
+            "{MINIMAL}\n[logging]\nstats_interval_minutes = 0\n"
+        ))
+        .expect("valid");
+        assert_eq!(off.stats_interval, None);
+        let fine = Config::parse(&format!(
+            "{MINIMAL}\n[logging]\nstats_interval_minutes = 9\n"
+        ));
+        let err = fine.expect_err("too fine").to_string();
+        assert!(err.contains("logging.stats_interval_minutes"), "{err}");
+        let ten = Config::parse(&format!(
+            "{MINIMAL}\n[logging]\nstats_interval_minutes = 10\n"
+        ))
+        .expect("valid");
+        assert_eq!(ten.stats_interval, Some(Duration::from_secs(600)));
     }
 
     #[test]
@@ -1029,10 +1092,10 @@ default = "b"
         let c = Config::parse(&text).expect("valid");
         let a = c.upstreams[0].smtp.as_ref().expect("smtp");
         assert_eq!(
-            (a.egress, a.host.as_str()),
+            (a.egress, a.host.expose().as_str()),
             (EgressMode::Socks5, onion.as_str())
         );
-        assert_eq!(a.tls_server_name, "smtp.a.example");
+        assert_eq!(a.tls_server_name.expose(), "smtp.a.example");
         let b = c.upstreams[1].smtp.as_ref().expect("smtp");
         assert_eq!(b.egress, EgressMode::Direct);
         assert_eq!(c.egress.isolate, Isolate::Session);
@@ -1163,7 +1226,10 @@ default = "b"
             );
         let c = Config::parse(&text).expect("valid");
         let imap = c.upstreams[0].imap.as_ref().expect("imap endpoint");
-        assert_eq!((imap.host.as_str(), imap.port), ("imap.a.example", 993));
+        assert_eq!(
+            (imap.host.expose().as_str(), imap.port),
+            ("imap.a.example", 993)
+        );
         assert!(c.upstreams[1].imap.is_none());
         assert_eq!(c.limits.max_imap_line_bytes, 65536);
         assert_eq!(c.limits.imap_idle_timeout, Duration::from_secs(1860));
@@ -1196,6 +1262,13 @@ default = "b"
     #[test]
     fn example_config_is_valid() {
         let text = include_str!("../config/mailveil.example.toml");
-        Config::parse(text).expect("example config must validate");
+        if cfg!(feature = "tor") {
+            Config::parse(text).expect("example config must validate");
+        } else {
+            // Built without Tor, the example's default egress is refused, and
+            // says why.
+            let err = Config::parse(text).expect_err("tor without the feature");
+            assert!(err.to_string().contains("egress"), "{err}");
+        }
     }
 }

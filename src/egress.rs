@@ -75,6 +75,18 @@ pub struct Egress {
 }
 
 impl Egress {
+    /// The embedded Tor client's runtime directory, when Tor is in use: the
+    /// one place where files are written while the relay runs.
+    pub fn tor_runtime_dir(&self) -> Option<&std::path::Path> {
+        #[cfg(feature = "tor")]
+        if let Some(tor) = &self.tor {
+            return Some(tor.runtime_dir());
+        }
+        None
+    }
+}
+
+impl Egress {
     /// Sets up the connectors the configuration uses. With Tor, this creates
     /// the client and starts bootstrapping in the background; it must run
     /// inside the tokio runtime.
@@ -108,7 +120,11 @@ impl Egress {
         isolation: &IsolationKey,
         timeout: Duration,
     ) -> Result<BoxedStream, EgressError> {
-        let host = endpoint.host.trim_start_matches('[').trim_end_matches(']');
+        let host = endpoint
+            .host
+            .expose()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         match endpoint.egress {
             EgressMode::Direct => connect_direct(host, endpoint.port, timeout).await,
             EgressMode::Socks5 => {

@@ -20,6 +20,7 @@ use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
 use crate::egress::EgressError;
 use crate::privacy::{Secret, wipe};
 use crate::server::Relay;
+use crate::stats::Counter;
 use crate::stream::ClientStream;
 use crate::upstream::UpstreamError;
 use framed::{Framed, ReadError};
@@ -76,7 +77,7 @@ where
     let (client_r, client_w) = tokio::io::split(client);
     let (up, up_buffered) = upstream.into_parts();
     let (up_r, up_w) = tokio::io::split(up);
-    relay::run(
+    let ended = relay::run(
         settings,
         Framed::with_buffered(client_r, client_buffered),
         client_w,
@@ -84,6 +85,11 @@ where
         up_w,
     )
     .await;
+    match ended {
+        relay::Ended::Closed => {}
+        relay::Ended::IdleTimeout => relay.stats.count(Counter::Timeout),
+        relay::Ended::ProviderLost => relay.stats.count(Counter::ProviderLost),
+    }
 }
 
 /// The session ends: the client left, timed out or logged out.
@@ -376,6 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let Some((index, endpoint)) =
             route.and_then(|i| Some((i, config.upstreams[i].imap.as_ref()?)))
         else {
+            self.relay.stats.count(Counter::LoginNoRoute);
             self.tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed");
             return Ok(None);
         };
@@ -392,6 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let mut upstream = match connected {
             Ok(u) => u,
             Err(UpstreamError::Tls | UpstreamError::NoStartTls) => {
+                self.relay.stats.count(Counter::ProviderUnreachable);
                 self.tagged(
                     tag,
                     "NO [UNAVAILABLE] The mail server failed TLS verification; try again later",
@@ -399,6 +407,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 return Ok(None);
             }
             Err(UpstreamError::Egress(EgressError::TorNotReady)) => {
+                self.relay.stats.count(Counter::TorNotReady);
                 self.tagged(
                     tag,
                     "NO [UNAVAILABLE] The relay's Tor connection is still starting; try again in a minute",
@@ -406,6 +415,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 return Ok(None);
             }
             Err(_) => {
+                self.relay.stats.count(Counter::ProviderUnreachable);
                 self.tagged(
                     tag,
                     "NO [UNAVAILABLE] The mail server is unreachable; try again later",
@@ -417,6 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         drop(credentials);
         match outcome {
             Ok(AuthOutcome::Accepted(done)) => {
+                self.relay.stats.count(Counter::Login);
                 self.relay_untagged(&done.untagged);
                 if filter_capability_line(&prefixed(tag, &done.status_and_text)).is_none() {
                     // Tell the client what it may use now, filtered.
@@ -428,6 +439,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                             self.out.extend_from_slice(&line);
                         }
                         Err(_) => {
+                            self.relay.stats.count(Counter::ProviderLost);
                             self.tagged(
                                 tag,
                                 "NO [UNAVAILABLE] The mail server is unreachable; try again later",
@@ -440,6 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 Ok(Some(upstream))
             }
             Ok(AuthOutcome::Refused(done)) => {
+                self.relay.stats.count(Counter::LoginRefusedByProvider);
                 self.relay_untagged(&done.untagged);
                 self.relay_tagged(tag, &done.status_and_text);
                 Ok(None)
@@ -452,6 +465,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 Ok(None)
             }
             Err(_) => {
+                self.relay.stats.count(Counter::ProviderLost);
                 self.tagged(
                     tag,
                     "NO [UNAVAILABLE] The mail server is unreachable; try again later",

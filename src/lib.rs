@@ -27,6 +27,7 @@ pub mod probe;
 pub mod sanitize;
 pub mod server;
 pub mod smtp;
+pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

@@ -16,10 +16,10 @@ pub const BOOTSTRAP_WAIT: Duration = Duration::from_secs(180);
 
 /// Probes every endpoint; true when all of them answered.
 pub async fn run(config: &Config) -> anyhow::Result<bool> {
-    let started = Instant::now();
     let egress = Egress::new(&config.egress, &config.upstreams)?;
     #[cfg(feature = "tor")]
     if let Some(tor) = egress.tor() {
+        let started = Instant::now();
         println!(
             "probe: Tor bootstrapping (up to {} s) ...",
             BOOTSTRAP_WAIT.as_secs()
@@ -48,7 +48,7 @@ pub async fn run(config: &Config) -> anyhow::Result<bool> {
                 Ok(()) => println!(
                     "probe: {} {protocol} {}:{} via {}: ok in {secs:.1} s",
                     u.name,
-                    endpoint.host,
+                    endpoint.host.expose(),
                     endpoint.port,
                     endpoint.egress.name()
                 ),
@@ -57,7 +57,7 @@ pub async fn run(config: &Config) -> anyhow::Result<bool> {
                     println!(
                         "probe: {} {protocol} {}:{} via {}: FAILED after {secs:.1} s: {e}",
                         u.name,
-                        endpoint.host,
+                        endpoint.host.expose(),
                         endpoint.port,
                         endpoint.egress.name()
                     );

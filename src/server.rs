@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Listener, ListenerTls, Protocol};
 use crate::egress::{Egress, EgressSetupError};
 use crate::sanitize::Policy;
+use crate::stats::{Counter, Stats};
 use crate::tls::{TlsError, upstream_client_config};
 
 /// Why the shared state could not be built.
@@ -43,6 +44,8 @@ pub struct Relay {
     pub egress: Egress,
     /// The compiled header policy.
     pub policy: Policy,
+    /// Aggregate counters.
+    pub stats: Stats,
 }
 
 impl Relay {
@@ -61,6 +64,7 @@ impl Relay {
             acceptor: TlsAcceptor::from(server_tls),
             upstream_tls,
             config,
+            stats: Stats::default(),
         })
     }
 }
@@ -113,7 +117,13 @@ impl Server {
                 permits.clone(),
             ));
         }
+        if let Some(interval) = self.relay.config.stats_interval {
+            let relay = self.relay.clone();
+            tasks.spawn(async move { relay.stats.report_every(interval).await });
+        }
         shutdown.await;
+        // Counts since the last report are dropped, not logged: a partial
+        // interval could be short enough to follow one person.
         tasks.abort_all();
     }
 }
@@ -141,6 +151,10 @@ async fn accept_loop(
             continue;
         }
         let relay = relay.clone();
+        relay.stats.count(match listener.protocol {
+            Protocol::Smtp => Counter::SmtpSession,
+            Protocol::Imap => Counter::ImapSession,
+        });
         tokio::spawn(async move {
             match listener.protocol {
                 Protocol::Smtp => {

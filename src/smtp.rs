@@ -24,6 +24,7 @@ use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
 use crate::egress::EgressError;
 use crate::privacy::{Secret, wipe, wipe_appended};
 use crate::server::Relay;
+use crate::stats::Counter;
 use crate::stream::ClientStream;
 use crate::upstream::{UpstreamError, UpstreamSmtp};
 use data::{MessageReceiver, Progress, Refusal};
@@ -262,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let Some((index, endpoint)) =
             route.and_then(|i| Some((i, config.upstreams[i].smtp.as_ref()?)))
         else {
+            self.relay.stats.count(Counter::LoginNoRoute);
             self.queue(&reply::auth_no_route());
             return Ok(());
         };
@@ -279,14 +281,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let mut upstream = match connected {
             Ok(u) => u,
             Err(UpstreamError::Tls | UpstreamError::NoStartTls) => {
+                self.relay.stats.count(Counter::ProviderUnreachable);
                 self.queue(&reply::upstream_tls_failed());
                 return Ok(());
             }
             Err(UpstreamError::Egress(EgressError::TorNotReady)) => {
+                self.relay.stats.count(Counter::TorNotReady);
                 self.queue(&reply::tor_not_ready());
                 return Ok(());
             }
             Err(_) => {
+                self.relay.stats.count(Counter::ProviderUnreachable);
                 self.queue(&reply::auth_upstream_unavailable());
                 return Ok(());
             }
@@ -294,13 +299,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         match self.relay_auth(&mut upstream, credentials).await? {
             Some(verdict) => {
                 if verdict.code == 235 {
+                    self.relay.stats.count(Counter::Login);
                     self.upstream = Some(upstream);
                 } else {
+                    self.relay.stats.count(Counter::LoginRefusedByProvider);
                     upstream.quit().await;
                 }
                 self.queue(&verdict);
             }
             None => {
+                self.relay.stats.count(Counter::ProviderLost);
                 self.queue(&reply::auth_upstream_unavailable());
             }
         }
@@ -670,6 +678,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         };
         let final_reply = match outcome {
             Err(refusal) => {
+                self.relay.stats.count(Counter::MessageRefusedHere);
                 // The upstream saw MAIL/RCPT only; end that transaction.
                 self.reset_transaction().await?;
                 refusal
@@ -689,7 +698,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 wipe(&mut header);
                 self.tx = None;
                 match result {
-                    Ok(response) => Reply::from_upstream(&response),
+                    Ok(response) => {
+                        self.relay.stats.count(if response.code / 100 == 2 {
+                            Counter::MessageRelayed
+                        } else {
+                            Counter::MessageRefusedByProvider
+                        });
+                        Reply::from_upstream(&response)
+                    }
                     Err(_) => {
                         wipe_appended(&mut message);
                         return self.upstream_lost().await;
@@ -718,6 +734,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     }
 
     async fn upstream_lost(&mut self) -> Result<(), Closed> {
+        self.relay.stats.count(Counter::ProviderLost);
         self.upstream = None;
         self.tx = None;
         self.queue(&reply::upstream_lost());
@@ -777,6 +794,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             Ok(Ok(0)) | Ok(Err(_)) => Err(Closed),
             Ok(Ok(_)) => Ok(()),
             Err(_) => {
+                self.relay.stats.count(Counter::Timeout);
                 self.queue(&reply::idle_timeout());
                 let _ = self.flush().await;
                 Err(Closed)

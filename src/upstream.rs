@@ -211,6 +211,7 @@ pub(crate) async fn open(
     let name = ServerName::try_from(
         endpoint
             .tls_server_name
+            .expose()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),

@@ -661,3 +661,25 @@ fn undeliverable_message() -> Vec<u8> {
     }
     message
 }
+
+#[tokio::test]
+async fn aggregate_counters_count_logins_and_messages_and_nothing_else() {
+    let (_upstream, relay) = start_pair(UpstreamScript::default()).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    assert!(c.auth_plain(USER, "wrong").await.starts_with("535 "));
+    assert!(c.auth_plain(USER, PASSWORD).await.starts_with("235 "));
+    assert!(c.send_message(SIMPLE).await.starts_with("250 "));
+    assert!(c.send_message(SIMPLE).await.starts_with("250 "));
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye");
+    let (mut c, _) = Client::implicit(&relay).await;
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye");
+
+    assert_eq!(
+        relay.relay.stats.take_report(),
+        "SMTP sessions 2, IMAP sessions 0, logins 1, logins refused by provider 1, \
+         logins for no configured provider 0, provider unreachable 0, Tor not ready 0, \
+         messages relayed 2, messages refused by provider 0, messages refused here 0, \
+         provider connections lost 0, client timeouts 0"
+    );
+}

@@ -65,6 +65,17 @@ pub struct Settings<'a> {
     pub has_id: bool,
 }
 
+/// How a relayed session ended, for the aggregate counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Logout, or either side closed.
+    Closed,
+    /// The client stayed silent past the idle timeout.
+    IdleTimeout,
+    /// The provider connection broke without a BYE.
+    ProviderLost,
+}
+
 /// Relays until either side closes.
 pub async fn run<CR, CW, UR, UW>(
     settings: Settings<'_>,
@@ -72,7 +83,8 @@ pub async fn run<CR, CW, UR, UW>(
     client_w: CW,
     upstream_r: Framed<UR>,
     upstream_w: UW,
-) where
+) -> Ended
+where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
     UR: AsyncRead + Unpin,
@@ -94,8 +106,8 @@ pub async fn run<CR, CW, UR, UW>(
         bye_seen: false,
     };
     tokio::select! {
-        _ = client_half.run() => {}
-        _ = upstream_half.run() => {}
+        ended = client_half.run() => ended,
+        ended = upstream_half.run() => ended,
     }
 }
 
@@ -136,6 +148,8 @@ enum Stop {
     Client,
     /// The provider connection failed; the upstream half says BYE.
     Upstream,
+    /// The client was idle too long (it has been told).
+    IdleTimeout,
 }
 
 impl From<ReadError> for Stop {
@@ -173,10 +187,12 @@ fn refused_command(name: &[u8], rest: &[u8]) -> Option<&'static str> {
 }
 
 impl<CR: AsyncRead + Unpin, UW: AsyncWrite + Unpin> ClientHalf<'_, '_, CR, UW> {
-    async fn run(&mut self) {
-        if let Err(Stop::Upstream) = self.serve().await {
+    async fn run(&mut self) -> Ended {
+        match self.serve().await {
             // Let the upstream half notice the loss and say BYE.
-            std::future::pending::<()>().await;
+            Err(Stop::Upstream) => std::future::pending().await,
+            Err(Stop::IdleTimeout) => Ended::IdleTimeout,
+            _ => Ended::Closed,
         }
     }
 
@@ -192,7 +208,7 @@ impl<CR: AsyncRead + Unpin, UW: AsyncWrite + Unpin> ClientHalf<'_, '_, CR, UW> {
                 Err(_) => {
                     self.close(b"* BYE [UNAVAILABLE] Autologout: idle for too long\r\n".to_vec())
                         .await;
-                    return Err(Stop::Client);
+                    return Err(Stop::IdleTimeout);
                 }
                 Ok(Err(ReadError::TooLong)) => {
                     let tag = leading_tag(&line).unwrap_or(b"*").to_vec();
@@ -711,19 +727,23 @@ enum Wake {
 }
 
 impl<UR: AsyncRead + Unpin, CW: AsyncWrite + Unpin> UpstreamHalf<UR, CW> {
-    async fn run(&mut self) {
+    async fn run(&mut self) -> Ended {
         let lost = match self.pump().await {
             Ok(()) => false,
             Err(Lost::Upstream) => true,
-            Err(Lost::Client) => return,
+            Err(Lost::Client) => return Ended::Closed,
         };
-        if lost && !self.bye_seen {
+        let ended = if lost && !self.bye_seen {
             self.out.extend_from_slice(
                 b"* BYE [UNAVAILABLE] Connection to the mail server was lost\r\n",
             );
-        }
+            Ended::ProviderLost
+        } else {
+            Ended::Closed
+        };
         let _ = self.flush().await;
         let _ = self.client.shutdown().await;
+        ended
     }
 
     async fn pump(&mut self) -> Result<(), Lost> {
