@@ -38,28 +38,42 @@ pub fn minute_stamp(secs: i64) -> String {
     )
 }
 
-/// Installs the global subscriber: stderr, `RUST_LOG` or `info`, minute clock.
-/// The embedded Tor client's own events are kept to warnings and errors
-/// whatever `RUST_LOG` says: its debug output is about circuits and streams,
-/// which is exactly what this relay does not record.
+/// Installs the global subscriber: stderr, `RUST_LOG` or `info`, minute clock,
+/// colours only on a terminal.
+///
+/// `RUST_LOG` can make mailveil's own messages more verbose — there are no
+/// per-connection ones to reveal — but not other crates': whatever it says,
+/// the embedded Tor client is held to warnings (its debug output is about
+/// circuits and streams, exactly what this relay does not record) and every
+/// other library to errors (a TLS library's per-handshake warnings would be
+/// one line per connection).
 pub fn init() {
+    use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let layer = tracing_subscriber::fmt::layer()
         .with_timer(MinuteClock)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter)
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            !is_tor_target(meta.target()) || *meta.level() <= tracing::Level::WARN
+            *meta.level() <= most_verbose_for(meta.target())
         }));
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
-/// Events from arti and its `tor-*` crates.
-fn is_tor_target(target: &str) -> bool {
-    target.starts_with("tor_") || target.starts_with("arti")
+/// The most verbose level shown for events from `target`, whatever
+/// `RUST_LOG` asks for.
+fn most_verbose_for(target: &str) -> tracing::Level {
+    if target == "mailveil" || target.starts_with("mailveil::") {
+        tracing::Level::TRACE
+    } else if target.starts_with("tor_") || target.starts_with("arti") {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::ERROR
+    }
 }
 
 #[cfg(test)]
@@ -67,10 +81,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tor_crates_are_recognised() {
-        assert!(is_tor_target("tor_circmgr::mgr"));
-        assert!(is_tor_target("arti_client::client"));
-        assert!(!is_tor_target("mailveil::egress::tor"));
+    fn other_crates_cannot_be_made_verbose() {
+        assert_eq!(
+            most_verbose_for("mailveil::egress::tor"),
+            tracing::Level::TRACE
+        );
+        assert_eq!(most_verbose_for("mailveil"), tracing::Level::TRACE);
+        assert_eq!(most_verbose_for("tor_circmgr::mgr"), tracing::Level::WARN);
+        assert_eq!(
+            most_verbose_for("arti_client::client"),
+            tracing::Level::WARN
+        );
+        assert_eq!(
+            most_verbose_for("rustls::common_state"),
+            tracing::Level::ERROR
+        );
+        assert_eq!(most_verbose_for("mailveilx"), tracing::Level::ERROR);
     }
 
     #[test]

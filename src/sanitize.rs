@@ -148,14 +148,26 @@ fn pattern_matches(pattern: &str, lower_name: &str) -> bool {
     }
 }
 
-/// A sanitized message: a new header block and the untouched rest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A sanitized message: a new header block and the untouched rest. Its
+/// `Debug` shows sizes only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Sanitized<'a> {
     /// The rewritten header fields, each ending in CRLF.
     pub header: Vec<u8>,
     /// Everything after the header fields — the blank line and the body —
     /// exactly as received.
     pub rest: &'a [u8],
+}
+
+impl std::fmt::Debug for Sanitized<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Sanitized {{ header: {} bytes, rest: {} bytes }}",
+            self.header.len(),
+            self.rest.len()
+        )
+    }
 }
 
 impl Sanitized<'_> {
@@ -337,6 +349,18 @@ fn unfold(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_a_sanitized_message_shows_sizes_only() {
+        let s = Sanitized {
+            header: b"Subject: secret plans\r\n".to_vec(),
+            rest: b"\r\nbody",
+        };
+        assert_eq!(
+            format!("{s:?}"),
+            "Sanitized { header: 23 bytes, rest: 6 bytes }"
+        );
+    }
 
     fn sanitize(message: &[u8]) -> Vec<u8> {
         strip_identifying_headers(message, &Policy::default()).to_vec()

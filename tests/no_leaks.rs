@@ -41,6 +41,8 @@ const CANARIES: &[&str] = &[
     "canary-idclient",
     "canary-garbage-9931",
     "SecretVendor",
+    "canary-provider.invalid",
+    "canary-domain.test",
 ];
 
 #[tokio::test]
@@ -148,8 +150,27 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
     c.send(b"i7 XDROP\r\n").await;
     assert!(c.line().await.starts_with("* BYE"));
 
+    // A login routed to a provider whose host name is itself telling, reached
+    // through a SOCKS5 proxy that is down: the name must not be logged.
+    let hidden = format!(
+        "{}\n[[upstream]]\nname = \"hidden\"\nsmtp = {{ host = \"canary-provider.invalid\", port = 465, tls = \"implicit\" }}\n\
+         domains = [\"canary-domain.test\"]\negress = \"socks5\"\n",
+        relay_config(
+            &upstream,
+            "implicit",
+            true,
+            "[egress]\nmode = \"direct\"\nsocks5 = \"127.0.0.1:1\"\n"
+        )
+    );
+    let relay3 = start_relay_with(&hidden).await;
+    let (mut c, _) = Client::implicit(&relay3).await;
+    c.cmd("EHLO canary-ehlo.invalid").await;
+    let r = c.auth_plain("alice@canary-domain.test", PASSWORD).await;
+    assert!(r.starts_with("454 "), "{r}");
+
     drop(relay);
     drop(relay2);
+    drop(relay3);
     drop(imap_relay);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 

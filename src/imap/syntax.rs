@@ -83,8 +83,9 @@ pub fn literal_at_end(line: &[u8]) -> Result<Option<LiteralMarker>, SyntaxError>
     }))
 }
 
-/// A command's tag, its name, and what follows the name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A command's tag, its name, and what follows the name. Its `Debug` shows
+/// sizes only: the arguments may be a password or a mailbox name.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CommandHead<'a> {
     /// The tag, as sent.
     pub tag: &'a [u8],
@@ -92,6 +93,18 @@ pub struct CommandHead<'a> {
     pub name: &'a [u8],
     /// Everything after the name and one space, line ending included.
     pub rest: &'a [u8],
+}
+
+impl std::fmt::Debug for CommandHead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CommandHead {{ tag: {} bytes, name: {} bytes, rest: {} bytes }}",
+            self.tag.len(),
+            self.name.len(),
+            self.rest.len()
+        )
+    }
 }
 
 /// RFC 9051 ATOM-CHAR.
@@ -478,6 +491,16 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn debug_of_a_command_shows_no_argument() {
+        let head = parse_head(b"a1 LOGIN alice hunter2\r\n").expect("parse");
+        let shown = format!("{head:?}");
+        assert!(
+            !shown.contains("alice") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn literal_markers_are_found_only_at_the_end_of_a_line() {

@@ -8,8 +8,9 @@
 
 use smtp_proto::Response;
 
-/// A reply to write to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A reply to write to the client. Its `Debug` shows the codes only: the
+/// text may be the provider's, which can name the user.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Reply {
     /// Three-digit code.
     pub code: u16,
@@ -17,6 +18,13 @@ pub struct Reply {
     pub esc: [u8; 3],
     /// Text lines (at least one).
     pub lines: Vec<String>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c] = self.esc;
+        write!(f, "Reply({} {a}.{b}.{c} [scrubbed])", self.code)
+    }
 }
 
 impl Reply {
@@ -182,6 +190,12 @@ pub fn from_parse_error(err: &smtp_proto::Error) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_codes_but_not_the_providers_text() {
+        let r = Reply::new(535, [5, 7, 8], "alice@example.test: bad password");
+        assert_eq!(format!("{r:?}"), "Reply(535 5.7.8 [scrubbed])");
+    }
 
     fn wire(reply: &Reply) -> String {
         let mut out = Vec::new();
