@@ -64,18 +64,49 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             mailveil::logging::init();
+            report_hardening(
+                mailveil::privacy::process::harden().context("hardening the process")?,
+            );
             let config = Config::load(&config)
                 .with_context(|| format!("invalid configuration {}", config.display()))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            runtime.block_on(run(config))
+            let tor_dir = runtime.block_on(run(config))?;
+            // Every task, arti's included, is dropped here. Only then is the
+            // Tor runtime directory removed for good: the client's own
+            // state writer may still recreate files in it while it shuts
+            // down, after the directory's first removal.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+            if let Some(dir) = tor_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Ok(())
         }
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+fn report_hardening(hardening: mailveil::privacy::process::Hardening) {
+    use mailveil::privacy::process::MemoryLock;
+    match hardening.memory {
+        MemoryLock::Locked => tracing::info!("core dumps off; memory locked"),
+        MemoryLock::NotPermitted { limit } => tracing::warn!(
+            "core dumps off; memory NOT locked: RLIMIT_MEMLOCK is {} KiB and the process lacks \
+             CAP_IPC_LOCK, so pages holding mail or passwords could be swapped to disk. \
+             Run with LimitMEMLOCK=infinity (the systemd unit does) or `ulimit -l unlimited`",
+            limit / 1024
+        ),
+        MemoryLock::Failed(reason) => tracing::warn!(
+            "core dumps off; memory NOT locked: mlockall failed ({reason}), so pages holding \
+             mail or passwords could be swapped to disk"
+        ),
+    }
+}
+
+/// Runs the relay until SIGTERM or Ctrl-C; returns the Tor runtime
+/// directory, if any, for removal once the runtime has stopped.
+async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
     let identity = mailveil::tls::server_identity(
         config.certificate.as_deref(),
         config.private_key.as_deref(),
@@ -93,11 +124,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let relay = Arc::new(Relay::new(config, identity.config).context("setting up")?);
+    // Everything is loaded: from here on the working directory is the Tor
+    // runtime directory (or /). arti's state writer removes a stale
+    // "<name>.tmp" by a path relative to the working directory (fs-mistrust
+    // 0.16 `write_and_replace`); this keeps that inside its own directory
+    // instead of wherever mailveil was started.
+    let tor_dir = relay
+        .egress
+        .tor_runtime_dir()
+        .map(std::path::Path::to_path_buf);
+    let workdir = tor_dir.clone().unwrap_or_else(|| "/".into());
+    std::env::set_current_dir(&workdir).context("changing to the runtime directory")?;
     let server = Server::bind(relay).await.context("binding listeners")?;
     tracing::info!("mailveil {} started", env!("CARGO_PKG_VERSION"));
     server.serve(shutdown_signal()).await;
     tracing::info!("mailveil stopped");
-    Ok(())
+    Ok(tor_dir)
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,10 @@
 //! `[scrubbed]`, in debug and release builds alike. Credentials are [`Secret`]:
 //! they have no `Debug` or `Display` at all and are zeroized on drop.
 //! This module must never offer a way to switch scrubbing off.
+//! [`process`] hardens the process itself (core dumps, dumpability, locked
+//! memory).
+
+pub mod process;
 
 use std::fmt;
 

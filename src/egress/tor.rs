@@ -273,7 +273,9 @@ impl RuntimeDir {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix)
             .map_err(|_| std::io::Error::other("no randomness"))?;
         let name: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        let path = base.join(format!("mailveil-tor-{name}"));
+        // Absolute, so that it stays right when the process changes its
+        // working directory (main moves it here).
+        let path = std::path::absolute(base)?.join(format!("mailveil-tor-{name}"));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(RuntimeDir(path))
     }

@@ -1,0 +1,136 @@
+//! Process hardening at start-up: no core dumps, not ptrace-able or
+//! dumpable by other processes of the same user, memory locked so that
+//! message and credential pages cannot be swapped to disk, and arti's
+//! safe-logging switch held on for the life of the process.
+//!
+//! Core dumps and dumpability are not optional: if they cannot be set the
+//! relay refuses to start. Locking memory depends on the host: it needs
+//! `CAP_IPC_LOCK` or an unlimited `RLIMIT_MEMLOCK` (the systemd unit sets
+//! `LimitMEMLOCK=infinity`). With a finite limit mailveil does not lock at
+//! all, because with `MCL_FUTURE` every allocation past the limit would
+//! fail and abort the process; it says so at start-up instead.
+
+use rustix::mm::{MlockAllFlags, mlockall};
+use rustix::process::{DumpableBehavior, Resource, Rlimit, getrlimit, set_dumpable_behavior};
+use rustix::thread::{CapabilitySet, capabilities};
+
+/// Why hardening failed; the relay does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HardeningError {
+    /// `setrlimit(RLIMIT_CORE, 0)` failed.
+    #[error("cannot disable core dumps: {0}")]
+    CoreLimit(std::io::Error),
+    /// `prctl(PR_SET_DUMPABLE, 0)` failed.
+    #[error("cannot mark the process non-dumpable: {0}")]
+    Dumpable(std::io::Error),
+    /// Something had already switched arti's safe logging off.
+    #[error("cannot enforce safe logging: {0}")]
+    SafeLogging(String),
+}
+
+/// Whether memory is locked, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryLock {
+    /// `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)` succeeded.
+    Locked,
+    /// The host does not allow it: no `CAP_IPC_LOCK` and this finite
+    /// `RLIMIT_MEMLOCK` (bytes).
+    NotPermitted {
+        /// The soft limit, in bytes.
+        limit: u64,
+    },
+    /// `mlockall` itself failed.
+    Failed(String),
+}
+
+/// What [`harden`] achieved.
+#[derive(Debug)]
+pub struct Hardening {
+    /// Memory locking outcome.
+    pub memory: MemoryLock,
+}
+
+/// Applies every hardening measure. Call once, early in `main`, before any
+/// user data exists; the process stays hardened until it exits.
+pub fn harden() -> Result<Hardening, HardeningError> {
+    rustix::process::setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )
+    .map_err(|e| HardeningError::CoreLimit(e.into()))?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)
+        .map_err(|e| HardeningError::Dumpable(e.into()))?;
+    enforce_safe_logging()?;
+    Ok(Hardening {
+        memory: lock_memory(),
+    })
+}
+
+/// Holds arti's safe-logging guard forever, so nothing in the embedded Tor
+/// client can print a value it marks sensitive.
+#[cfg(feature = "tor")]
+fn enforce_safe_logging() -> Result<(), HardeningError> {
+    let guard =
+        safelog::enforce_safe_logging().map_err(|e| HardeningError::SafeLogging(e.to_string()))?;
+    // Kept for the life of the process; there is no code path that ends it.
+    std::mem::forget(guard);
+    Ok(())
+}
+
+#[cfg(not(feature = "tor"))]
+fn enforce_safe_logging() -> Result<(), HardeningError> {
+    Ok(())
+}
+
+fn lock_memory() -> MemoryLock {
+    let limit = raise_memlock_soft_limit();
+    let privileged = capabilities(None)
+        .map(|c| c.effective.contains(CapabilitySet::IPC_LOCK))
+        .unwrap_or(false);
+    if let Some(limit) = limit
+        && !privileged
+    {
+        return MemoryLock::NotPermitted { limit };
+    }
+    // ONFAULT: lock pages as they are touched, so that thread stacks and
+    // reserved-but-unused buffers are not made resident up front.
+    let flags = MlockAllFlags::CURRENT | MlockAllFlags::FUTURE;
+    match mlockall(flags | MlockAllFlags::ONFAULT).or_else(|_| mlockall(flags)) {
+        Ok(()) => MemoryLock::Locked,
+        Err(e) => MemoryLock::Failed(std::io::Error::from(e).to_string()),
+    }
+}
+
+/// Raises the soft `RLIMIT_MEMLOCK` to the hard limit; returns the resulting
+/// soft limit, `None` when unlimited.
+fn raise_memlock_soft_limit() -> Option<u64> {
+    let current = getrlimit(Resource::Memlock);
+    if current.current != current.maximum {
+        let _ = rustix::process::setrlimit(
+            Resource::Memlock,
+            Rlimit {
+                current: current.maximum,
+                maximum: current.maximum,
+            },
+        );
+    }
+    getrlimit(Resource::Memlock).current
+}
+
+#[cfg(all(test, feature = "tor"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arti_safe_logging_cannot_be_switched_off_once_enforced() {
+        enforce_safe_logging().expect("enforce");
+        assert!(safelog::disable_safe_logging().is_err());
+        assert_eq!(
+            format!("{}", safelog::Sensitive::new("alice@example.test")),
+            "[scrubbed]"
+        );
+    }
+}
