@@ -43,7 +43,31 @@ stop_egress() {
     BASE="$W/tornet" bash "$HERE/tornet.sh" stop
     kill "$TCPDUMP_PID" 2>/dev/null || true
 }
-trap 'stop_egress; stop_all' EXIT
+stop_hardened() {
+    [ -f "$W/hardened.pid" ] || return 0
+    kill "$(cat "$W/hardened.pid")" 2>/dev/null || true
+    wait "$(cat "$W/hardened.pid")" 2>/dev/null || true
+    rm -f "$W/hardened.pid"
+}
+trap 'stop_egress; stop_hardened; stop_all' EXIT
+
+# Invariant 3: from here on, mailveil's file system calls are traced; at the
+# end no file may have been opened for writing, created, renamed or removed
+# (the Tor instance: except in its runtime directory).
+trace_start() { # name pid
+    strace -f -qq -y -e trace=%file,accept,accept4 -o "$W/log/$1.strace" -p "$2" 2>"$W/log/$1.strace.err" &
+    echo $! > "$W/$1.strace.pid"
+    for _ in $(seq 1 100); do
+        [ "$(awk '/^TracerPid/ {print $2}' "/proc/$2/status")" != 0 ] && return 0
+        sleep 0.1
+    done
+    echo "strace did not attach to $2" >&2
+}
+trace_stop() { # name
+    kill -INT "$(cat "$W/$1.strace.pid")" 2>/dev/null || true
+    wait "$(cat "$W/$1.strace.pid")" 2>/dev/null || true
+}
+trace_start mailveil "$(cat "$W/mailveil.pid")"
 
 # ------------------------------------------------------------------ clients
 log "sending through mailveil with real clients"
@@ -193,6 +217,50 @@ check "Dovecot received only the relay's generic ID, never the client's" \
     sh -c 'grep -q "ID sent: name=IMAP client" "$W/log/dovecot.log" && ! grep -Eq "canary|idclient" "$W/log/dovecot.log"'
 check "mailveil printed no client data" \
     sh -c '! grep -Eq "127\.0\.0\.77|alice@|bob@|interop-|INBOX|Drafts|Archive|ehlo\.invalid|canary" "$W/log/mailveil.out" "$W/log/mailveil.err"'
+trace_stop mailveil
+MV_PID="$(cat "$W/mailveil.pid")"
+check "mailveil wrote no file after start-up, through every client above (strace, open files)" \
+    python3 "$HERE/file_writes.py" "$W/log/mailveil.strace" --pid "$MV_PID" --min-accepts 20 \
+        --cwd "$(readlink "/proc/$MV_PID/cwd")"
+check "mailveil as root: core dumps off, memory locked (VmLck)" \
+    sh -c 'grep -Eq "^Max core file size +0 +0 " "/proc/$1/limits" &&
+           [ "$(awk "/^VmLck/ {print \$2}" "/proc/$1/status")" -gt 0 ]' _ "$MV_PID"
+
+# ------------------------------------------------------------------ hardening
+log "process hardening as an unprivileged user (like the systemd unit's DynamicUser)"
+sed -e 's/"127\.0\.0\.1:11/"127.0.0.1:14/' "$W/mailveil.toml" > "$W/hardened.toml"
+# nobody, an 8 MiB RLIMIT_MEMLOCK (the common default), capabilities as given.
+start_hardened() { # setpriv-capability-options...
+    prlimit --memlock=8388608:8388608 setpriv --reuid=nobody --regid=nogroup --clear-groups "$@" \
+        "$MAILVEIL" run --config "$W/hardened.toml" >"$W/log/hardened.out" 2>"$W/log/hardened.err" &
+    echo $! > "$W/hardened.pid"
+    wait_port 127.0.0.1 14465
+}
+start_hardened --inh-caps=-all
+# Not through a shell function: $! must be the control process itself.
+prlimit --memlock=8388608:8388608 setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all sleep 30 &
+CONTROL_PID=$!
+for _ in $(seq 1 50); do grep -Eq "^Uid:\s+65534\s" "/proc/$CONTROL_PID/status" && break; sleep 0.1; done
+# A non-dumpable process's /proc files belong to root whoever runs it; the
+# control (sleep, same user, same way of starting) shows they would
+# otherwise be nobody's.
+check "unprivileged: non-dumpable, core dumps off" \
+    sh -c 'grep -Eq "^Uid:\s+65534\s" "/proc/$1/status" && [ "$(stat -c %u "/proc/$1/status")" = 0 ] &&
+           [ "$(stat -c %u "/proc/$2/status")" = 65534 ] &&
+           grep -Eq "^Max core file size +0 +0 " "/proc/$1/limits"' _ "$(cat "$W/hardened.pid")" "$CONTROL_PID"
+check "unprivileged, 8 MiB RLIMIT_MEMLOCK: memory not locked, and the start-up log says so" \
+    sh -c '[ "$(awk "/^VmLck/ {print \$2}" "/proc/$1/status")" = 0 ] &&
+           grep -q "memory NOT locked: RLIMIT_MEMLOCK is 8192 KiB" "$W/log/hardened.err"' _ "$(cat "$W/hardened.pid")"
+kill "$CONTROL_PID" 2>/dev/null || true
+stop_hardened
+# Where the host allows it: CAP_IPC_LOCK here, LimitMEMLOCK=infinity under
+# the systemd unit (raising a hard limit needs CAP_SYS_RESOURCE, which a
+# container may not have).
+start_hardened --inh-caps=-all,+ipc_lock --ambient-caps=+ipc_lock
+check "unprivileged with CAP_IPC_LOCK: memory locked (VmLck), and the start-up log says so" \
+    sh -c '[ "$(awk "/^VmLck/ {print \$2}" "/proc/$1/status")" -gt 0 ] &&
+           grep -q "core dumps off; memory locked" "$W/log/hardened.err"' _ "$(cat "$W/hardened.pid")"
+stop_hardened
 
 # ------------------------------------------------------------------ egress
 # The same clients and servers through a SOCKS5 proxy and through mailveil's
@@ -216,7 +284,10 @@ swaks_via() { # port subject
         --ehlo swaks-ehlo.invalid --h-Subject "$2" --add-header "User-Agent: swaks-canary-agent" \
         --body "egress body line" --silent 1
 }
-egress count 10999 "$W/counting" & echo $! > "$W/counting.pid"
+# python3 itself in the background (not a shell function), so that the pid
+# file names the listener and stop_egress really stops it.
+[ -f "$W/counting.pid" ] && kill "$(cat "$W/counting.pid")" 2>/dev/null || true
+python3 "$HERE/egress_clients.py" count 10999 "$W/counting" & echo $! > "$W/counting.pid"
 
 log "egress through SOCKS5 (microsocks on 127.0.0.1:10080)"
 microsocks -i 127.0.0.1 -p 10080 >"$W/log/microsocks.log" 2>&1 &
@@ -240,6 +311,7 @@ ONION_TARGET_PORT=10993 BASE="$W/tornet" bash "$HERE/tornet.sh"
 ONION="$(cat "$W/tornet/onion")"
 mkdir -m 700 "$W/tor-run"
 start_instance tor tor 13
+trace_start tor "$(cat "$W/tor.pid")"
 for _ in $(seq 1 240); do grep -q "Tor: bootstrapped, ready" "$W/log/tor.err" && break; sleep 0.5; done
 check "mailveil bootstraps Tor against the private network" grep -q "Tor: bootstrapped, ready" "$W/log/tor.err"
 check "Tor keeps its files in a fresh 0700 directory under the runtime directory" \
@@ -264,6 +336,10 @@ BASE="$W/tornet" bash "$HERE/tornet.sh" stop
 check "Tor down: SMTP AUTH gets a temporary 454" egress smtp-unavailable 13465 alice@counting.test
 check "Tor down: IMAP LOGIN gets NO [UNAVAILABLE]" egress imap-unavailable 13993 alice@counting.test
 check "Tor down: the provider saw no direct connection" sh -c '[ "$(cat "$W/counting")" = 0 ]'
+trace_stop tor
+check "the Tor instance wrote files only in its runtime directory (strace, open files)" \
+    python3 "$HERE/file_writes.py" "$W/log/tor.strace" --pid "$(cat "$W/tor.pid")" --min-accepts 5 \
+        --allow "$W/tor-run" --cwd "$(readlink "/proc/$(cat "$W/tor.pid")/cwd")"
 stop_instance tor
 check "Tor's runtime directory is removed when mailveil stops" sh -c '[ -z "$(ls -A "$W/tor-run")" ]'
 check "mailveil at TRACE through SOCKS5 and Tor printed no client data" \
