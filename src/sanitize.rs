@@ -194,25 +194,34 @@ impl Sanitized<'_> {
 struct Field<'a> {
     /// The field name as written.
     name: &'a [u8],
-    /// Everything after the colon up to, not including, the final CRLF.
+    /// Everything after the colon up to, not including, the final line end.
     value: &'a [u8],
-    /// The whole field, folding and final CRLF included.
+    /// The whole field, folding and final line end (if any) included.
     raw: &'a [u8],
+    /// It holds a bare CR, which some parsers read as a line end: what
+    /// follows it could be a field this parser never saw.
+    bare_cr: bool,
 }
 
 /// Splits a message into its top-level header fields and the offset where the
 /// rest (blank line and body) begins. The header block ends at the first line
 /// that is not a header field or a continuation line; a message that does not
 /// start with a header field has no header block at all.
+///
+/// Lines end at LF, with or without CR before it, and the last line may have
+/// no line end: lenient parsers downstream read header blocks that way, so
+/// this one must too, or a field after a bare LF (or in an unterminated last
+/// line) would pass unseen. SMTP refuses bare line endings before this runs;
+/// an IMAP APPEND can still carry them.
 fn split_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
+    let line_end = |from: usize| {
+        memchr::memchr(b'\n', &message[from..]).map_or(message.len(), |i| from + i + 1)
+    };
     let mut fields = Vec::new();
     let mut pos = 0;
     while pos < message.len() {
-        let line_end = match memchr::memmem::find(&message[pos..], b"\r\n") {
-            Some(i) => pos + i,
-            None => break,
-        };
-        let line = &message[pos..line_end];
+        let first_end = line_end(pos);
+        let line = strip_line_end(&message[pos..first_end]);
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             break;
         };
@@ -221,27 +230,30 @@ fn split_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
             break;
         }
         // Extend over continuation lines.
-        let mut end = line_end + 2;
+        let mut end = first_end;
         while end < message.len() && matches!(message[end], b' ' | b'\t') {
-            match memchr::memmem::find(&message[end..], b"\r\n") {
-                Some(i) => end += i + 2,
-                None => {
-                    end = message.len();
-                    break;
-                }
-            }
+            end = line_end(end);
         }
-        if !message[..end].ends_with(b"\r\n") {
-            break;
-        }
+        let raw = &message[pos..end];
         fields.push(Field {
             name,
-            value: &message[pos + colon + 1..end - 2],
-            raw: &message[pos..end],
+            value: strip_line_end(&message[pos + colon + 1..end]),
+            raw,
+            bare_cr: raw
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\r' && raw.get(i + 1) != Some(&b'\n')),
         });
         pos = end;
     }
     (fields, pos)
+}
+
+/// `line` without its final CRLF or LF.
+fn strip_line_end(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .unwrap_or(line)
 }
 
 /// Removes and rewrites identifying header fields according to `policy`.
@@ -254,7 +266,7 @@ pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sani
     let mut header = Vec::with_capacity(rest_start);
     for field in &fields {
         let lower = String::from_utf8_lossy(field.name).to_ascii_lowercase();
-        if !policy.keeps(&lower) {
+        if !policy.keeps(&lower) || field.bare_cr {
             continue;
         }
         let rewritten = match lower.as_str() {
@@ -343,12 +355,36 @@ fn address_domain(value: &[u8]) -> Option<String> {
 }
 
 fn unfold(text: &str) -> String {
-    text.replace("\r\n", "")
+    text.replace("\r\n", "").replace('\n', "")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_after_a_bare_lf_or_in_an_unterminated_last_line_are_seen() {
+        // Lenient parsers downstream read these as separate fields; so must
+        // the sanitizer, or they pass it unseen.
+        let p = Policy::new(&SanitizeConfig::default());
+        let bare_lf = b"Subject: a\nUser-Agent: Canary/1.0\r\n\r\nbody\r\n";
+        let s = strip_identifying_headers(bare_lf, &p);
+        assert_eq!(s.to_vec(), b"Subject: a\n\r\nbody\r\n".to_vec());
+        let lf_only = b"Subject: a\nUser-Agent: Canary/1.0\n\nbody\n";
+        let s = strip_identifying_headers(lf_only, &p);
+        assert_eq!(s.to_vec(), b"Subject: a\n\nbody\n".to_vec());
+        let unterminated = b"Subject: a\r\nUser-Agent: Canary/1.0";
+        let s = strip_identifying_headers(unterminated, &p);
+        assert_eq!(s.to_vec(), b"Subject: a\r\n".to_vec());
+    }
+
+    #[test]
+    fn a_field_with_a_bare_cr_is_dropped() {
+        let p = Policy::new(&SanitizeConfig::default());
+        let m = b"Subject: a\rUser-Agent: Canary/1.0\r\nTo: b@example.test\r\n\r\nbody";
+        let s = strip_identifying_headers(m, &p);
+        assert_eq!(s.to_vec(), b"To: b@example.test\r\n\r\nbody".to_vec());
+    }
 
     #[test]
     fn debug_of_a_sanitized_message_shows_sizes_only() {

@@ -454,6 +454,26 @@ async fn bdat_chunks_are_relayed_and_the_last_reply_is_upstreams() {
 }
 
 #[tokio::test]
+async fn bdat_message_ending_inside_its_header_still_loses_identifying_fields() {
+    // BDAT needs no final CRLF: the last header line is unterminated. A
+    // sanitizer that only knew CRLF-terminated fields let it through.
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    c.cmd("MAIL FROM:<alice@example.test>").await;
+    c.cmd("RCPT TO:<bob@example.test>").await;
+    let message = b"Subject: no body\r\nUser-Agent: Canary/1.0 (Linux laptop)";
+    c.send(format!("BDAT {} LAST\r\n", message.len()).as_bytes())
+        .await;
+    c.send(message).await;
+    assert_eq!(c.reply().await, "250 2.0.0 Ok: queued as ABC123");
+    let stored = upstream.messages();
+    let text = String::from_utf8_lossy(&stored[0].data);
+    assert!(!text.contains("Canary"), "{text}");
+    assert!(text.starts_with("Subject: no body\r\n"), "{text}");
+}
+
+#[tokio::test]
 async fn size_over_the_limit_is_refused_at_mail_and_while_receiving() {
     let (upstream, relay) = start_pair(UpstreamScript::default()).await;
     let (mut c, _) = Client::implicit(&relay).await;
