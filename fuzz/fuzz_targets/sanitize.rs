@@ -1,0 +1,55 @@
+//! The header sanitizer on any bytes, in default and strict mode: the body
+//! (everything after the header block) is never changed, no bare CR is left
+//! in the header block (some parsers read it as a line end), and sanitizing
+//! again changes nothing.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use mailveil::config::Config;
+use mailveil::sanitize::{Policy, strip_identifying_headers};
+
+fn policies() -> &'static [Policy; 2] {
+    static P: OnceLock<[Policy; 2]> = OnceLock::new();
+    P.get_or_init(|| {
+        let base = r#"
+[[listen]]
+protocol = "smtp"
+address = "127.0.0.1:0"
+tls = "starttls"
+[[upstream]]
+name = "up"
+smtp = { host = "127.0.0.1", port = 1, tls = "implicit" }
+[routing]
+default = "up"
+[egress]
+mode = "direct"
+"#;
+        let default = Config::parse(base).expect("config");
+        let strict =
+            Config::parse(&format!("{base}[sanitize]\nmode = \"strict\"\n")).expect("config");
+        [
+            Policy::new(&default.sanitize),
+            Policy::new(&strict.sanitize),
+        ]
+    })
+}
+
+fuzz_target!(|message: &[u8]| {
+    for policy in policies() {
+        let once = strip_identifying_headers(message, policy);
+        // The rest is a suffix of the input: the body is byte for byte.
+        assert!(message.ends_with(once.rest), "body changed");
+        let h = &once.header;
+        for (i, &b) in h.iter().enumerate() {
+            assert!(
+                b != b'\r' || h.get(i + 1) == Some(&b'\n'),
+                "bare CR kept in the header"
+            );
+        }
+        let first = once.to_vec();
+        let twice = strip_identifying_headers(&first, policy);
+        assert_eq!(twice.to_vec(), first, "sanitizing is not idempotent");
+    }
+});
