@@ -136,7 +136,15 @@ async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
     let workdir = tor_dir.clone().unwrap_or_else(|| "/".into());
     std::env::set_current_dir(&workdir).context("changing to the runtime directory")?;
     let server = Server::bind(relay).await.context("binding listeners")?;
-    tracing::info!("mailveil {} started", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        "mailveil {} started; egress {}{}",
+        env!("CARGO_PKG_VERSION"),
+        server.relay().config.egress.mode.name(),
+        match server.relay().config.egress.socks5 {
+            Some(proxy) => format!(" via {proxy}"),
+            None => String::new(),
+        }
+    );
     server.serve(shutdown_signal()).await;
     tracing::info!("mailveil stopped");
     Ok(tor_dir)

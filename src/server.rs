@@ -86,6 +86,11 @@ impl Server {
         Ok(Server { relay, listeners })
     }
 
+    /// The shared state.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
     /// The bound addresses, in configuration order (tests bind port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
