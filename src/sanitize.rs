@@ -259,9 +259,12 @@ fn strip_line_end(line: &[u8]) -> &[u8] {
 /// Removes and rewrites identifying header fields according to `policy`.
 pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sanitized<'a> {
     let (fields, rest_start) = split_fields(message);
+    // The From field that will be in the output, so that sanitizing the
+    // output again picks the same one (idempotence).
     let sender_domain = fields
         .iter()
-        .find(|f| f.name.eq_ignore_ascii_case(b"from"))
+        .find(|f| f.name.eq_ignore_ascii_case(b"from") && !f.bare_cr)
+        .filter(|_| policy.keeps("from"))
         .and_then(|f| address_domain(f.value));
     let mut header = Vec::with_capacity(rest_start);
     for field in &fields {
@@ -361,6 +364,18 @@ fn unfold(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropped_from_field_does_not_decide_the_message_id() {
+        // Found by fuzzing: the first From (bare CR, dropped) had no domain,
+        // so the Message-ID was kept; sanitized again, the second From
+        // decided and the Message-ID changed.
+        let p = Policy::new(&SanitizeConfig::default());
+        let m = b"From:\r0\nMessage-ID:<@>\nFrom:<@n>";
+        let once = strip_identifying_headers(m, &p).to_vec();
+        let twice = strip_identifying_headers(&once, &p).to_vec();
+        assert_eq!(twice, once);
+    }
 
     #[test]
     fn fields_after_a_bare_lf_or_in_an_unterminated_last_line_are_seen() {
