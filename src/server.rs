@@ -133,28 +133,44 @@ impl Server {
     }
 }
 
+/// How many over-the-cap connections may be told "too many connections" at
+/// once; past that they are closed without a word (a flood must not buy
+/// itself TLS handshakes).
+const MAX_BUSY_REFUSALS: usize = 64;
+
 async fn accept_loop(
     relay: Arc<Relay>,
     listener: Listener,
     socket: TcpListener,
     permits: Arc<Semaphore>,
 ) {
+    let refusals = Arc::new(Semaphore::new(MAX_BUSY_REFUSALS));
     loop {
-        let permit = match permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
-        };
         let stream = match socket.accept().await {
             // The peer address is dropped here, unread.
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::debug!("accept failed: {:?}", e.kind());
+                // Out of file descriptors and the like: don't spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         if stream.set_nodelay(true).is_err() {
             continue;
         }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            relay.stats.count(Counter::RefusedBusy);
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                let relay = relay.clone();
+                let listener = listener.clone();
+                tokio::spawn(async move {
+                    refuse_busy(&relay, &listener, stream).await;
+                    drop(refusal);
+                });
+            }
+            continue;
+        };
         let relay = relay.clone();
         relay.stats.count(match listener.protocol {
             Protocol::Smtp => Counter::SmtpSession,
@@ -172,4 +188,25 @@ async fn accept_loop(
             drop(permit);
         });
     }
+}
+
+/// Tells a client over the connection cap to come back later, in its
+/// protocol (after the TLS handshake on implicit-TLS listeners), and closes.
+async fn refuse_busy(relay: &Relay, listener: &Listener, stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let implicit = listener.tls == ListenerTls::Implicit;
+    let Some(mut io) = crate::stream::accept(relay, stream, implicit).await else {
+        return;
+    };
+    let refusal: &[u8] = match listener.protocol {
+        Protocol::Smtp => b"421 4.7.0 Too many connections to the relay, try again later\r\n",
+        Protocol::Imap => {
+            b"* BYE [UNAVAILABLE] Too many connections to the relay, try again later\r\n"
+        }
+    };
+    let _ = tokio::time::timeout(relay.config.limits.tls_handshake_timeout, async {
+        io.write_all(refusal).await?;
+        io.shutdown().await
+    })
+    .await;
 }

@@ -37,9 +37,11 @@ pub enum Counter {
     ProviderLost,
     /// A client was disconnected for being idle or too slow.
     Timeout,
+    /// A connection was refused because the relay was at its connection cap.
+    RefusedBusy,
 }
 
-const ALL: [Counter; 12] = [
+const ALL: [Counter; 13] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -52,6 +54,7 @@ const ALL: [Counter; 12] = [
     Counter::MessageRefusedHere,
     Counter::ProviderLost,
     Counter::Timeout,
+    Counter::RefusedBusy,
 ];
 
 impl Counter {
@@ -69,6 +72,7 @@ impl Counter {
             Counter::MessageRefusedHere => "messages refused here",
             Counter::ProviderLost => "provider connections lost",
             Counter::Timeout => "client timeouts",
+            Counter::RefusedBusy => "connections refused at the cap",
         }
     }
 }
@@ -122,7 +126,7 @@ mod tests {
             "SMTP sessions 2, IMAP sessions 0, logins 0, logins refused by provider 0, \
              logins for no configured provider 0, provider unreachable 0, Tor not ready 0, \
              messages relayed 0, messages refused by provider 0, messages refused here 0, \
-             provider connections lost 0, client timeouts 1"
+             provider connections lost 0, client timeouts 1, connections refused at the cap 0"
         );
         assert!(stats.take_report().starts_with("SMTP sessions 0,"));
     }

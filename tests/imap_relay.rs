@@ -702,3 +702,18 @@ async fn other_refused_commands_keep_the_session_usable() {
     assert!(upstream.commands_named("LOGIN").is_empty());
     assert_eq!(upstream.commands_named("AUTHENTICATE").len(), 1);
 }
+
+#[tokio::test]
+async fn connections_over_the_cap_get_bye_unavailable() {
+    let upstream = start_imap_upstream(ImapScript::default()).await;
+    let text =
+        imap_relay_config(&upstream, "").replace("[limits]\n", "[limits]\nmax_connections = 1\n");
+    let relay = start_relay_with(&text).await;
+    let (_first, greeting) = ImapClient::implicit(&relay).await;
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let (_second, refusal) = ImapClient::implicit(&relay).await;
+    assert_eq!(
+        refusal,
+        "* BYE [UNAVAILABLE] Too many connections to the relay, try again later"
+    );
+}

@@ -700,6 +700,46 @@ async fn aggregate_counters_count_logins_and_messages_and_nothing_else() {
         "SMTP sessions 2, IMAP sessions 0, logins 1, logins refused by provider 1, \
          logins for no configured provider 0, provider unreachable 0, Tor not ready 0, \
          messages relayed 2, messages refused by provider 0, messages refused here 0, \
-         provider connections lost 0, client timeouts 0"
+         provider connections lost 0, client timeouts 0, connections refused at the cap 0"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_told_421_and_served_once_there_is_room() {
+    let upstream = start_upstream(UpstreamScript::default()).await;
+    let text = relay_config(&upstream, "implicit", true, "")
+        .replace("[limits]\n", "[limits]\nmax_connections = 1\n");
+    let relay = start_relay_with(&text).await;
+    let (mut first, greeting) = Client::implicit(&relay).await;
+    assert_eq!(greeting, "220 relay.test ESMTP");
+    // Over the cap: a clear temporary refusal, then the connection closes.
+    let (mut second, refusal) = Client::implicit(&relay).await;
+    assert_eq!(
+        refusal,
+        "421 4.7.0 Too many connections to the relay, try again later"
+    );
+    assert!(second.is_closed().await);
+    // The session in progress is unaffected.
+    first.login().await;
+    assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye");
+    assert!(first.is_closed().await);
+    // With room again, a new client is served.
+    let mut served = false;
+    for _ in 0..50 {
+        let (_c, greeting) = Client::implicit(&relay).await;
+        if greeting == "220 relay.test ESMTP" {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served, "no room after the first session ended");
+    assert!(
+        !relay
+            .relay
+            .stats
+            .take_report()
+            .contains("connections refused at the cap 0"),
+        "the refusal is counted"
     );
 }
