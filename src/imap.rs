@@ -209,9 +209,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let mut segment_start = 0;
         loop {
             let room = max.saturating_sub(command.bytes.len()).max(1);
-            let read = tokio::time::timeout(timeout, self.io.read_line(room, &mut command.bytes))
-                .await
-                .map_err(|_| Closed)?;
+            let Ok(read) =
+                tokio::time::timeout(timeout, self.io.read_line(room, &mut command.bytes)).await
+            else {
+                return Err(self.timed_out().await);
+            };
             match read {
                 Ok(()) => {}
                 Err(ReadError::TooLong) => {
@@ -243,12 +245,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 self.out.extend_from_slice(b"+ Ready for literal data\r\n");
                 self.flush().await?;
             }
-            let read = tokio::time::timeout(
+            let Ok(read) = tokio::time::timeout(
                 timeout,
                 self.io.read_exact_into(m.size as usize, &mut command.bytes),
             )
             .await
-            .map_err(|_| Closed)?;
+            else {
+                return Err(self.timed_out().await);
+            };
             read?;
             segment_start = command.bytes.len();
         }
@@ -343,12 +347,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         self.flush().await?;
         let mut line = Vec::new();
         let max = self.relay.config.limits.max_imap_line_bytes;
-        let read = tokio::time::timeout(
+        let Ok(read) = tokio::time::timeout(
             self.relay.config.limits.command_timeout,
             self.io.read_line(max, &mut line),
         )
         .await
-        .map_err(|_| Closed)?;
+        else {
+            wipe(&mut line);
+            return Err(self.timed_out().await);
+        };
         match read {
             Ok(()) => {}
             Err(ReadError::TooLong) => {
@@ -477,6 +484,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
 
     /// Provider responses from before the login completed, capability lists
     /// filtered.
+    /// The client stayed silent (or sent a literal too slowly) past the
+    /// command timeout before logging in: say so, then end the session.
+    async fn timed_out(&mut self) -> Closed {
+        self.relay.stats.count(Counter::Timeout);
+        self.out
+            .extend_from_slice(b"* BYE [UNAVAILABLE] Autologout: idle for too long\r\n");
+        let _ = self.flush().await;
+        Closed
+    }
+
     fn relay_untagged(&mut self, lines: &[Vec<u8>]) {
         for line in lines {
             match filter_capability_line(line) {

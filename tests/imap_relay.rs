@@ -717,3 +717,28 @@ async fn connections_over_the_cap_get_bye_unavailable() {
         "* BYE [UNAVAILABLE] Too many connections to the relay, try again later"
     );
 }
+
+#[tokio::test]
+async fn silence_before_login_gets_bye_not_a_silent_close() {
+    let upstream = start_imap_upstream(ImapScript::default()).await;
+    let text = imap_relay_config(&upstream, "")
+        .replace("[limits]\n", "[limits]\ncommand_timeout_secs = 1\n");
+    let relay = start_relay_with(&text).await;
+    // Silent after the greeting.
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    assert_eq!(
+        c.line().await,
+        "* BYE [UNAVAILABLE] Autologout: idle for too long"
+    );
+    assert!(c.is_closed().await);
+    // Silent in the middle of a literal.
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    c.send(b"a1 LOGIN {5}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(b"al").await;
+    assert_eq!(
+        c.line().await,
+        "* BYE [UNAVAILABLE] Autologout: idle for too long"
+    );
+    assert!(c.is_closed().await);
+}
