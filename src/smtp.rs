@@ -123,6 +123,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     }
 
     async fn dispatch(&mut self, line: &[u8]) -> Result<(), Closed> {
+        // smtp-proto 0.2 wraps a BDAT size too large for 64 bits around to
+        // a small number; such a chunk is over any limit.
+        if bdat_size_token(line).is_some_and(|t| !t.is_empty() && t.len() > 19) {
+            return self.refuse_oversized_chunk().await;
+        }
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
             Err(e) => {
@@ -613,6 +618,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     async fn bdat(&mut self, size: usize, last: bool) -> Result<(), Closed> {
         let limits = &self.relay.config.limits;
         let (max_size, max_line) = (limits.max_message_bytes, limits.max_line_bytes);
+        let received = self
+            .tx
+            .as_ref()
+            .and_then(|tx| tx.bdat.as_ref())
+            .map_or(0, |(_, message)| message.len());
+        if size > max_size.saturating_sub(received) {
+            return self.refuse_oversized_chunk().await;
+        }
         // The chunk's bytes follow the command whatever we answer: read them.
         let refusal = match &self.tx {
             None => Some(reply::need_mail()),
@@ -661,6 +674,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         }
         receiver.finish_chunks(&mut message);
         self.finish_message(receiver, message).await
+    }
+
+    /// A BDAT chunk that would take the message over the limit: staying in
+    /// step would mean reading all of it (up to 2^64 bytes for a hostile
+    /// size), so refuse and end the session.
+    async fn refuse_oversized_chunk(&mut self) -> Result<(), Closed> {
+        self.relay.stats.count(Counter::MessageRefusedHere);
+        if let Some(mut tx) = self.tx.take()
+            && let Some((_, mut message)) = tx.bdat.take()
+        {
+            wipe_appended(&mut message);
+        }
+        self.queue(&reply::too_big());
+        self.flush().await?;
+        Err(Closed)
     }
 
     /// The message is complete on our side: refuse it, or relay it and give
@@ -833,6 +861,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         wipe(&mut self.rbuf);
         wipe(&mut self.wbuf);
     }
+}
+
+/// The size token of a BDAT command line (digits, possibly none), if the
+/// line is a BDAT command.
+fn bdat_size_token(line: &[u8]) -> Option<&[u8]> {
+    let verb = line.get(..5)?;
+    if !verb.eq_ignore_ascii_case(b"BDAT ") {
+        return None;
+    }
+    let rest = line[5..].trim_ascii_start();
+    let end = rest
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 fn line_of(encoded: &[u8]) -> Secret {

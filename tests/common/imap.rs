@@ -642,6 +642,21 @@ impl ImapClient {
     }
 
     /// True once the relay has closed the connection.
+    /// True when the relay closes the connection within 300 ms (without
+    /// sending more); false when it stays open or sends something.
+    #[allow(dead_code)]
+    pub async fn is_closed_soon(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(
+            tokio::time::timeout(
+                std::time::Duration::from_millis(300),
+                self.io.read(&mut buf)
+            )
+            .await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
     pub async fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(

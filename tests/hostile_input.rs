@@ -1,0 +1,195 @@
+//! Hostile input and the reply each gets (issue 6's bad-input table, kept
+//! in RELIABILITY.md). Every case: the exact first reply line, and whether
+//! the relay then closes; nothing reaches the provider that should not.
+
+mod common;
+
+use common::imap::*;
+use common::*;
+
+/// Sends `bytes` on a fresh authenticated SMTP session (implicit TLS) and
+/// returns the first reply line and whether the connection then closed.
+async fn smtp_after_login(relay: &TestRelay, bytes: &[u8]) -> (String, bool) {
+    let (mut c, _) = Client::implicit(relay).await;
+    c.login().await;
+    c.send(bytes).await;
+    let reply = c.reply().await;
+    let closed = c.is_closed_soon().await;
+    (reply, closed)
+}
+
+/// The same before login, on the plain-text STARTTLS listener.
+async fn smtp_before_tls(relay: &TestRelay, bytes: &[u8]) -> (String, bool) {
+    let (mut c, _) = Client::plain(relay).await;
+    c.send(bytes).await;
+    let reply = c.reply().await;
+    let closed = c.is_closed_soon().await;
+    (reply, closed)
+}
+
+async fn imap_before_login(relay: &TestRelay, bytes: &[u8]) -> (String, bool) {
+    let (mut c, _) = ImapClient::implicit(relay).await;
+    c.send(bytes).await;
+    let reply = c.line().await;
+    let closed = c.is_closed_soon().await;
+    (reply, closed)
+}
+
+#[tokio::test]
+async fn hostile_smtp_input_gets_a_clear_reply() {
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
+    let long = format!("EHLO {}\r\n", "a".repeat(20_000));
+    // (what, bytes, after login, first reply line, connection closed after)
+    let cases: Vec<(&str, Vec<u8>, bool, &str, bool)> = vec![
+        (
+            "overlong command line",
+            long.into_bytes(),
+            false,
+            "500 5.5.2 Line too long",
+            true,
+        ),
+        (
+            "NUL in a command",
+            b"NOOP a\0b\r\n".to_vec(),
+            false,
+            "250 2.0.0 Ok",
+            false,
+        ),
+        (
+            "bare LF ending a command",
+            b"NOOP\n".to_vec(),
+            false,
+            "500 5.5.2 Command lines must end with CRLF",
+            false,
+        ),
+        (
+            "garbage verb",
+            b"\x01\x02\x03\r\n".to_vec(),
+            false,
+            "500 5.5.1 Command not recognized",
+            false,
+        ),
+        (
+            "empty line",
+            b"\r\n".to_vec(),
+            false,
+            "500 5.5.1 Command not recognized",
+            false,
+        ),
+        (
+            "MAIL before TLS",
+            b"MAIL FROM:<a@example.test>\r\n".to_vec(),
+            false,
+            "530 5.7.0 Must issue a STARTTLS command first",
+            false,
+        ),
+        // Addresses are the provider's to judge: the client gets its reply
+        // (this scripted provider accepts everything).
+        (
+            "invalid UTF-8 in MAIL FROM",
+            b"MAIL FROM:<\xff\xfe@example.test>\r\n".to_vec(),
+            true,
+            "250 2.1.0 Ok",
+            false,
+        ),
+        (
+            "8-bit address without SMTPUTF8",
+            "MAIL FROM:<jürgen@example.test>\r\n".as_bytes().to_vec(),
+            true,
+            "250 2.1.0 Ok",
+            false,
+        ),
+        (
+            "BDAT without MAIL",
+            b"BDAT 3 LAST\r\nabc".to_vec(),
+            true,
+            "503 5.5.1 Need MAIL command first",
+            false,
+        ),
+        (
+            "BDAT over the size limit",
+            b"BDAT 2000000 LAST\r\n".to_vec(),
+            true,
+            "552 5.3.4 Message size exceeds limit",
+            true,
+        ),
+        (
+            "BDAT size beyond 64 bits",
+            b"BDAT 99999999999999999999999 LAST\r\n".to_vec(),
+            true,
+            "552 5.3.4 Message size exceeds limit",
+            true,
+        ),
+    ];
+    for (what, bytes, after_login, expect, closes) in &cases {
+        let (reply, closed) = if *after_login {
+            smtp_after_login(&relay, bytes).await
+        } else {
+            smtp_before_tls(&relay, bytes).await
+        };
+        assert_eq!(&reply, expect, "{what}");
+        assert_eq!(closed, *closes, "{what}: closed?");
+    }
+    assert!(upstream.messages().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_imap_input_gets_a_clear_reply() {
+    let (_upstream, relay) = start_imap_pair(ImapScript::default()).await;
+    let cases: Vec<(&str, Vec<u8>, &str, bool)> = vec![
+        (
+            "literal of 2^32 bytes, synchronizing",
+            b"a1 LOGIN {4294967296}\r\n".to_vec(),
+            "a1 BAD [TOOBIG] Literal too large",
+            false,
+        ),
+        (
+            "literal of 2^32 bytes, non-synchronizing",
+            b"a1 LOGIN {4294967296+}\r\n".to_vec(),
+            "* BYE [TOOBIG] Literal too large",
+            true,
+        ),
+        (
+            "literal size beyond 64 bits",
+            b"a1 LOGIN {99999999999999999999999}\r\n".to_vec(),
+            "* BYE [TOOBIG] Literal too large",
+            true,
+        ),
+        (
+            "overlong command line",
+            format!("a1 NOOP {}\r\n", "a".repeat(70_000)).into_bytes(),
+            "a1 BAD [TOOBIG] Command line too long",
+            false,
+        ),
+        (
+            "NUL in a command",
+            b"a1 NOOP a\0b\r\n".to_vec(),
+            "a1 OK NOOP completed",
+            false,
+        ),
+        (
+            "invalid UTF-8 in LOGIN",
+            b"a1 LOGIN \xff\xfe x\r\n".to_vec(),
+            "a1 BAD Expected LOGIN user password",
+            false,
+        ),
+        (
+            "bare LF ending a command",
+            b"a1 NOOP\n".to_vec(),
+            "a1 OK NOOP completed",
+            false,
+        ),
+        ("no tag", b"\r\n".to_vec(), "* BAD Malformed command", false),
+        (
+            "literal marker inside a literal",
+            b"a1 LOGIN {3}\r\n{1}\r\n".to_vec(),
+            "+ Ready for literal data",
+            false,
+        ),
+    ];
+    for (what, bytes, expect, closes) in &cases {
+        let (reply, closed) = imap_before_login(&relay, bytes).await;
+        assert_eq!(&reply, expect, "{what}");
+        assert_eq!(closed, *closes, "{what}: closed?");
+    }
+}
