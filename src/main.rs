@@ -123,6 +123,13 @@ async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
             identity.fingerprint
         );
     }
+    // Absolute now: the working directory changes below, and SIGHUP reads
+    // these files again.
+    let certificate_files = match (&config.certificate, &config.private_key) {
+        (Some(c), Some(k)) => Some((std::path::absolute(c)?, std::path::absolute(k)?)),
+        _ => None,
+    };
+    let certificate = identity.certificate.clone();
     let relay = Arc::new(Relay::new(config, identity.config).context("setting up")?);
     // Everything is loaded: from here on the working directory is the Tor
     // runtime directory (or /). arti's state writer removes a stale
@@ -145,9 +152,40 @@ async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
             None => String::new(),
         }
     );
+    #[cfg(unix)]
+    tokio::spawn(reload_certificate_on_sighup(certificate, certificate_files));
     server.serve(shutdown_signal()).await;
     tracing::info!("mailveil stopped");
     Ok(tor_dir)
+}
+
+/// On every SIGHUP, reads the certificate and key again: new handshakes get
+/// the new certificate; if the files are bad, the current one stays.
+#[cfg(unix)]
+async fn reload_certificate_on_sighup(
+    certificate: Arc<mailveil::tls::ServerCertificate>,
+    files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: certificate reload unavailable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match &files {
+            None => tracing::warn!(
+                "SIGHUP: no certificate configured (ephemeral one in use), nothing to reload"
+            ),
+            Some((cert, key)) => match certificate.reload(cert, key) {
+                Ok(fingerprint) => tracing::info!(
+                    "SIGHUP: certificate reloaded, SHA-256 fingerprint {fingerprint}"
+                ),
+                Err(e) => tracing::error!(
+                    "SIGHUP: certificate NOT reloaded ({e}); keeping the current one"
+                ),
+            },
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -9,10 +9,11 @@
 //! verification.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::Resumption;
-use rustls::server::NoServerSessionStorage;
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -64,6 +65,54 @@ pub struct ServerIdentity {
     pub ephemeral: bool,
     /// The leaf certificate (tests trust it directly).
     pub leaf: CertificateDer<'static>,
+    /// The certificate in use, replaceable while the relay runs.
+    pub certificate: Arc<ServerCertificate>,
+}
+
+/// The certificate new handshakes get. [`ServerCertificate::reload`]
+/// replaces it (on SIGHUP); handshakes already done keep theirs, and a
+/// reload that fails keeps the current one.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl ServerCertificate {
+    /// Reads the certificate chain and key again; on success new handshakes
+    /// use them and the new leaf's SHA-256 fingerprint is returned. On any
+    /// error (unreadable file, no certificate, key not matching) nothing
+    /// changes.
+    pub fn reload(&self, certificate: &Path, private_key: &Path) -> Result<String, TlsError> {
+        let (key, leaf) = load_certified_key(certificate, private_key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        Ok(fingerprint(&leaf))
+    }
+}
+
+/// A chain and its private key from PEM files, checked to belong together.
+fn load_certified_key(
+    certificate: &Path,
+    private_key: &Path,
+) -> Result<(CertifiedKey, CertificateDer<'static>), TlsError> {
+    let chain = read_certificates(certificate, "certificate")?;
+    let key = PrivateKeyDer::from_pem_file(private_key).map_err(|e| TlsError::File {
+        what: "private key",
+        path: private_key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let leaf = chain[0].clone();
+    Ok((CertifiedKey::from_der(chain, key, &provider())?, leaf))
 }
 
 /// Builds the client-facing TLS configuration from files, or makes an
@@ -73,15 +122,10 @@ pub fn server_identity(
     private_key: Option<&Path>,
     hostname: &str,
 ) -> Result<ServerIdentity, TlsError> {
-    let (chain, key, ephemeral) = match (certificate, private_key) {
+    let (certified, leaf, ephemeral) = match (certificate, private_key) {
         (Some(cert_path), Some(key_path)) => {
-            let chain = read_certificates(cert_path, "certificate")?;
-            let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::File {
-                what: "private key",
-                path: key_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            (chain, key, false)
+            let (certified, leaf) = load_certified_key(cert_path, key_path)?;
+            (certified, leaf, false)
         }
         _ => {
             let names = vec![hostname.trim_matches(['[', ']']).to_string()];
@@ -93,15 +137,19 @@ pub fn server_identity(
                     reason: e.to_string(),
                 }
             })?;
-            (vec![made.cert.der().clone()], key, true)
+            let leaf = made.cert.der().clone();
+            let certified = CertifiedKey::from_der(vec![leaf.clone()], key, &provider())?;
+            (certified, leaf, true)
         }
     };
-    let leaf = chain[0].clone();
     let fingerprint = fingerprint(&leaf);
+    let certificate = Arc::new(ServerCertificate {
+        current: RwLock::new(Arc::new(certified)),
+    });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(certificate.clone());
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(ServerIdentity {
@@ -109,6 +157,7 @@ pub fn server_identity(
         fingerprint,
         ephemeral,
         leaf,
+        certificate,
     })
 }
 

@@ -222,6 +222,11 @@ MV_PID="$(cat "$W/mailveil.pid")"
 check "mailveil wrote no file after start-up, through every client above (strace, open files)" \
     python3 "$HERE/file_writes.py" "$W/log/mailveil.strace" --pid "$MV_PID" --min-accepts 20 \
         --cwd "$(readlink "/proc/$MV_PID/cwd")"
+kill -HUP "$MV_PID"
+check "SIGHUP reloads the certificate, and new clients connect" \
+    sh -c 'for _ in $(seq 1 50); do grep -q "SIGHUP: certificate reloaded" "$W/log/mailveil.err" && break; sleep 0.1; done &&
+           grep -q "SIGHUP: certificate reloaded" "$W/log/mailveil.err" &&
+           "$@" imaps://127.0.0.1:11993/ | grep -q "\\Sent"' _ "${CURL_IMAP[@]}"
 check "mailveil as root: core dumps off, memory locked (VmLck)" \
     sh -c 'grep -Eq "^Max core file size +0 +0 " "/proc/$1/limits" &&
            [ "$(awk "/^VmLck/ {print \$2}" "/proc/$1/status")" -gt 0 ]' _ "$MV_PID"
