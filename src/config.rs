@@ -165,6 +165,7 @@ struct RawLimits {
     upstream_timeout_secs: Option<u64>,
     max_imap_line_bytes: Option<u32>,
     imap_idle_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -390,6 +391,9 @@ pub struct Limits {
     /// Time an authenticated IMAP client may stay silent (IDLE included;
     /// RFC 9051 asks for at least 30 minutes).
     pub imap_idle_timeout: Duration,
+    /// On SIGTERM, how long sessions in the middle of something may take to
+    /// finish before they are cut off.
+    pub shutdown_grace: Duration,
 }
 
 /// Header sanitizer settings.
@@ -759,6 +763,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             1860,
             60,
             86_400,
+        )?),
+        shutdown_grace: Duration::from_secs(bounded(
+            "limits.shutdown_grace_secs",
+            l.shutdown_grace_secs,
+            30,
+            0,
+            3600,
         )?),
     };
 

@@ -49,6 +49,7 @@ where
         io: Framed::new(io),
         out: Vec::with_capacity(512),
         tls_active: implicit_tls,
+        draining: relay.draining.subscribe(),
     };
     let upstream = match session.before_login().await {
         Ok(Some(upstream)) => upstream,
@@ -107,6 +108,7 @@ struct Session<'r, S> {
     io: Framed<ClientStream<S>>,
     out: Vec<u8>,
     tls_active: bool,
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A command read whole, literals inline, with a fixed tag.
@@ -209,9 +211,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let mut segment_start = 0;
         loop {
             let room = max.saturating_sub(command.bytes.len()).max(1);
-            let Ok(read) =
-                tokio::time::timeout(timeout, self.io.read_line(room, &mut command.bytes)).await
-            else {
+            // Between commands, a relay shutting down says BYE instead.
+            let idle = command.bytes.is_empty() && self.io.buffered().is_empty();
+            let read = tokio::select! {
+                read = tokio::time::timeout(timeout, self.io.read_line(room, &mut command.bytes)) => Some(read),
+                _ = Relay::until_draining(&mut self.draining), if idle => None,
+            };
+            let Some(read) = read else {
+                self.out.extend_from_slice(
+                    b"* BYE [UNAVAILABLE] The relay is shutting down, try again later\r\n",
+                );
+                let _ = self.flush().await;
+                return Err(Closed);
+            };
+            let Ok(read) = read else {
                 return Err(self.timed_out().await);
             };
             match read {

@@ -46,6 +46,20 @@ pub struct Relay {
     pub policy: Policy,
     /// Aggregate counters.
     pub stats: Stats,
+    /// Set to true on shutdown: idle sessions say goodbye and end, busy
+    /// ones finish what they are doing.
+    pub draining: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    /// Resolves once the relay is shutting down.
+    pub async fn until_draining(rx: &mut tokio::sync::watch::Receiver<bool>) {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -65,6 +79,7 @@ impl Relay {
             upstream_tls,
             config,
             stats: Stats::default(),
+            draining: tokio::sync::watch::channel(false).0,
         })
     }
 }
@@ -130,6 +145,22 @@ impl Server {
         // Counts since the last report are dropped, not logged: a partial
         // interval could be short enough to follow one person.
         tasks.abort_all();
+        // Stop accepting (above), tell idle sessions to go, and give busy
+        // ones the grace period to finish their message or command.
+        self.relay.draining.send_replace(true);
+        let max = self.relay.config.limits.max_connections;
+        let grace = self.relay.config.limits.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        if permits.available_permits() < max {
+            tracing::info!(
+                "shutting down: {} sessions to finish, up to {} s",
+                max - permits.available_permits(),
+                grace.as_secs()
+            );
+        }
+        while permits.available_permits() < max && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 

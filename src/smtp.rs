@@ -50,6 +50,7 @@ where
         greeted: false,
         upstream: None,
         tx: None,
+        draining: relay.draining.subscribe(),
     };
     let _ = session.run().await;
     session.close().await;
@@ -82,6 +83,7 @@ struct Session<'r, S> {
     /// authenticated (it is kept only after the provider said 235).
     upstream: Option<UpstreamSmtp>,
     tx: Option<Transaction>,
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a command line turned out to be.
@@ -809,6 +811,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     }
 
     /// Reads more bytes from the client, flushing pending replies first.
+    /// Between transactions, a relay shutting down says 421 and ends the
+    /// session instead; inside one, the client may finish.
     async fn fill(&mut self) -> Result<(), Closed> {
         self.flush().await?;
         if self.rpos > 0 {
@@ -818,7 +822,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         }
         self.rbuf.reserve(16 * 1024);
         let timeout = self.relay.config.limits.command_timeout;
-        match tokio::time::timeout(timeout, self.io.read_buf(&mut self.rbuf)).await {
+        let idle = self.tx.is_none() && self.rbuf.is_empty();
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout, self.io.read_buf(&mut self.rbuf)) => Some(read),
+            _ = Relay::until_draining(&mut self.draining), if idle => None,
+        };
+        let Some(read) = read else {
+            self.queue(&reply::shutting_down());
+            let _ = self.flush().await;
+            return Err(Closed);
+        };
+        match read {
             Ok(Ok(0)) | Ok(Err(_)) => Err(Closed),
             Ok(Ok(_)) => Ok(()),
             Err(_) => {

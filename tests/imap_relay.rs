@@ -742,3 +742,15 @@ async fn silence_before_login_gets_bye_not_a_silent_close() {
     );
     assert!(c.is_closed().await);
 }
+
+#[tokio::test]
+async fn shutdown_says_bye_to_a_client_that_has_not_logged_in() {
+    let (_upstream, mut relay) = start_imap_pair(ImapScript::default()).await;
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    relay.stop();
+    assert_eq!(
+        c.line().await,
+        "* BYE [UNAVAILABLE] The relay is shutting down, try again later"
+    );
+    assert!(c.is_closed().await);
+}

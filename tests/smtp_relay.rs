@@ -743,3 +743,34 @@ async fn connections_over_the_cap_are_told_421_and_served_once_there_is_room() {
         "the refusal is counted"
     );
 }
+
+#[tokio::test]
+async fn shutdown_says_421_to_idle_sessions_and_lets_a_message_in_progress_finish() {
+    let (upstream, mut relay) = start_pair(UpstreamScript::default()).await;
+    let (mut idle, _) = Client::implicit(&relay).await;
+    idle.login().await;
+    let (mut busy, _) = Client::implicit(&relay).await;
+    busy.login().await;
+    busy.cmd("MAIL FROM:<alice@example.test>").await;
+    busy.cmd("RCPT TO:<bob@example.test>").await;
+    assert!(busy.cmd("DATA").await.starts_with("354"));
+    busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n").await;
+
+    relay.stop();
+    assert_eq!(
+        idle.reply().await,
+        "421 4.3.2 The relay is shutting down, try again later"
+    );
+    assert!(idle.is_closed().await);
+    // The message being sent is finished and relayed, then the session ends.
+    busy.send(b"second half\r\n.\r\n").await;
+    assert_eq!(busy.reply().await, "250 2.0.0 Ok: queued as ABC123");
+    assert_eq!(
+        busy.reply().await,
+        "421 4.3.2 The relay is shutting down, try again later"
+    );
+    assert_eq!(upstream.messages().len(), 1);
+    // No new sessions.
+    let refused = tokio::net::TcpStream::connect(relay.implicit).await;
+    assert!(refused.is_err(), "still accepting after shutdown");
+}

@@ -158,6 +158,8 @@ fixed! {
     message_line_too_long = 554, [5, 6, 0], "Message refused: a line is longer than allowed";
     /// Upstream lost or timed out; the client keeps its message.
     upstream_lost = 421, [4, 4, 2], "Connection to the provider lost, message not accepted; try again later";
+    /// The relay is shutting down (SIGTERM) and the session is idle.
+    shutting_down = 421, [4, 3, 2], "The relay is shutting down, try again later";
     /// Client silent too long.
     idle_timeout = 421, [4, 4, 2], "Idle timeout, closing connection";
     /// The embedded Tor client has not finished bootstrapping (AUTH time,

@@ -401,6 +401,16 @@ pub struct TestRelay {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl TestRelay {
+    /// Starts the relay's shutdown, as SIGTERM does in `main`.
+    #[allow(dead_code)]
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Drop for TestRelay {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

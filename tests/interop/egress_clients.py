@@ -39,8 +39,20 @@ def fail(why):
 
 
 def imap(port, login, subject):
-    m = FromClient("127.0.0.1", int(port), ssl_context=ctx, timeout=60)
-    m.login(login, PASSWORD)
+    # NO [UNAVAILABLE] is a temporary error, and a real client retries: on a
+    # loaded machine the first circuit to an onion service can take longer
+    # than the relay's upstream timeout. Three attempts, then it fails.
+    for attempt in range(3):
+        m = FromClient("127.0.0.1", int(port), ssl_context=ctx, timeout=60)
+        try:
+            m.login(login, PASSWORD)
+            break
+        except imaplib.IMAP4.error as e:
+            if b"UNAVAILABLE" not in str(e).encode() or attempt == 2:
+                raise
+            print(f"attempt {attempt + 1}: {e}; retrying", file=sys.stderr)
+            m.shutdown()
+            time.sleep(5)
     typ, _ = m.select("INBOX")
     if typ != "OK":
         fail("SELECT failed")
