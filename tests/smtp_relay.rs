@@ -774,3 +774,27 @@ async fn shutdown_says_421_to_idle_sessions_and_lets_a_message_in_progress_finis
     let refused = tokio::net::TcpStream::connect(relay.implicit).await;
     assert!(refused.is_err(), "still accepting after shutdown");
 }
+
+#[tokio::test]
+async fn client_vanishing_mid_data_leaves_no_copy_and_others_are_served() {
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
+    let (mut gone, _) = Client::implicit(&relay).await;
+    gone.login().await;
+    gone.cmd("MAIL FROM:<alice@example.test>").await;
+    gone.cmd("RCPT TO:<bob@example.test>").await;
+    assert!(gone.cmd("DATA").await.starts_with("354"));
+    gone.send(b"Subject: never finished\r\n\r\nhalf a body")
+        .await;
+    drop(gone);
+    // Another client, meanwhile and after, is served normally.
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    assert_eq!(
+        c.send_message(SIMPLE).await,
+        "250 2.0.0 Ok: queued as ABC123"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stored = upstream.messages();
+    assert_eq!(stored.len(), 1, "only the finished message");
+    assert!(!String::from_utf8_lossy(&stored[0].data).contains("never finished"));
+}
