@@ -754,3 +754,27 @@ async fn shutdown_says_bye_to_a_client_that_has_not_logged_in() {
     );
     assert!(c.is_closed().await);
 }
+
+#[tokio::test]
+async fn client_vanishing_mid_append_leaves_no_copy_and_others_are_served() {
+    let (upstream, relay) = start_imap_pair(ImapScript::default()).await;
+    let (mut gone, _) = ImapClient::implicit(&relay).await;
+    gone.login().await;
+    gone.send(b"a1 APPEND Drafts {1000}\r\n").await;
+    assert!(gone.line().await.starts_with("+ "));
+    gone.send(b"Subject: never finished\r\n\r\nhalf").await;
+    drop(gone);
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    c.login().await;
+    let message = b"Subject: finished\r\n\r\nbody\r\n";
+    let mut append = format!("a2 APPEND Drafts {{{}+}}\r\n", message.len()).into_bytes();
+    append.extend_from_slice(message);
+    append.extend_from_slice(b"\r\n");
+    c.send(&append).await;
+    let done = c.until_tagged("a2").await;
+    assert!(done.last().expect("reply").starts_with("a2 OK"), "{done:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let appends = upstream.commands_named("APPEND");
+    assert_eq!(appends.len(), 1, "only the finished APPEND: {appends:?}");
+    assert_eq!(appends[0].literals[0], message.to_vec());
+}
