@@ -798,3 +798,32 @@ async fn client_vanishing_mid_data_leaves_no_copy_and_others_are_served() {
     assert_eq!(stored.len(), 1, "only the finished message");
     assert!(!String::from_utf8_lossy(&stored[0].data).contains("never finished"));
 }
+
+#[tokio::test]
+async fn provider_421_at_any_step_reaches_the_client_and_stores_nothing() {
+    for step in ["MAIL", "RCPT", "DATA", "END"] {
+        let (upstream, relay) = start_pair(UpstreamScript {
+            fail_421_at: Some(step),
+            ..UpstreamScript::default()
+        })
+        .await;
+        let (mut c, _) = Client::implicit(&relay).await;
+        c.login().await;
+        let mut reply = c.cmd("MAIL FROM:<alice@example.test>").await;
+        if reply.starts_with("250") {
+            reply = c.cmd("RCPT TO:<bob@example.test>").await;
+        }
+        if reply.starts_with("250") {
+            reply = c.cmd("DATA").await;
+        }
+        if reply.starts_with("354") {
+            c.send(&stuff(SIMPLE)).await;
+            reply = c.reply().await;
+        }
+        assert!(reply.starts_with("421 4."), "{step}: {reply}");
+        assert!(upstream.messages().is_empty(), "{step}: a copy was stored");
+        // The relay itself carries on: a new session is greeted.
+        let (_c, greeting) = Client::implicit(&relay).await;
+        assert_eq!(greeting, "220 relay.test ESMTP", "{step}");
+    }
+}

@@ -38,6 +38,9 @@ pub struct UpstreamScript {
     pub smtputf8: bool,
     /// Advertise CHUNKING (the relay then sends BDAT).
     pub chunking: bool,
+    /// Answer 421 and hang up at this step: a command prefix ("MAIL",
+    /// "RCPT", "DATA") or "END" (after the whole message, storing nothing).
+    pub fail_421_at: Option<&'static str>,
 }
 
 impl Default for UpstreamScript {
@@ -50,6 +53,7 @@ impl Default for UpstreamScript {
             drop_after_data_bytes: None,
             smtputf8: true,
             chunking: false,
+            fail_421_at: None,
         }
     }
 }
@@ -206,6 +210,14 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
         let line = read_line(s, rec).await?;
         rec.lines.lock().expect("lock").push(line.clone());
         let upper = line.to_ascii_uppercase();
+        if let Some(step) = script.fail_421_at
+            && step != "END"
+            && upper.starts_with(step)
+        {
+            s.write_all(b"421 4.3.2 Provider going away\r\n").await?;
+            s.flush().await?;
+            return Ok(false);
+        }
         let reply: String = if upper.starts_with("EHLO ") {
             let mut r = String::from(
                 "250-upstream.test\r\n250-PIPELINING\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
@@ -329,6 +341,11 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         data.extend_from_slice(&line);
                     }
+                }
+                if script.fail_421_at == Some("END") {
+                    s.write_all(b"421 4.3.2 Provider going away\r\n").await?;
+                    s.flush().await?;
+                    return Ok(false);
                 }
                 let rejected = data.windows(8).any(|w| w == b"REJECTME");
                 if rejected {
