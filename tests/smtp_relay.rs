@@ -827,3 +827,36 @@ async fn provider_421_at_any_step_reaches_the_client_and_stores_nothing() {
         assert_eq!(greeting, "220 relay.test ESMTP", "{step}");
     }
 }
+
+#[tokio::test]
+async fn provider_silent_past_the_timeout_gives_421_and_stores_nothing() {
+    // relay_config sets upstream_timeout_secs = 5. (After the end of the
+    // message the relay waits 10 minutes, as RFC 5321 4.5.3.2.6 asks; not
+    // exercised here.)
+    for step in ["MAIL", "RCPT"] {
+        let (upstream, relay) = start_pair(UpstreamScript {
+            stall_at: Some(step),
+            ..UpstreamScript::default()
+        })
+        .await;
+        let (mut c, _) = Client::implicit(&relay).await;
+        c.login().await;
+        let started = std::time::Instant::now();
+        let mut reply = c.cmd("MAIL FROM:<alice@example.test>").await;
+        if reply.starts_with("250") {
+            reply = c.cmd("RCPT TO:<bob@example.test>").await;
+        }
+        assert_eq!(
+            reply,
+            "421 4.4.2 Connection to the provider lost, message not accepted; try again later",
+            "{step}"
+        );
+        assert!(
+            started.elapsed() >= std::time::Duration::from_secs(4),
+            "{step}"
+        );
+        assert!(upstream.messages().is_empty(), "{step}");
+        let (_c, greeting) = Client::implicit(&relay).await;
+        assert_eq!(greeting, "220 relay.test ESMTP", "{step}");
+    }
+}

@@ -41,6 +41,9 @@ pub struct UpstreamScript {
     /// Answer 421 and hang up at this step: a command prefix ("MAIL",
     /// "RCPT", "DATA") or "END" (after the whole message, storing nothing).
     pub fail_421_at: Option<&'static str>,
+    /// Stop answering (but keep the connection) at this step, like
+    /// `fail_421_at`.
+    pub stall_at: Option<&'static str>,
 }
 
 impl Default for UpstreamScript {
@@ -54,6 +57,7 @@ impl Default for UpstreamScript {
             smtputf8: true,
             chunking: false,
             fail_421_at: None,
+            stall_at: None,
         }
     }
 }
@@ -210,6 +214,12 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
         let line = read_line(s, rec).await?;
         rec.lines.lock().expect("lock").push(line.clone());
         let upper = line.to_ascii_uppercase();
+        if let Some(step) = script.stall_at
+            && step != "END"
+            && upper.starts_with(step)
+        {
+            std::future::pending::<()>().await;
+        }
         if let Some(step) = script.fail_421_at
             && step != "END"
             && upper.starts_with(step)
@@ -341,6 +351,9 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         data.extend_from_slice(&line);
                     }
+                }
+                if script.stall_at == Some("END") {
+                    std::future::pending::<()>().await;
                 }
                 if script.fail_421_at == Some("END") {
                     s.write_all(b"421 4.3.2 Provider going away\r\n").await?;
