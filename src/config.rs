@@ -166,6 +166,16 @@ struct RawLimits {
     max_imap_line_bytes: Option<u32>,
     imap_idle_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    max_connections_per_prefix: Option<u32>,
+    connections_per_prefix_per_minute: Option<u32>,
+    preauth_timeout_secs: Option<u64>,
+    min_transfer_bytes_per_sec: Option<u32>,
+    auth_failures_per_prefix: Option<u32>,
+    auth_failures_per_login: Option<u32>,
+    auth_failure_window_secs: Option<u64>,
+    auth_lockout_secs: Option<u64>,
+    auth_failure_delay_ms: Option<u64>,
+    messages_per_account_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -394,6 +404,30 @@ pub struct Limits {
     /// On SIGTERM, how long sessions in the middle of something may take to
     /// finish before they are cut off.
     pub shutdown_grace: Duration,
+    /// Most connections open at once from one address prefix (/32, /64).
+    pub max_connections_per_prefix: u32,
+    /// Most new connections per minute from one prefix (also the burst).
+    pub connections_per_prefix_per_minute: u32,
+    /// Time a client may take from connecting to logging in.
+    pub preauth_timeout: Duration,
+    /// Slowest average rate a client may send a message at, once the
+    /// command timeout's worth of grace is used up.
+    pub min_transfer_bytes_per_sec: u32,
+    /// Failed logins from one prefix, per `auth_failure_window`, before
+    /// the prefix is locked out.
+    pub auth_failures_per_prefix: u32,
+    /// Failed logins for one login, per `auth_failure_window`, before the
+    /// login is locked out.
+    pub auth_failures_per_login: u32,
+    /// The window failure allowances refill over.
+    pub auth_failure_window: Duration,
+    /// How long a lockout lasts.
+    pub auth_lockout: Duration,
+    /// A failed login is answered no sooner than this after the client's
+    /// credentials arrived (locked out or refused by the provider alike).
+    pub auth_failure_delay: Duration,
+    /// Messages one account may send per hour (also the burst).
+    pub messages_per_account_per_hour: u32,
 }
 
 /// Header sanitizer settings.
@@ -771,6 +805,76 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             0,
             3600,
         )?),
+        max_connections_per_prefix: bounded(
+            "limits.max_connections_per_prefix",
+            l.max_connections_per_prefix.map(u64::from),
+            50,
+            1,
+            1_000_000,
+        )? as u32,
+        connections_per_prefix_per_minute: bounded(
+            "limits.connections_per_prefix_per_minute",
+            l.connections_per_prefix_per_minute.map(u64::from),
+            120,
+            1,
+            1_000_000,
+        )? as u32,
+        preauth_timeout: Duration::from_secs(bounded(
+            "limits.preauth_timeout_secs",
+            l.preauth_timeout_secs,
+            120,
+            5,
+            3600,
+        )?),
+        min_transfer_bytes_per_sec: bounded(
+            "limits.min_transfer_bytes_per_sec",
+            l.min_transfer_bytes_per_sec.map(u64::from),
+            512,
+            1,
+            1 << 30,
+        )? as u32,
+        auth_failures_per_prefix: bounded(
+            "limits.auth_failures_per_prefix",
+            l.auth_failures_per_prefix.map(u64::from),
+            20,
+            1,
+            1_000_000,
+        )? as u32,
+        auth_failures_per_login: bounded(
+            "limits.auth_failures_per_login",
+            l.auth_failures_per_login.map(u64::from),
+            10,
+            1,
+            1_000_000,
+        )? as u32,
+        auth_failure_window: Duration::from_secs(bounded(
+            "limits.auth_failure_window_secs",
+            l.auth_failure_window_secs,
+            900,
+            1,
+            86_400,
+        )?),
+        auth_lockout: Duration::from_secs(bounded(
+            "limits.auth_lockout_secs",
+            l.auth_lockout_secs,
+            900,
+            1,
+            86_400,
+        )?),
+        auth_failure_delay: Duration::from_millis(bounded(
+            "limits.auth_failure_delay_ms",
+            l.auth_failure_delay_ms,
+            2000,
+            0,
+            60_000,
+        )?),
+        messages_per_account_per_hour: bounded(
+            "limits.messages_per_account_per_hour",
+            l.messages_per_account_per_hour.map(u64::from),
+            200,
+            1,
+            1_000_000,
+        )? as u32,
     };
 
     for (i, l) in listeners.iter().enumerate() {
