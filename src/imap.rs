@@ -16,6 +16,7 @@ pub mod upstream;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::admission::{LoginGate, Peer};
 use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
 use crate::egress::EgressError;
 use crate::privacy::{Secret, wipe};
@@ -33,6 +34,10 @@ use upstream::{AuthOutcome, UpstreamImap};
 /// software name, nothing from any provider.
 const CAPABILITIES_TLS: &str =
     "IMAP4rev1 SASL-IR ID AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 AUTH=OAUTHBEARER";
+/// A failed login: no route, locked out. Dovecot's wording, so that the
+/// relay's own refusals read like a provider's.
+const AUTH_FAILED: &str = "NO [AUTHENTICATIONFAILED] Authentication failed.";
+
 /// Capabilities before STARTTLS: no way to log in yet.
 const CAPABILITIES_PLAIN: &str = "IMAP4rev1 STARTTLS LOGINDISABLED ID";
 
@@ -41,6 +46,15 @@ pub async fn serve<S>(relay: &Relay, stream: S, implicit_tls: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    serve_peer(relay, stream, implicit_tls, relay.admission.anonymous()).await
+}
+
+/// [`serve`] for an admitted connection: its limits are its prefix's.
+pub async fn serve_peer<S>(relay: &Relay, stream: S, implicit_tls: bool, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let preauth_deadline = tokio::time::Instant::now() + relay.config.limits.preauth_timeout;
     let Some(io) = crate::stream::accept(relay, stream, implicit_tls).await else {
         return;
     };
@@ -50,6 +64,8 @@ where
         out: Vec::with_capacity(512),
         tls_active: implicit_tls,
         draining: relay.draining.subscribe(),
+        peer,
+        preauth_deadline,
     };
     let upstream = match session.before_login().await {
         Ok(Some(upstream)) => upstream,
@@ -74,6 +90,7 @@ where
         literal_minus: upstream.has("LITERAL-"),
         has_id: upstream.has("ID"),
     };
+    let _peer = session.peer;
     let (client, client_buffered) = session.io.into_parts();
     let (client_r, client_w) = tokio::io::split(client);
     let (up, up_buffered) = upstream.into_parts();
@@ -109,6 +126,10 @@ struct Session<'r, S> {
     out: Vec<u8>,
     tls_active: bool,
     draining: tokio::sync::watch::Receiver<bool>,
+    /// Admission: lockouts, eviction. Held until the session ends.
+    peer: Peer,
+    /// The client must have logged in by then.
+    preauth_deadline: tokio::time::Instant,
 }
 
 /// A command read whole, literals inline, with a fixed tag.
@@ -206,16 +227,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     /// bounded by the command line limit. `None` when it was refused.
     async fn read_command(&mut self) -> Result<Option<Command>, Closed> {
         let max = self.relay.config.limits.max_imap_line_bytes;
-        let timeout = self.relay.config.limits.command_timeout;
         let mut command = Command { bytes: Vec::new() };
         let mut segment_start = 0;
         loop {
             let room = max.saturating_sub(command.bytes.len()).max(1);
             // Between commands, a relay shutting down says BYE instead.
             let idle = command.bytes.is_empty() && self.io.buffered().is_empty();
+            let deadline = self.read_deadline();
             let read = tokio::select! {
-                read = tokio::time::timeout(timeout, self.io.read_line(room, &mut command.bytes)) => Some(read),
+                read = tokio::time::timeout_at(deadline, self.io.read_line(room, &mut command.bytes)) => Some(read),
                 _ = Relay::until_draining(&mut self.draining), if idle => None,
+                _ = self.peer.evicted() => {
+                    self.relay.stats.count(Counter::Evicted);
+                    self.out.extend_from_slice(
+                        b"* BYE [UNAVAILABLE] The relay is full and this connection has not logged in; try again later\r\n",
+                    );
+                    let _ = self.flush().await;
+                    return Err(Closed);
+                }
             };
             let Some(read) = read else {
                 self.out.extend_from_slice(
@@ -258,8 +287,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 self.out.extend_from_slice(b"+ Ready for literal data\r\n");
                 self.flush().await?;
             }
-            let Ok(read) = tokio::time::timeout(
-                timeout,
+            let Ok(read) = tokio::time::timeout_at(
+                self.read_deadline(),
                 self.io.read_exact_into(m.size as usize, &mut command.bytes),
             )
             .await
@@ -360,11 +389,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         self.flush().await?;
         let mut line = Vec::new();
         let max = self.relay.config.limits.max_imap_line_bytes;
-        let Ok(read) = tokio::time::timeout(
-            self.relay.config.limits.command_timeout,
-            self.io.read_line(max, &mut line),
-        )
-        .await
+        let Ok(read) =
+            tokio::time::timeout_at(self.read_deadline(), self.io.read_line(max, &mut line)).await
         else {
             wipe(&mut line);
             return Err(self.timed_out().await);
@@ -396,18 +422,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         tag: &[u8],
         credentials: ClientCredentials,
     ) -> Result<Option<UpstreamImap>, Closed> {
-        let config = &self.relay.config;
+        let failure_at = tokio::time::Instant::now() + self.relay.config.limits.auth_failure_delay;
         let login = credentials.login();
+        if self.peer.login_gate(&login) == LoginGate::Locked {
+            self.relay.stats.count(Counter::LoginLocked);
+            // As a wrong password: same reply, no sooner; the provider is
+            // not asked, so a right password teaches nothing either.
+            self.peer.login_failed(&login);
+            tokio::time::sleep_until(failure_at).await;
+            self.tagged(tag, AUTH_FAILED);
+            return Ok(None);
+        }
+        let config = &self.relay.config;
         let route = config.route(login.expose());
         let Some((index, endpoint)) =
             route.and_then(|i| Some((i, config.upstreams[i].imap.as_ref()?)))
         else {
             self.relay.stats.count(Counter::LoginNoRoute);
-            self.tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed");
+            self.peer.login_failed(&login);
+            tokio::time::sleep_until(failure_at).await;
+            self.tagged(tag, AUTH_FAILED);
             return Ok(None);
         };
         let isolation = IsolationKey::for_session(config.egress.isolate, &login);
-        drop(login);
         let connected = UpstreamImap::connect(
             endpoint,
             self.relay.upstream_tls[index].clone(),
@@ -448,6 +485,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         match outcome {
             Ok(AuthOutcome::Accepted(done)) => {
                 self.relay.stats.count(Counter::Login);
+                self.peer.logged_in(&login);
                 self.relay_untagged(&done.untagged);
                 if filter_capability_line(&prefixed(tag, &done.status_and_text)).is_none() {
                     // Tell the client what it may use now, filtered.
@@ -473,6 +511,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             }
             Ok(AuthOutcome::Refused(done)) => {
                 self.relay.stats.count(Counter::LoginRefusedByProvider);
+                self.peer.login_failed(&login);
+                tokio::time::sleep_until(failure_at).await;
                 self.relay_untagged(&done.untagged);
                 self.relay_tagged(tag, &done.status_and_text);
                 Ok(None)
@@ -501,10 +541,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     /// command timeout before logging in: say so, then end the session.
     async fn timed_out(&mut self) -> Closed {
         self.relay.stats.count(Counter::Timeout);
-        self.out
-            .extend_from_slice(b"* BYE [UNAVAILABLE] Autologout: idle for too long\r\n");
+        if tokio::time::Instant::now() >= self.preauth_deadline {
+            self.out
+                .extend_from_slice(b"* BYE [UNAVAILABLE] Took too long to log in\r\n");
+        } else {
+            self.out
+                .extend_from_slice(b"* BYE [UNAVAILABLE] Autologout: idle for too long\r\n");
+        }
         let _ = self.flush().await;
         Closed
+    }
+
+    /// When the next read from a client that has not logged in must end:
+    /// the command timeout, or the pre-authentication deadline if sooner.
+    fn read_deadline(&self) -> tokio::time::Instant {
+        let idle = tokio::time::Instant::now() + self.relay.config.limits.command_timeout;
+        idle.min(self.preauth_deadline)
     }
 
     fn relay_untagged(&mut self, lines: &[Vec<u8>]) {

@@ -1,8 +1,9 @@
 //! Listening sockets: bind, accept, hand each connection to its protocol
 //! session, cap concurrent connections, stop on shutdown.
 //!
-//! Peer addresses are never read here beyond what `accept` returns, and they
-//! are dropped at once: nothing downstream receives them. The only log lines
+//! A peer address is read once, at accept, to be hashed into its prefix
+//! tag for admission (`crate::admission`), and dropped at once: nothing
+//! downstream receives it, and no table holds it. The only log lines
 //! are about the relay itself (which sockets it listens on, accept errors by
 //! kind).
 
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Admission, AdmissionLimits, Refused};
 use crate::config::{Config, Listener, ListenerTls, Protocol};
 use crate::egress::{Egress, EgressSetupError};
 use crate::sanitize::Policy;
@@ -49,6 +51,8 @@ pub struct Relay {
     /// Set to true on shutdown: idle sessions say goodbye and end, busy
     /// ones finish what they are doing.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// Per-prefix and per-account limits, lockouts, eviction.
+    pub admission: Arc<Admission>,
 }
 
 impl Relay {
@@ -77,9 +81,10 @@ impl Relay {
             policy: Policy::new(&config.sanitize),
             acceptor: TlsAcceptor::from(server_tls),
             upstream_tls,
-            config,
             stats: Stats::default(),
             draining: tokio::sync::watch::channel(false).0,
+            admission: Arc::new(Admission::new(AdmissionLimits::from_limits(&config.limits))),
+            config,
         })
     }
 }
@@ -141,6 +146,8 @@ impl Server {
             let relay = self.relay.clone();
             tasks.spawn(async move { relay.stats.report_every(interval).await });
         }
+        let relay = self.relay.clone();
+        tasks.spawn(async move { relay.admission.prune_every(PRUNE_INTERVAL).await });
         shutdown.await;
         // Counts since the last report are dropped, not logged: a partial
         // interval could be short enough to follow one person.
@@ -164,6 +171,13 @@ impl Server {
     }
 }
 
+/// How often admission tables drop keys that no longer limit anything.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a connection arriving at the cap waits for the place of the
+/// unauthenticated session evicted for it.
+const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many over-the-cap connections may be told "too many connections" at
 /// once; past that they are closed without a word (a flood must not buy
 /// itself TLS handshakes).
@@ -177,9 +191,9 @@ async fn accept_loop(
 ) {
     let refusals = Arc::new(Semaphore::new(MAX_BUSY_REFUSALS));
     loop {
-        let stream = match socket.accept().await {
-            // The peer address is dropped here, unread.
-            Ok((stream, _)) => stream,
+        // The address is hashed into a prefix tag here and goes no further.
+        let (stream, admitted) = match socket.accept().await {
+            Ok((stream, addr)) => (stream, relay.admission.admit(addr.ip())),
             Err(e) => {
                 tracing::debug!("accept failed: {:?}", e.kind());
                 // Out of file descriptors and the like: don't spin.
@@ -190,53 +204,126 @@ async fn accept_loop(
         if stream.set_nodelay(true).is_err() {
             continue;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            relay.stats.count(Counter::RefusedBusy);
-            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+        let peer = match admitted {
+            Ok(peer) => peer,
+            Err(why) => {
+                relay.stats.count(match why {
+                    Refused::Rate => Counter::RefusedRate,
+                    Refused::Concurrency => Counter::RefusedPrefixBusy,
+                });
+                refuse(&relay, &listener, &refusals, stream, why.into());
+                continue;
+            }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if relay.admission.evict_oldest_preauth() => {
+                // At the cap: the oldest session still not logged in was
+                // told to go; this one takes its place once it has.
+                relay.stats.count(Counter::Evicted);
                 let relay = relay.clone();
                 let listener = listener.clone();
+                let permits = permits.clone();
+                let refusals = refusals.clone();
                 tokio::spawn(async move {
-                    refuse_busy(&relay, &listener, stream).await;
-                    drop(refusal);
+                    let waited = tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await;
+                    match waited {
+                        Ok(Ok(permit)) => serve(relay, listener, stream, peer, permit).await,
+                        _ => {
+                            relay.stats.count(Counter::RefusedBusy);
+                            refuse(&relay, &listener, &refusals, stream, Busy::Cap);
+                        }
+                    }
                 });
+                continue;
             }
-            continue;
+            Err(_) => {
+                relay.stats.count(Counter::RefusedBusy);
+                refuse(&relay, &listener, &refusals, stream, Busy::Cap);
+                continue;
+            }
         };
+        tokio::spawn(serve(relay.clone(), listener.clone(), stream, peer, permit));
+    }
+}
+
+async fn serve(
+    relay: Arc<Relay>,
+    listener: Listener,
+    stream: tokio::net::TcpStream,
+    peer: crate::admission::Peer,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    relay.stats.count(match listener.protocol {
+        Protocol::Smtp => Counter::SmtpSession,
+        Protocol::Imap => Counter::ImapSession,
+    });
+    let implicit = listener.tls == ListenerTls::Implicit;
+    match listener.protocol {
+        Protocol::Smtp => crate::smtp::serve_peer(&relay, stream, implicit, peer).await,
+        Protocol::Imap => crate::imap::serve_peer(&relay, stream, implicit, peer).await,
+    }
+    drop(permit);
+}
+
+/// Why a connection is turned away before its session starts.
+#[derive(Debug, Clone, Copy)]
+enum Busy {
+    /// The relay is at its global connection cap.
+    Cap,
+    /// Too many new connections from the prefix lately.
+    Rate,
+    /// Too many open connections from the prefix.
+    Prefix,
+}
+
+impl From<Refused> for Busy {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Rate => Busy::Rate,
+            Refused::Concurrency => Busy::Prefix,
+        }
+    }
+}
+
+/// Says why, in the connection's protocol, unless too many refusals are
+/// already in flight (then the connection is just closed).
+fn refuse(
+    relay: &Arc<Relay>,
+    listener: &Listener,
+    refusals: &Arc<Semaphore>,
+    stream: tokio::net::TcpStream,
+    why: Busy,
+) {
+    if let Ok(refusal) = refusals.clone().try_acquire_owned() {
         let relay = relay.clone();
-        relay.stats.count(match listener.protocol {
-            Protocol::Smtp => Counter::SmtpSession,
-            Protocol::Imap => Counter::ImapSession,
-        });
+        let listener = listener.clone();
         tokio::spawn(async move {
-            match listener.protocol {
-                Protocol::Smtp => {
-                    crate::smtp::serve(&relay, stream, listener.tls == ListenerTls::Implicit).await
-                }
-                Protocol::Imap => {
-                    crate::imap::serve(&relay, stream, listener.tls == ListenerTls::Implicit).await
-                }
-            }
-            drop(permit);
+            refuse_busy(&relay, &listener, stream, why).await;
+            drop(refusal);
         });
     }
 }
 
 /// Tells a client over the connection cap to come back later, in its
 /// protocol (after the TLS handshake on implicit-TLS listeners), and closes.
-async fn refuse_busy(relay: &Relay, listener: &Listener, stream: tokio::net::TcpStream) {
+async fn refuse_busy(relay: &Relay, listener: &Listener, stream: tokio::net::TcpStream, why: Busy) {
     use tokio::io::AsyncWriteExt;
     let implicit = listener.tls == ListenerTls::Implicit;
     let Some(mut io) = crate::stream::accept(relay, stream, implicit).await else {
         return;
     };
-    let refusal: &[u8] = match listener.protocol {
-        Protocol::Smtp => b"421 4.7.0 Too many connections to the relay, try again later\r\n",
-        Protocol::Imap => {
-            b"* BYE [UNAVAILABLE] Too many connections to the relay, try again later\r\n"
-        }
+    let reason = match why {
+        Busy::Cap => "Too many connections to the relay",
+        Busy::Rate => "Too many new connections from your network",
+        Busy::Prefix => "Too many open connections from your network",
+    };
+    let refusal = match listener.protocol {
+        Protocol::Smtp => format!("421 4.7.0 {reason}, try again later\r\n"),
+        Protocol::Imap => format!("* BYE [UNAVAILABLE] {reason}, try again later\r\n"),
     };
     let _ = tokio::time::timeout(relay.config.limits.tls_handshake_timeout, async {
-        io.write_all(refusal).await?;
+        io.write_all(refusal.as_bytes()).await?;
         io.shutdown().await
     })
     .await;

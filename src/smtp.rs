@@ -20,6 +20,7 @@ use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
+use crate::admission::{LoginGate, Peer};
 use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
 use crate::egress::EgressError;
 use crate::privacy::{Secret, wipe, wipe_appended};
@@ -37,6 +38,15 @@ pub async fn serve<S>(relay: &Relay, stream: S, implicit_tls: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    serve_peer(relay, stream, implicit_tls, relay.admission.anonymous()).await
+}
+
+/// [`serve`] for an admitted connection: its limits are its prefix's.
+pub async fn serve_peer<S>(relay: &Relay, stream: S, implicit_tls: bool, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let preauth_deadline = tokio::time::Instant::now() + relay.config.limits.preauth_timeout;
     let Some(io) = crate::stream::accept(relay, stream, implicit_tls).await else {
         return;
     };
@@ -51,9 +61,19 @@ where
         upstream: None,
         tx: None,
         draining: relay.draining.subscribe(),
+        peer,
+        preauth_deadline,
     };
     let _ = session.run().await;
     session.close().await;
+}
+
+/// Which deadline a read ran into.
+#[derive(Clone, Copy)]
+enum Slow {
+    Idle,
+    Preauth,
+    Transfer,
 }
 
 /// The session ends: the client left, timed out, or said QUIT.
@@ -69,6 +89,10 @@ struct Transaction {
     accepted: usize,
     /// Set once the first BDAT chunk arrives.
     bdat: Option<(MessageReceiver, Vec<u8>)>,
+    /// When MAIL was accepted, and bytes read from the client since: the
+    /// transfer rate floor is measured over the whole transaction.
+    started: tokio::time::Instant,
+    received: u64,
 }
 
 struct Session<'r, S> {
@@ -84,6 +108,10 @@ struct Session<'r, S> {
     upstream: Option<UpstreamSmtp>,
     tx: Option<Transaction>,
     draining: tokio::sync::watch::Receiver<bool>,
+    /// Admission: lockouts, message allowance, eviction.
+    peer: Peer,
+    /// The client must have logged in by then.
+    preauth_deadline: tokio::time::Instant,
 }
 
 /// What a command line turned out to be.
@@ -264,18 +292,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let Some(credentials) = self.collect_credentials(mechanism, initial).await? else {
             return Ok(());
         };
+        let arrived = tokio::time::Instant::now();
+        let failure_at = arrived + self.relay.config.limits.auth_failure_delay;
         let login = credentials.login();
+        if self.peer.login_gate(&login) == LoginGate::Locked {
+            self.relay.stats.count(Counter::LoginLocked);
+            // As a wrong password: same reply, no sooner; the provider is
+            // not asked, so a right password teaches nothing either.
+            self.peer.login_failed(&login);
+            tokio::time::sleep_until(failure_at).await;
+            self.queue(&reply::auth_locked());
+            return Ok(());
+        }
         let config = &self.relay.config;
         let route = config.route(login.expose());
         let Some((index, endpoint)) =
             route.and_then(|i| Some((i, config.upstreams[i].smtp.as_ref()?)))
         else {
             self.relay.stats.count(Counter::LoginNoRoute);
+            self.peer.login_failed(&login);
+            tokio::time::sleep_until(failure_at).await;
             self.queue(&reply::auth_no_route());
             return Ok(());
         };
         let isolation = IsolationKey::for_session(config.egress.isolate, &login);
-        drop(login);
         let connected = UpstreamSmtp::connect(
             endpoint,
             self.relay.upstream_tls[index].clone(),
@@ -307,10 +347,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             Some(verdict) => {
                 if verdict.code == 235 {
                     self.relay.stats.count(Counter::Login);
+                    self.peer.logged_in(&login);
                     self.upstream = Some(upstream);
                 } else {
                     self.relay.stats.count(Counter::LoginRefusedByProvider);
                     upstream.quit().await;
+                    if verdict.code >= 500 {
+                        // Refused (not a temporary failure): charge it.
+                        self.peer.login_failed(&login);
+                        tokio::time::sleep_until(failure_at).await;
+                    }
                 }
                 self.queue(&verdict);
             }
@@ -518,6 +564,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             self.queue(&reply::unsupported_parameter());
             return Ok(());
         }
+        if !self.peer.take_message() {
+            self.relay.stats.count(Counter::MessageRateLimited);
+            self.queue(&reply::message_rate());
+            return Ok(());
+        }
         let Some(upstream) = self.upstream.as_mut() else {
             self.queue(&reply::auth_required());
             return Ok(());
@@ -546,6 +597,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 recipients: 0,
                 accepted: 0,
                 bdat: None,
+                started: tokio::time::Instant::now(),
+                received: 0,
             });
         }
         self.queue(&response);
@@ -821,11 +874,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             self.rpos = 0;
         }
         self.rbuf.reserve(16 * 1024);
-        let timeout = self.relay.config.limits.command_timeout;
+        let limits = &self.relay.config.limits;
+        let now = tokio::time::Instant::now();
+        // The read must end by the earliest of: the command timeout; the
+        // pre-authentication deadline (not logged in yet); the rate floor
+        // (in a transaction: a command timeout's grace plus one second per
+        // `min_transfer_bytes_per_sec` bytes received so far).
+        let mut deadline = now + limits.command_timeout;
+        let mut why = Slow::Idle;
+        if self.upstream.is_none() && self.preauth_deadline < deadline {
+            deadline = self.preauth_deadline;
+            why = Slow::Preauth;
+        }
+        if let Some(tx) = &self.tx {
+            let floor = u64::from(limits.min_transfer_bytes_per_sec);
+            let allowed = limits.command_timeout
+                + std::time::Duration::from_millis(tx.received.saturating_mul(1000) / floor);
+            if tx.started + allowed < deadline {
+                deadline = tx.started + allowed;
+                why = Slow::Transfer;
+            }
+        }
         let idle = self.tx.is_none() && self.rbuf.is_empty();
+        let before = self.rbuf.len();
         let read = tokio::select! {
-            read = tokio::time::timeout(timeout, self.io.read_buf(&mut self.rbuf)) => Some(read),
+            read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)) => Some(read),
             _ = Relay::until_draining(&mut self.draining), if idle => None,
+            _ = self.peer.evicted() => {
+                self.relay.stats.count(Counter::Evicted);
+                self.queue(&reply::evicted());
+                let _ = self.flush().await;
+                return Err(Closed);
+            }
         };
         let Some(read) = read else {
             self.queue(&reply::shutting_down());
@@ -834,10 +914,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => Err(Closed),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                if let Some(tx) = &mut self.tx {
+                    tx.received += (self.rbuf.len() - before) as u64;
+                }
+                Ok(())
+            }
             Err(_) => {
                 self.relay.stats.count(Counter::Timeout);
-                self.queue(&reply::idle_timeout());
+                self.queue(&match why {
+                    Slow::Idle => reply::idle_timeout(),
+                    Slow::Preauth => reply::preauth_timeout(),
+                    Slow::Transfer => reply::too_slow(),
+                });
                 let _ = self.flush().await;
                 Err(Closed)
             }

@@ -39,9 +39,20 @@ pub enum Counter {
     Timeout,
     /// A connection was refused because the relay was at its connection cap.
     RefusedBusy,
+    /// A connection was refused: too many new ones from its prefix lately.
+    RefusedRate,
+    /// A connection was refused: too many open from its prefix.
+    RefusedPrefixBusy,
+    /// A session that had not logged in was closed to make room at the cap.
+    Evicted,
+    /// A login was answered as failed without asking the provider: its
+    /// login or its prefix was locked out after too many failures.
+    LoginLocked,
+    /// A message was refused: its account's hourly allowance was spent.
+    MessageRateLimited,
 }
 
-const ALL: [Counter; 13] = [
+const ALL: [Counter; 18] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -55,6 +66,11 @@ const ALL: [Counter; 13] = [
     Counter::ProviderLost,
     Counter::Timeout,
     Counter::RefusedBusy,
+    Counter::RefusedRate,
+    Counter::RefusedPrefixBusy,
+    Counter::Evicted,
+    Counter::LoginLocked,
+    Counter::MessageRateLimited,
 ];
 
 impl Counter {
@@ -73,6 +89,11 @@ impl Counter {
             Counter::ProviderLost => "provider connections lost",
             Counter::Timeout => "client timeouts",
             Counter::RefusedBusy => "connections refused at the cap",
+            Counter::RefusedRate => "connections refused by rate",
+            Counter::RefusedPrefixBusy => "connections refused per prefix",
+            Counter::Evicted => "unauthenticated sessions evicted",
+            Counter::LoginLocked => "logins locked out",
+            Counter::MessageRateLimited => "messages over the hourly limit",
         }
     }
 }
@@ -126,7 +147,10 @@ mod tests {
             "SMTP sessions 2, IMAP sessions 0, logins 0, logins refused by provider 0, \
              logins for no configured provider 0, provider unreachable 0, Tor not ready 0, \
              messages relayed 0, messages refused by provider 0, messages refused here 0, \
-             provider connections lost 0, client timeouts 1, connections refused at the cap 0"
+             provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
+             connections refused by rate 0, connections refused per prefix 0, \
+             unauthenticated sessions evicted 0, logins locked out 0, \
+             messages over the hourly limit 0"
         );
         assert!(stats.take_report().starts_with("SMTP sessions 0,"));
     }

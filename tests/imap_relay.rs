@@ -709,12 +709,42 @@ async fn connections_over_the_cap_get_bye_unavailable() {
     let text =
         imap_relay_config(&upstream, "").replace("[limits]\n", "[limits]\nmax_connections = 1\n");
     let relay = start_relay_with(&text).await;
-    let (_first, greeting) = ImapClient::implicit(&relay).await;
+    let (mut first, greeting) = ImapClient::implicit(&relay).await;
     assert!(greeting.starts_with("* OK"), "{greeting}");
+    // Logged in, the first session is not evictable: the next is refused.
+    first.login().await;
     let (_second, refusal) = ImapClient::implicit(&relay).await;
     assert_eq!(
         refusal,
         "* BYE [UNAVAILABLE] Too many connections to the relay, try again later"
+    );
+}
+
+#[tokio::test]
+async fn at_the_cap_the_oldest_unauthenticated_session_makes_room() {
+    let upstream = start_imap_upstream(ImapScript::default()).await;
+    let text =
+        imap_relay_config(&upstream, "").replace("[limits]\n", "[limits]\nmax_connections = 2\n");
+    let relay = start_relay_with(&text).await;
+    let (mut idler, _) = ImapClient::implicit(&relay).await;
+    let (mut younger, _) = ImapClient::implicit(&relay).await;
+    // A third client arrives at the cap: the oldest that has not logged in
+    // is told why it goes, and the newcomer is served and can log in.
+    let (mut newcomer, greeting) = ImapClient::implicit(&relay).await;
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    assert_eq!(
+        idler.line().await,
+        "* BYE [UNAVAILABLE] The relay is full and this connection has not logged in; try again later"
+    );
+    newcomer.login().await;
+    // The younger one is still there.
+    assert!(younger.tagged("n1", "NOOP").await.starts_with("n1 OK"));
+    assert!(
+        !relay
+            .relay
+            .stats
+            .take_report()
+            .contains("unauthenticated sessions evicted 0")
     );
 }
 

@@ -700,7 +700,10 @@ async fn aggregate_counters_count_logins_and_messages_and_nothing_else() {
         "SMTP sessions 2, IMAP sessions 0, logins 1, logins refused by provider 1, \
          logins for no configured provider 0, provider unreachable 0, Tor not ready 0, \
          messages relayed 2, messages refused by provider 0, messages refused here 0, \
-         provider connections lost 0, client timeouts 0, connections refused at the cap 0"
+         provider connections lost 0, client timeouts 0, connections refused at the cap 0, \
+         connections refused by rate 0, connections refused per prefix 0, \
+         unauthenticated sessions evicted 0, logins locked out 0, \
+         messages over the hourly limit 0"
     );
 }
 
@@ -712,6 +715,8 @@ async fn connections_over_the_cap_are_told_421_and_served_once_there_is_room() {
     let relay = start_relay_with(&text).await;
     let (mut first, greeting) = Client::implicit(&relay).await;
     assert_eq!(greeting, "220 relay.test ESMTP");
+    // Logged in, the first session cannot be evicted to make room.
+    first.login().await;
     // Over the cap: a clear temporary refusal, then the connection closes.
     let (mut second, refusal) = Client::implicit(&relay).await;
     assert_eq!(
@@ -720,7 +725,6 @@ async fn connections_over_the_cap_are_told_421_and_served_once_there_is_room() {
     );
     assert!(second.is_closed().await);
     // The session in progress is unaffected.
-    first.login().await;
     assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye");
     assert!(first.is_closed().await);
     // With room again, a new client is served.

@@ -36,6 +36,7 @@ mode = "direct"
 max_message_bytes = 100000
 max_command_bytes = 2048
 max_imap_line_bytes = 4096
+auth_failure_delay_ms = 0
 [logging]
 stats_interval_minutes = 0
 "#,

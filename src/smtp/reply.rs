@@ -162,6 +162,17 @@ fixed! {
     shutting_down = 421, [4, 3, 2], "The relay is shutting down, try again later";
     /// Client silent too long.
     idle_timeout = 421, [4, 4, 2], "Idle timeout, closing connection";
+    /// Client still not logged in past the pre-authentication deadline.
+    preauth_timeout = 421, [4, 4, 2], "Took too long to log in, closing connection";
+    /// Client sending its message below the transfer rate floor.
+    too_slow = 421, [4, 4, 2], "Message data arriving too slowly, closing connection";
+    /// At the connection cap, the oldest unauthenticated session makes room.
+    evicted = 421, [4, 7, 0], "The relay is full and this connection has not logged in; try again later";
+    /// The account's hourly message allowance is spent.
+    message_rate = 451, [4, 7, 1], "Too many messages from this account this hour, try again later";
+    /// Login or prefix locked out after repeated failures: the same reply
+    /// as a wrong password, whatever the password.
+    auth_locked = 535, [5, 7, 8], "Authentication credentials invalid";
     /// The embedded Tor client has not finished bootstrapping (AUTH time,
     /// so 454 as RFC 4954 asks, with a network enhanced code).
     tor_not_ready = 454, [4, 4, 1], "Temporary failure: the relay's Tor connection is still starting, try again in a minute";

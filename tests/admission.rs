@@ -1,0 +1,357 @@
+//! Admission end to end: per-prefix connection rate and concurrency,
+//! lockout after failed logins (answering a right password like a wrong
+//! one, without asking the provider), messages per account per hour, the
+//! pre-authentication deadline and the transfer rate floor. Clients bind
+//! distinct 127.0.0.x source addresses to stand for distinct prefixes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::imap::*;
+use common::*;
+
+fn with_limits(text: String, limits: &str) -> String {
+    text.replace("[limits]\n", &format!("[limits]\n{limits}\n"))
+}
+
+async fn smtp_relay(limits: &str) -> (Upstream, TestRelay) {
+    let upstream = start_upstream(UpstreamScript::default()).await;
+    let text = with_limits(relay_config(&upstream, "implicit", true, ""), limits);
+    let relay = start_relay_with(&text).await;
+    (upstream, relay)
+}
+
+/// EHLO, STARTTLS and EHLO again from `source`.
+async fn smtp_from(relay: &TestRelay, source: &str) -> Client {
+    let (mut c, greeting) = Client::plain_from(relay, source).await;
+    assert_eq!(greeting, "220 relay.test ESMTP");
+    c.cmd("EHLO client.invalid").await;
+    assert!(c.cmd("STARTTLS").await.starts_with("220 "));
+    c.upgrade().await;
+    c.cmd("EHLO client.invalid").await;
+    c
+}
+
+fn upstream_auths(upstream: &Upstream) -> usize {
+    upstream
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("AUTH"))
+        .count()
+}
+
+#[tokio::test]
+async fn smtp_lockout_answers_a_right_password_like_a_wrong_one() {
+    let (upstream, relay) = smtp_relay(
+        "auth_failures_per_login = 2\nauth_failures_per_prefix = 100\nauth_failure_delay_ms = 300",
+    )
+    .await;
+    let mut c = smtp_from(&relay, "127.0.0.11").await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = c.auth_plain(USER, "wrong").await;
+        assert!(r.starts_with("535 5.7.8"), "{r}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "failure delay"
+        );
+    }
+    let asked = upstream_auths(&upstream);
+    assert_eq!(asked, 3, "the provider judged the first three");
+    // Locked now, from any prefix: wrong and right passwords get the same
+    // reply, after the same delay, and the provider is not asked.
+    let mut other = smtp_from(&relay, "127.0.0.12").await;
+    let started = Instant::now();
+    let wrong = other.auth_plain(USER, "wrong again").await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let started = Instant::now();
+    let right = other.auth_plain(USER, PASSWORD).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(wrong, right);
+    assert_eq!(right, "535 5.7.8 Authentication credentials invalid");
+    assert_eq!(
+        upstream_auths(&upstream),
+        asked,
+        "locked logins never reach the provider"
+    );
+    // The session is still usable: MAIL needs a login, as before.
+    assert!(
+        other
+            .cmd("MAIL FROM:<a@example.test>")
+            .await
+            .starts_with("530 ")
+    );
+    assert!(
+        !relay
+            .relay
+            .stats
+            .take_report()
+            .contains("logins locked out 0,")
+    );
+}
+
+#[tokio::test]
+async fn smtp_stuffing_from_one_prefix_leaves_another_prefix_alone() {
+    let (upstream, relay) = smtp_relay(
+        "auth_failures_per_prefix = 5\nauth_failures_per_login = 100\nauth_failure_delay_ms = 0",
+    )
+    .await;
+    let mut attacker = smtp_from(&relay, "127.0.0.21").await;
+    for i in 0..20 {
+        let r = attacker
+            .auth_plain(&format!("user{i}@example.test"), "guess")
+            .await;
+        assert!(r.starts_with("535 "), "{r}");
+    }
+    // Only the allowance plus the one that tripped the lock went upstream.
+    assert_eq!(upstream_auths(&upstream), 6);
+    // The attacker's prefix is locked even for the real account.
+    assert_eq!(
+        attacker.auth_plain(USER, PASSWORD).await,
+        "535 5.7.8 Authentication credentials invalid"
+    );
+    // An honest user elsewhere logs in and sends.
+    let mut honest = smtp_from(&relay, "127.0.0.22").await;
+    assert!(honest.auth_plain(USER, PASSWORD).await.starts_with("235 "));
+    let r = honest
+        .send_message(b"Subject: still works\r\n\r\nhello\r\n")
+        .await;
+    assert!(r.starts_with("250 "), "{r}");
+    assert_eq!(upstream.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn connection_rate_and_concurrency_per_prefix() {
+    let (_upstream, relay) =
+        smtp_relay("connections_per_prefix_per_minute = 3\nmax_connections_per_prefix = 100").await;
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let (c, greeting) = Client::plain_from(&relay, "127.0.0.31").await;
+        assert_eq!(greeting, "220 relay.test ESMTP");
+        kept.push(c);
+    }
+    let (mut c, refusal) = Client::plain_from(&relay, "127.0.0.31").await;
+    assert_eq!(
+        refusal,
+        "421 4.7.0 Too many new connections from your network, try again later"
+    );
+    assert!(c.is_closed().await);
+    let (_c, greeting) = Client::plain_from(&relay, "127.0.0.32").await;
+    assert_eq!(greeting, "220 relay.test ESMTP", "another prefix is served");
+
+    let (_upstream, relay) =
+        smtp_relay("connections_per_prefix_per_minute = 1000\nmax_connections_per_prefix = 2")
+            .await;
+    let (first, _) = Client::plain_from(&relay, "127.0.0.33").await;
+    let (_second, _) = Client::plain_from(&relay, "127.0.0.33").await;
+    let (_, refusal) = Client::plain_from(&relay, "127.0.0.33").await;
+    assert_eq!(
+        refusal,
+        "421 4.7.0 Too many open connections from your network, try again later"
+    );
+    let (_, greeting) = Client::plain_from(&relay, "127.0.0.34").await;
+    assert_eq!(greeting, "220 relay.test ESMTP");
+    // A place freed is a place again.
+    drop(first);
+    let mut served = false;
+    for _ in 0..50 {
+        let (_c, greeting) = Client::plain_from(&relay, "127.0.0.33").await;
+        if greeting == "220 relay.test ESMTP" {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served);
+    let report = relay.relay.stats.take_report();
+    assert!(
+        !report.contains("connections refused per prefix 0,"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn messages_per_account_per_hour() {
+    let (upstream, relay) = smtp_relay("messages_per_account_per_hour = 2").await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    for _ in 0..2 {
+        let r = c.send_message(b"Subject: x\r\n\r\nbody\r\n").await;
+        assert!(r.starts_with("250 "), "{r}");
+    }
+    // The allowance is the account's, not the session's.
+    let (mut d, _) = Client::implicit(&relay).await;
+    d.login().await;
+    assert_eq!(
+        d.cmd("MAIL FROM:<alice@example.test>").await,
+        "451 4.7.1 Too many messages from this account this hour, try again later"
+    );
+    assert_eq!(upstream.messages().len(), 2);
+    // Refused before the provider heard of it.
+    let mails = upstream
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("MAIL FROM"))
+        .count();
+    assert_eq!(mails, 2);
+}
+
+#[tokio::test]
+async fn no_login_within_the_preauth_deadline_gets_421() {
+    let (_upstream, relay) =
+        smtp_relay("preauth_timeout_secs = 5\ncommand_timeout_secs = 60").await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    let started = Instant::now();
+    // Busy but never logging in: NOOPs keep the command timeout at bay.
+    let reply = loop {
+        let r = c.cmd("NOOP").await;
+        if !r.starts_with("250") {
+            break r;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never cut off");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        reply,
+        "421 4.4.2 Took too long to log in, closing connection"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert!(c.is_closed().await);
+}
+
+#[tokio::test]
+async fn a_message_trickled_below_the_rate_floor_is_cut_and_never_stored() {
+    let (upstream, relay) =
+        smtp_relay("command_timeout_secs = 1\nmin_transfer_bytes_per_sec = 1000").await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    assert!(
+        c.cmd("MAIL FROM:<alice@example.test>")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<bob@example.test>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    // 20 bytes every 400 ms, each gap under the command timeout, the
+    // average far under the floor.
+    let started = Instant::now();
+    let mut cut = None;
+    for _ in 0..40 {
+        c.send(b"X-Slow: trickling..\r\n").await;
+        // The relay's reply, if it has given up on the client.
+        if let Ok(reply) = tokio::time::timeout(Duration::from_millis(400), c.reply()).await {
+            cut = Some(reply);
+            break;
+        }
+    }
+    assert_eq!(
+        cut.as_deref(),
+        Some("421 4.4.2 Message data arriving too slowly, closing connection"),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(upstream.messages().is_empty());
+    // Others are served.
+    let (mut d, _) = Client::implicit(&relay).await;
+    d.login().await;
+    assert!(
+        d.send_message(b"Subject: ok\r\n\r\nbody\r\n")
+            .await
+            .starts_with("250 ")
+    );
+}
+
+#[tokio::test]
+async fn a_steady_slow_message_above_the_floor_gets_through() {
+    let (upstream, relay) =
+        smtp_relay("command_timeout_secs = 1\nmin_transfer_bytes_per_sec = 100").await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    assert!(
+        c.cmd("MAIL FROM:<alice@example.test>")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<bob@example.test>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send(b"Subject: slow\r\n\r\n").await;
+    // About 200 bytes a second for 3 seconds: above the floor, and longer
+    // than the command timeout in total.
+    for _ in 0..15 {
+        c.send(b"slow but steady line, 40 bytes long..\r\n").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.send(b".\r\n").await;
+    let r = c.reply().await;
+    assert!(r.starts_with("250 "), "{r}");
+    assert_eq!(upstream.messages().len(), 1);
+}
+
+async fn imap_from(relay: &TestRelay, source: &str) -> ImapClient {
+    let (mut c, greeting) = ImapClient::plain_from(relay, source).await;
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    assert!(c.tagged("s", "STARTTLS").await.starts_with("s OK"));
+    c.upgrade().await;
+    c
+}
+
+#[tokio::test]
+async fn imap_lockout_answers_a_right_password_like_a_wrong_one() {
+    let upstream = start_imap_upstream(ImapScript::default()).await;
+    let text = with_limits(
+        imap_relay_config(&upstream, ""),
+        "auth_failures_per_prefix = 3\nauth_failures_per_login = 100\nauth_failure_delay_ms = 200",
+    );
+    let relay = start_relay_with(&text).await;
+    let mut c = imap_from(&relay, "127.0.0.41").await;
+    for i in 0..4 {
+        let r = c
+            .tagged(
+                &format!("a{i}"),
+                &format!("LOGIN user{i}@example.test wrong"),
+            )
+            .await;
+        assert!(r.contains("NO [AUTHENTICATIONFAILED]"), "{r}");
+    }
+    let asked =
+        || upstream.commands_named("LOGIN").len() + upstream.commands_named("AUTHENTICATE").len();
+    assert_eq!(asked(), 4);
+    let started = Instant::now();
+    let wrong = c.tagged("w", "LOGIN alice@example.test wrong").await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let right = c.tagged("w", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
+    assert_eq!(wrong, right);
+    assert_eq!(right, "w NO [AUTHENTICATIONFAILED] Authentication failed.");
+    assert_eq!(asked(), 4, "locked logins never reach the provider");
+    // Another prefix logs in.
+    let mut honest = imap_from(&relay, "127.0.0.42").await;
+    honest.login().await;
+}
+
+#[tokio::test]
+async fn imap_preauth_deadline_and_prefix_refusal() {
+    let upstream = start_imap_upstream(ImapScript::default()).await;
+    let text = with_limits(
+        imap_relay_config(&upstream, ""),
+        "preauth_timeout_secs = 5\nmax_connections_per_prefix = 1",
+    );
+    let relay = start_relay_with(&text).await;
+    let (mut c, _) = ImapClient::plain_from(&relay, "127.0.0.51").await;
+    let (_, refusal) = ImapClient::plain_from(&relay, "127.0.0.51").await;
+    assert_eq!(
+        refusal,
+        "* BYE [UNAVAILABLE] Too many open connections from your network, try again later"
+    );
+    let started = Instant::now();
+    let last = loop {
+        let lines = c.cmd("n", "NOOP").await;
+        if !lines.last().is_some_and(|l| l.starts_with("n OK")) {
+            break lines.first().cloned().unwrap_or_default();
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never cut off");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(last, "* BYE [UNAVAILABLE] Took too long to log in");
+}
