@@ -97,7 +97,10 @@ where
     let (up_r, up_w) = tokio::io::split(up);
     let ended = relay::run(
         settings,
-        Framed::with_buffered(client_r, client_buffered),
+        Framed::with_buffered(client_r, client_buffered).with_rate_floor(framed::RateFloor {
+            grace: limits.command_timeout,
+            bytes_per_sec: limits.min_transfer_bytes_per_sec,
+        }),
         client_w,
         Framed::with_buffered(up_r, up_buffered),
         up_w,

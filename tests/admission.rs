@@ -355,3 +355,46 @@ async fn imap_preauth_deadline_and_prefix_refusal() {
     };
     assert_eq!(last, "* BYE [UNAVAILABLE] Took too long to log in");
 }
+
+#[tokio::test]
+async fn an_imap_literal_trickled_below_the_rate_floor_is_cut_and_never_stored() {
+    let upstream = start_imap_upstream(ImapScript::default()).await;
+    let text = with_limits(
+        imap_relay_config(&upstream, ""),
+        "command_timeout_secs = 1\nmin_transfer_bytes_per_sec = 1000",
+    );
+    let relay = start_relay_with(&text).await;
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    c.login().await;
+    // 1000 bytes may take 1 s of grace plus 1 s; 10 bytes every 200 ms
+    // would take 20 s.
+    c.send(b"a1 APPEND Drafts {1000}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    let started = Instant::now();
+    let mut cut = None;
+    for _ in 0..50 {
+        c.send(b"X-Slow: 1\r\n").await;
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(200), c.line()).await {
+            cut = Some(line);
+            break;
+        }
+    }
+    assert_eq!(
+        cut.as_deref(),
+        Some("* BYE [UNAVAILABLE] Literal data arriving too slowly"),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        upstream
+            .commands_named("APPEND")
+            .iter()
+            .all(|a| a.literals.iter().all(|l| l.len() < 1000)),
+        "no whole message reached the provider"
+    );
+    // Others are served.
+    let (mut d, _) = ImapClient::implicit(&relay).await;
+    d.login().await;
+}

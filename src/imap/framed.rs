@@ -26,6 +26,19 @@ pub enum ReadError {
     /// The transport failed.
     #[error("I/O error: {0}")]
     Io(std::io::ErrorKind),
+    /// A literal arrived below the transfer rate floor.
+    #[error("literal too slow")]
+    TooSlow,
+}
+
+/// The slowest a literal may arrive: `grace`, plus one second per
+/// `bytes_per_sec` bytes of it.
+#[derive(Debug, Clone, Copy)]
+pub struct RateFloor {
+    /// Time allowed on top of the size-based allowance.
+    pub grace: std::time::Duration,
+    /// Bytes per second.
+    pub bytes_per_sec: u32,
 }
 
 impl From<std::io::Error> for ReadError {
@@ -40,6 +53,7 @@ pub struct Framed<R> {
     /// Wiped (whole capacity) when dropped or replaced.
     buf: Zeroizing<Vec<u8>>,
     pos: usize,
+    floor: Option<RateFloor>,
 }
 
 impl<R: AsyncRead + Unpin> Framed<R> {
@@ -57,6 +71,30 @@ impl<R: AsyncRead + Unpin> Framed<R> {
             inner,
             buf: Zeroizing::new(buffered),
             pos: 0,
+            floor: None,
+        }
+    }
+
+    /// Literals read from here must arrive no slower than `floor`.
+    pub fn with_rate_floor(mut self, floor: RateFloor) -> Self {
+        self.floor = Some(floor);
+        self
+    }
+
+    /// When a literal of `n` bytes starting now must have arrived by.
+    fn transfer_deadline(&self, n: u64) -> Option<tokio::time::Instant> {
+        let floor = self.floor?;
+        let millis = n.saturating_mul(1000) / u64::from(floor.bytes_per_sec.max(1));
+        Some(tokio::time::Instant::now() + floor.grace + std::time::Duration::from_millis(millis))
+    }
+
+    /// [`Self::fill`], failing with [`ReadError::TooSlow`] past `deadline`.
+    async fn fill_by(&mut self, deadline: Option<tokio::time::Instant>) -> Result<(), ReadError> {
+        match deadline {
+            None => self.fill().await,
+            Some(d) => tokio::time::timeout_at(d, self.fill())
+                .await
+                .unwrap_or(Err(ReadError::TooSlow)),
         }
     }
 
@@ -72,7 +110,9 @@ impl<R: AsyncRead + Unpin> Framed<R> {
 
     /// Takes the reader and the unconsumed bytes apart.
     pub fn into_parts(self) -> (R, Vec<u8>) {
-        let Framed { inner, buf, pos } = self;
+        let Framed {
+            inner, buf, pos, ..
+        } = self;
         (inner, buf[pos..].to_vec())
     }
 
@@ -164,10 +204,11 @@ impl<R: AsyncRead + Unpin> Framed<R> {
 
     /// Appends exactly `n` bytes to `out`.
     pub async fn read_exact_into(&mut self, n: usize, out: &mut Vec<u8>) -> Result<(), ReadError> {
+        let deadline = self.transfer_deadline(n as u64);
         let mut left = n;
         while left > 0 {
             if self.pos == self.buf.len() {
-                self.fill().await?;
+                self.fill_by(deadline).await?;
             }
             let avail = &self.buf[self.pos..];
             let take = avail.len().min(left);
@@ -184,6 +225,7 @@ impl<R: AsyncRead + Unpin> Framed<R> {
         n: u64,
         w: &mut W,
     ) -> Result<(), ReadError> {
+        let deadline = self.transfer_deadline(n);
         let mut left = n;
         while left > 0 {
             if self.pos == self.buf.len() {
@@ -191,7 +233,7 @@ impl<R: AsyncRead + Unpin> Framed<R> {
                     self.buf = Zeroizing::new(Vec::with_capacity(COPY_CAPACITY));
                     self.pos = 0;
                 }
-                self.fill().await?;
+                self.fill_by(deadline).await?;
             }
             let avail = &self.buf[self.pos..];
             let take = avail.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -204,10 +246,11 @@ impl<R: AsyncRead + Unpin> Framed<R> {
 
     /// Consumes exactly `n` bytes, keeping nothing.
     pub async fn skip_exact(&mut self, n: u64) -> Result<(), ReadError> {
+        let deadline = self.transfer_deadline(n);
         let mut left = n;
         while left > 0 {
             if self.pos == self.buf.len() {
-                self.fill().await?;
+                self.fill_by(deadline).await?;
             }
             let avail = self.buf.len() - self.pos;
             let take = avail.min(usize::try_from(left).unwrap_or(usize::MAX));

@@ -150,11 +150,16 @@ enum Stop {
     Upstream,
     /// The client was idle too long (it has been told).
     IdleTimeout,
+    /// The client sent a literal below the rate floor (not yet told).
+    TooSlow,
 }
 
 impl From<ReadError> for Stop {
-    fn from(_: ReadError) -> Self {
-        Stop::Client
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::TooSlow => Stop::TooSlow,
+            _ => Stop::Client,
+        }
     }
 }
 
@@ -192,6 +197,11 @@ impl<CR: AsyncRead + Unpin, UW: AsyncWrite + Unpin> ClientHalf<'_, '_, CR, UW> {
             // Let the upstream half notice the loss and say BYE.
             Err(Stop::Upstream) => std::future::pending().await,
             Err(Stop::IdleTimeout) => Ended::IdleTimeout,
+            Err(Stop::TooSlow) => {
+                self.close(b"* BYE [UNAVAILABLE] Literal data arriving too slowly\r\n".to_vec())
+                    .await;
+                Ended::IdleTimeout
+            }
             _ => Ended::Closed,
         }
     }
