@@ -55,7 +55,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let preauth_deadline = tokio::time::Instant::now() + relay.config.limits.preauth_timeout;
-    let Some(io) = crate::stream::accept(relay, stream, implicit_tls).await else {
+    // A client still in its TLS handshake can be evicted too.
+    let accepted = tokio::select! {
+        io = crate::stream::accept(relay, stream, implicit_tls) => io,
+        _ = peer.evicted() => None,
+    };
+    let Some(io) = accepted else {
         return;
     };
     let mut session = Session {
@@ -241,8 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 read = tokio::time::timeout_at(deadline, self.io.read_line(room, &mut command.bytes)) => Some(read),
                 _ = Relay::until_draining(&mut self.draining), if idle => None,
                 _ = self.peer.evicted() => {
-                    self.relay.stats.count(Counter::Evicted);
-                    self.out.extend_from_slice(
+                        self.out.extend_from_slice(
                         b"* BYE [UNAVAILABLE] The relay is full and this connection has not logged in; try again later\r\n",
                     );
                     let _ = self.flush().await;

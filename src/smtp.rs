@@ -47,7 +47,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let preauth_deadline = tokio::time::Instant::now() + relay.config.limits.preauth_timeout;
-    let Some(io) = crate::stream::accept(relay, stream, implicit_tls).await else {
+    // A client still in its TLS handshake can be evicted too.
+    let accepted = tokio::select! {
+        io = crate::stream::accept(relay, stream, implicit_tls) => io,
+        _ = peer.evicted() => None,
+    };
+    let Some(io) = accepted else {
         return;
     };
     let mut session = Session {
@@ -901,7 +906,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)) => Some(read),
             _ = Relay::until_draining(&mut self.draining), if idle => None,
             _ = self.peer.evicted() => {
-                self.relay.stats.count(Counter::Evicted);
                 self.queue(&reply::evicted());
                 let _ = self.flush().await;
                 return Err(Closed);

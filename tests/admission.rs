@@ -398,3 +398,32 @@ async fn an_imap_literal_trickled_below_the_rate_floor_is_cut_and_never_stored()
     let (mut d, _) = ImapClient::implicit(&relay).await;
     d.login().await;
 }
+
+#[tokio::test]
+async fn a_connection_stuck_before_its_tls_handshake_is_evicted_for_a_newcomer() {
+    let (upstream, relay) = smtp_relay("max_connections = 1").await;
+    // Connects to the implicit-TLS port and never says hello.
+    let mut stuck = tokio::net::TcpStream::connect(relay.implicit)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (mut c, greeting) = Client::implicit(&relay).await;
+    assert_eq!(greeting, "220 relay.test ESMTP");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    c.login().await;
+    assert!(
+        c.send_message(b"Subject: in\r\n\r\nbody\r\n")
+            .await
+            .starts_with("250 ")
+    );
+    assert_eq!(upstream.messages().len(), 1);
+    // The stuck one was closed (no TLS yet, so nothing could be said).
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut stuck, &mut buf),
+    )
+    .await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}
