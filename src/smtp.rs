@@ -349,6 +349,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             }
         };
         match self.relay_auth(&mut upstream, credentials).await? {
+            Some(verdict) if verdict.code == 421 => {
+                // The provider is closing: for the client that is a
+                // temporary authentication failure (RFC 4954's 454); its
+                // own connection to the relay stays usable.
+                self.relay.stats.count(Counter::ProviderLost);
+                upstream.quit().await;
+                self.queue(&reply::auth_upstream_unavailable());
+            }
             Some(verdict) => {
                 if verdict.code == 235 {
                     self.relay.stats.count(Counter::Login);

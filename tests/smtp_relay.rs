@@ -864,3 +864,41 @@ async fn provider_silent_past_the_timeout_gives_421_and_stores_nothing() {
         assert_eq!(greeting, "220 relay.test ESMTP", "{step}");
     }
 }
+
+#[tokio::test]
+async fn provider_421_at_auth_is_a_temporary_failure_not_a_lockout() {
+    let upstream = start_upstream(UpstreamScript {
+        fail_421_at: Some("AUTH"),
+        ..UpstreamScript::default()
+    })
+    .await;
+    let text = relay_config(&upstream, "implicit", true, "")
+        .replace("[limits]\n", "[limits]\nauth_failures_per_login = 1\n");
+    let relay = start_relay_with(&text).await;
+    for _ in 0..3 {
+        let (mut c, _) = Client::implicit(&relay).await;
+        c.cmd("EHLO client.invalid").await;
+        let reply = c.auth_plain(USER, PASSWORD).await;
+        // 421 would tell the client the relay is closing; it is not.
+        assert_eq!(
+            reply,
+            "454 4.7.0 Temporary authentication failure: provider unreachable, try again later"
+        );
+        assert!(
+            c.cmd("MAIL FROM:<alice@example.test>")
+                .await
+                .starts_with("530")
+        );
+    }
+    // Temporary failures are not charged: three of them did not lock the
+    // login, each one reached the provider.
+    let auths = upstream
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("AUTH"))
+        .count();
+    assert_eq!(auths, 3);
+    assert!(upstream.messages().is_empty());
+    let (_c, greeting) = Client::implicit(&relay).await;
+    assert_eq!(greeting, "220 relay.test ESMTP");
+}
