@@ -193,3 +193,76 @@ async fn hostile_imap_input_gets_a_clear_reply() {
         assert_eq!(closed, *closes, "{what}: closed?");
     }
 }
+
+/// Sends `message` (already in wire form: dot-stuffed DATA content with its
+/// terminator, or a BDAT command with its chunk) after MAIL and RCPT on a
+/// fresh authenticated session; returns the final reply.
+async fn smtp_message(relay: &TestRelay, wire: &[u8]) -> String {
+    let (mut c, _) = Client::implicit(relay).await;
+    c.login().await;
+    assert!(
+        c.cmd("MAIL FROM:<alice@example.test>")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<bob@example.test>").await.starts_with("250"));
+    c.send(wire).await;
+    let mut reply = c.reply().await;
+    if reply.starts_with("354") {
+        reply = c.reply().await;
+    }
+    reply
+}
+
+#[tokio::test]
+async fn hostile_messages_get_a_clear_reply_and_arrive_byte_for_byte() {
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
+    // (what, wire bytes, final reply, what the provider stores)
+    let cases: Vec<(&str, Vec<u8>, &str, Vec<u8>)> = vec![
+        (
+            "8-bit and invalid UTF-8 in a header, no SMTPUTF8",
+            b"DATA\r\nSubject: caf\xe9 \xff\xfe\r\n\r\nbody\r\n.\r\n".to_vec(),
+            "250 2.0.0 Ok: queued as ABC123",
+            b"Subject: caf\xe9 \xff\xfe\r\n\r\nbody\r\n".to_vec(),
+        ),
+        (
+            "a header block and no body",
+            b"DATA\r\nSubject: only a header\r\n.\r\n".to_vec(),
+            "250 2.0.0 Ok: queued as ABC123",
+            b"Subject: only a header\r\n".to_vec(),
+        ),
+        (
+            "NUL bytes in a header and in the body",
+            b"DATA\r\nSubject: a\0b\r\n\r\nx\0y\r\n.\r\n".to_vec(),
+            "250 2.0.0 Ok: queued as ABC123",
+            b"Subject: a\0b\r\n\r\nx\0y\r\n".to_vec(),
+        ),
+        (
+            // This provider has no CHUNKING: the message goes by DATA, whose
+            // content must end in CRLF (RFC 5321 4.1.1.4), so one is added.
+            "BDAT message without a final CRLF",
+            b"BDAT 20 LAST\r\nSubject: x\r\n\r\nno end".to_vec(),
+            "250 2.0.0 Ok: queued as ABC123",
+            b"Subject: x\r\n\r\nno end\r\n".to_vec(),
+        ),
+        (
+            "DATA whose last line has no CRLF before the dot",
+            b"DATA\r\nSubject: x\r\n\r\nno end.\r\n.\r\n".to_vec(),
+            "250 2.0.0 Ok: queued as ABC123",
+            b"Subject: x\r\n\r\nno end.\r\n".to_vec(),
+        ),
+    ];
+    for (what, wire, expect, stored) in &cases {
+        let before = upstream.messages().len();
+        let reply = smtp_message(&relay, wire).await;
+        assert_eq!(&reply, expect, "{what}");
+        let messages = upstream.messages();
+        assert_eq!(messages.len(), before + 1, "{what}");
+        assert_eq!(
+            &messages[before].data,
+            stored,
+            "{what}: {:?}",
+            String::from_utf8_lossy(&messages[before].data)
+        );
+    }
+}
