@@ -40,6 +40,12 @@ use crate::privacy::Sensitive;
 /// Most tags a rate table holds before new keys share an overflow bucket.
 pub const MAX_KEYS: usize = 100_000;
 
+/// Logins one prefix may have waiting on a provider's verdict at once;
+/// more wait their turn. Failures are charged when the verdict comes, so
+/// without this a prefix with many connections could have that many
+/// guesses in flight past its allowance.
+pub const AUTH_IN_FLIGHT_PER_PREFIX: usize = 4;
+
 /// A keyed hash standing for an address prefix or a login.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tag([u8; 16]);
@@ -171,6 +177,7 @@ pub struct Admission {
     messages: Rate,
     preauth: Mutex<BTreeMap<u64, Arc<Notify>>>,
     next_session: AtomicU64,
+    auth_turns: Mutex<HashMap<Tag, Arc<tokio::sync::Semaphore>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -191,6 +198,7 @@ impl Admission {
             messages: Rate::new(limits.messages_per_hour, Duration::from_secs(3600)),
             preauth: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(0),
+            auth_turns: Mutex::new(HashMap::new()),
             limits,
         }
     }
@@ -358,7 +366,46 @@ pub enum LoginGate {
     Locked,
 }
 
+/// A prefix's turn to have a login checked by a provider; see
+/// [`AUTH_IN_FLIGHT_PER_PREFIX`].
+pub struct AuthTurn {
+    admission: Arc<Admission>,
+    prefix: Tag,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for AuthTurn {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut turns = lock(&self.admission.auth_turns);
+        // Clones are made under this lock: a count of one is the table's
+        // own, and nobody is waiting.
+        if turns
+            .get(&self.prefix)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
+            turns.remove(&self.prefix);
+        }
+    }
+}
+
 impl Peer {
+    /// Waits until this prefix has fewer than [`AUTH_IN_FLIGHT_PER_PREFIX`]
+    /// logins in progress; hold the turn until the attempt is charged.
+    pub async fn auth_turn(&self) -> AuthTurn {
+        let semaphore = lock(&self.admission.auth_turns)
+            .entry(self.prefix)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(AUTH_IN_FLIGHT_PER_PREFIX)))
+            .clone();
+        // The semaphore is never closed.
+        let permit = semaphore.acquire_owned().await.ok();
+        AuthTurn {
+            admission: self.admission.clone(),
+            prefix: self.prefix,
+            permit,
+        }
+    }
+
     /// Whether a login attempt for `login` may proceed.
     pub fn login_gate(&self, login: &Sensitive<String>) -> LoginGate {
         if self
@@ -589,6 +636,33 @@ mod tests {
             !a.evict_oldest_preauth(),
             "nobody else is waiting to log in"
         );
+    }
+
+    #[test]
+    fn logins_in_flight_per_prefix_are_capped_and_the_table_empties() {
+        let a = Arc::new(Admission::new(limits()));
+        let p = a.admit(ip("10.0.0.1")).unwrap();
+        let q = a.admit(ip("10.0.0.2")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut turns = Vec::new();
+            for _ in 0..AUTH_IN_FLIGHT_PER_PREFIX {
+                turns.push(p.auth_turn().await);
+            }
+            let quick = Duration::from_millis(50);
+            assert!(tokio::time::timeout(quick, p.auth_turn()).await.is_err());
+            // Another prefix is not held up.
+            let other = tokio::time::timeout(quick, q.auth_turn()).await;
+            assert!(other.is_ok());
+            drop(other);
+            turns.pop();
+            assert!(tokio::time::timeout(quick, p.auth_turn()).await.is_ok());
+            drop(turns);
+        });
+        assert!(lock(&a.auth_turns).is_empty());
     }
 
     #[test]

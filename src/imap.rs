@@ -429,6 +429,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         tag: &[u8],
         credentials: ClientCredentials,
     ) -> Result<Option<UpstreamImap>, Closed> {
+        let _turn = self.peer.auth_turn().await;
         let failure_at = tokio::time::Instant::now() + self.relay.config.limits.auth_failure_delay;
         let login = credentials.login();
         if self.peer.login_gate(&login) == LoginGate::Locked {

@@ -297,6 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let Some(credentials) = self.collect_credentials(mechanism, initial).await? else {
             return Ok(());
         };
+        let _turn = self.peer.auth_turn().await;
         let arrived = tokio::time::Instant::now();
         let failure_at = arrived + self.relay.config.limits.auth_failure_delay;
         let login = credentials.login();
