@@ -13,11 +13,14 @@
 //! [`MAX_KEYS`] tags, unknown keys share one overflow bucket until pruning
 //! frees room, so a flood from many prefixes cannot grow memory without end.
 //!
-//! Lockout: each failed login is charged to its login tag and to its prefix
-//! tag. When either runs out of allowance it is locked for `auth_lockout`.
-//! While locked, logins are not sent to the provider at all and get the same
-//! reply a wrong password gets, after the same delay, whatever the password:
-//! a guesser learns nothing from a correct guess made while locked.
+//! Lockout: each login the provider refuses is charged to its login tag and
+//! to its prefix tag; a temporary failure (the password was not judged) to
+//! the prefix only. When either runs out of allowance it is locked for
+//! `auth_lockout`. While locked, logins are not sent to the provider at all
+//! and all get one temporary refusal, no sooner than a wrong password's,
+//! whatever the password: a guesser learns nothing from a correct guess
+//! made while locked, and an honest user's client is not led to ask for a
+//! new password.
 //!
 //! Slowloris: sessions that have not logged in are registered oldest first;
 //! at the global connection cap the oldest is told to leave to make room
@@ -272,6 +275,12 @@ impl Admission {
             .any(|t| locked.get(t).is_some_and(|until| *until > now))
     }
 
+    fn charge_prefix(&self, prefix: Tag) {
+        if !self.fail_prefix.take(&prefix) {
+            self.lock_out(&[prefix]);
+        }
+    }
+
     fn charge_failure(&self, prefix: Tag, login: Tag) {
         let mut lock_now = Vec::with_capacity(2);
         if !self.fail_prefix.take(&prefix) {
@@ -280,6 +289,10 @@ impl Admission {
         if !self.fail_login.take(&login) {
             lock_now.push(login);
         }
+        self.lock_out(&lock_now);
+    }
+
+    fn lock_out(&self, lock_now: &[Tag]) {
         if lock_now.is_empty() {
             return;
         }
@@ -296,7 +309,7 @@ impl Admission {
             }
         }
         for tag in lock_now {
-            locked.insert(tag, until);
+            locked.insert(*tag, until);
         }
     }
 
@@ -422,6 +435,12 @@ impl Peer {
     pub fn login_failed(&self, login: &Sensitive<String>) {
         self.admission
             .charge_failure(self.prefix, Tag::for_login(login));
+    }
+
+    /// The provider failed a login temporarily (its password was not
+    /// judged): charged to the prefix only.
+    pub fn login_failed_temporarily(&self) {
+        self.admission.charge_prefix(self.prefix);
     }
 
     /// The provider accepted `login`: the session is no longer a
@@ -572,6 +591,14 @@ mod tests {
         }
         assert_eq!(s.login_gate(&login("fresh@x")), LoginGate::Locked);
         assert_eq!(q.login_gate(&login("fresh@x")), LoginGate::Open);
+        // Temporary failures count against the prefix, not the login.
+        let t = a.admit(ip("10.4.0.1")).unwrap();
+        for _ in 0..5 {
+            assert_eq!(t.login_gate(&login("patient@x")), LoginGate::Open);
+            t.login_failed_temporarily();
+        }
+        assert_eq!(t.login_gate(&login("patient@x")), LoginGate::Locked);
+        assert_eq!(q.login_gate(&login("patient@x")), LoginGate::Open);
     }
 
     #[test]

@@ -34,9 +34,13 @@ use upstream::{AuthOutcome, UpstreamImap};
 /// software name, nothing from any provider.
 const CAPABILITIES_TLS: &str =
     "IMAP4rev1 SASL-IR ID AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 AUTH=OAUTHBEARER";
-/// A failed login: no route, locked out. Dovecot's wording, so that the
-/// relay's own refusals read like a provider's.
+/// A login with no route: Dovecot's wording for a wrong password, so that
+/// the relay's routing table cannot be probed.
 const AUTH_FAILED: &str = "NO [AUTHENTICATIONFAILED] Authentication failed.";
+
+/// A login while its login or network is locked out: one reply for every
+/// password, temporary so that a client does not ask for a new password.
+const AUTH_LOCKED: &str = "NO [UNAVAILABLE] Too many failed logins, try again later";
 
 /// Capabilities before STARTTLS: no way to log in yet.
 const CAPABILITIES_PLAIN: &str = "IMAP4rev1 STARTTLS LOGINDISABLED ID";
@@ -434,11 +438,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let login = credentials.login();
         if self.peer.login_gate(&login) == LoginGate::Locked {
             self.relay.stats.count(Counter::LoginLocked);
-            // As a wrong password: same reply, no sooner; the provider is
-            // not asked, so a right password teaches nothing either.
+            // One reply for every password, no sooner than a refusal; the
+            // provider is not asked, so a right guess teaches nothing.
             self.peer.login_failed(&login);
             tokio::time::sleep_until(failure_at).await;
-            self.tagged(tag, AUTH_FAILED);
+            self.tagged(tag, AUTH_LOCKED);
             return Ok(None);
         }
         let config = &self.relay.config;
@@ -519,8 +523,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             }
             Ok(AuthOutcome::Refused(done)) => {
                 self.relay.stats.count(Counter::LoginRefusedByProvider);
-                self.peer.login_failed(&login);
-                tokio::time::sleep_until(failure_at).await;
+                if contains(&done.status_and_text, b"[UNAVAILABLE]") {
+                    // Temporary: the network is charged, not the login.
+                    self.peer.login_failed_temporarily();
+                } else {
+                    self.peer.login_failed(&login);
+                    tokio::time::sleep_until(failure_at).await;
+                }
                 self.relay_untagged(&done.untagged);
                 self.relay_tagged(tag, &done.status_and_text);
                 Ok(None)
@@ -640,4 +649,9 @@ fn login_credentials(args: &[u8]) -> Option<ClientCredentials> {
         password: Secret::new(std::mem::take(&mut password)),
     };
     Some(credentials)
+}
+
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -303,8 +303,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let login = credentials.login();
         if self.peer.login_gate(&login) == LoginGate::Locked {
             self.relay.stats.count(Counter::LoginLocked);
-            // As a wrong password: same reply, no sooner; the provider is
-            // not asked, so a right password teaches nothing either.
+            // One reply for every password, no sooner than a refusal; the
+            // provider is not asked, so a right guess teaches nothing.
             self.peer.login_failed(&login);
             tokio::time::sleep_until(failure_at).await;
             self.queue(&reply::auth_locked());
@@ -356,6 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 // own connection to the relay stays usable.
                 self.relay.stats.count(Counter::ProviderLost);
                 upstream.quit().await;
+                self.peer.login_failed_temporarily();
                 self.queue(&reply::auth_upstream_unavailable());
             }
             Some(verdict) => {
@@ -367,9 +368,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                     self.relay.stats.count(Counter::LoginRefusedByProvider);
                     upstream.quit().await;
                     if verdict.code >= 500 {
-                        // Refused (not a temporary failure): charge it.
                         self.peer.login_failed(&login);
                         tokio::time::sleep_until(failure_at).await;
+                    } else {
+                        // Temporary (the password was not judged): charged
+                        // to the network only, so that guessing cannot go
+                        // on for ever against a provider that has slowed
+                        // down, as Dovecot does for an address that fails.
+                        self.peer.login_failed_temporarily();
                     }
                 }
                 self.queue(&verdict);

@@ -42,7 +42,7 @@ fn upstream_auths(upstream: &Upstream) -> usize {
 }
 
 #[tokio::test]
-async fn smtp_lockout_answers_a_right_password_like_a_wrong_one() {
+async fn smtp_lockout_answers_every_password_alike_without_asking_the_provider() {
     let (upstream, relay) = smtp_relay(
         "auth_failures_per_login = 2\nauth_failures_per_prefix = 100\nauth_failure_delay_ms = 300",
     )
@@ -60,7 +60,8 @@ async fn smtp_lockout_answers_a_right_password_like_a_wrong_one() {
     let asked = upstream_auths(&upstream);
     assert_eq!(asked, 3, "the provider judged the first three");
     // Locked now, from any prefix: wrong and right passwords get the same
-    // reply, after the same delay, and the provider is not asked.
+    // temporary refusal, no sooner than a wrong password's, and the
+    // provider is not asked.
     let mut other = smtp_from(&relay, "127.0.0.12").await;
     let started = Instant::now();
     let wrong = other.auth_plain(USER, "wrong again").await;
@@ -69,7 +70,7 @@ async fn smtp_lockout_answers_a_right_password_like_a_wrong_one() {
     let right = other.auth_plain(USER, PASSWORD).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(wrong, right);
-    assert_eq!(right, "535 5.7.8 Authentication credentials invalid");
+    assert_eq!(right, "454 4.7.0 Too many failed logins, try again later");
     assert_eq!(
         upstream_auths(&upstream),
         asked,
@@ -102,14 +103,15 @@ async fn smtp_stuffing_from_one_prefix_leaves_another_prefix_alone() {
         let r = attacker
             .auth_plain(&format!("user{i}@example.test"), "guess")
             .await;
-        assert!(r.starts_with("535 "), "{r}");
+        let expected = if i < 6 { "535 " } else { "454 4.7.0 Too many" };
+        assert!(r.starts_with(expected), "{i}: {r}");
     }
     // Only the allowance plus the one that tripped the lock went upstream.
     assert_eq!(upstream_auths(&upstream), 6);
     // The attacker's prefix is locked even for the real account.
     assert_eq!(
         attacker.auth_plain(USER, PASSWORD).await,
-        "535 5.7.8 Authentication credentials invalid"
+        "454 4.7.0 Too many failed logins, try again later"
     );
     // An honest user elsewhere logs in and sends.
     let mut honest = smtp_from(&relay, "127.0.0.22").await;
@@ -298,7 +300,7 @@ async fn imap_from(relay: &TestRelay, source: &str) -> ImapClient {
 }
 
 #[tokio::test]
-async fn imap_lockout_answers_a_right_password_like_a_wrong_one() {
+async fn imap_lockout_answers_every_password_alike_without_asking_the_provider() {
     let upstream = start_imap_upstream(ImapScript::default()).await;
     let text = with_limits(
         imap_relay_config(&upstream, ""),
@@ -323,7 +325,10 @@ async fn imap_lockout_answers_a_right_password_like_a_wrong_one() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     let right = c.tagged("w", &format!("LOGIN {USER} \"{PASSWORD}\"")).await;
     assert_eq!(wrong, right);
-    assert_eq!(right, "w NO [AUTHENTICATIONFAILED] Authentication failed.");
+    assert_eq!(
+        right,
+        "w NO [UNAVAILABLE] Too many failed logins, try again later"
+    );
     assert_eq!(asked(), 4, "locked logins never reach the provider");
     // Another prefix logs in.
     let mut honest = imap_from(&relay, "127.0.0.42").await;

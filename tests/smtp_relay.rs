@@ -866,32 +866,40 @@ async fn provider_silent_past_the_timeout_gives_421_and_stores_nothing() {
 }
 
 #[tokio::test]
-async fn provider_421_at_auth_is_a_temporary_failure_not_a_lockout() {
+async fn provider_421_at_auth_is_a_temporary_failure_charged_to_the_network_only() {
     let upstream = start_upstream(UpstreamScript {
         fail_421_at: Some("AUTH"),
         ..UpstreamScript::default()
     })
     .await;
-    let text = relay_config(&upstream, "implicit", true, "")
-        .replace("[limits]\n", "[limits]\nauth_failures_per_login = 1\n");
+    let text = relay_config(&upstream, "implicit", true, "").replace(
+        "[limits]\n",
+        "[limits]\nauth_failures_per_login = 1\nauth_failures_per_prefix = 2\nauth_failure_delay_ms = 0\n",
+    );
     let relay = start_relay_with(&text).await;
-    for _ in 0..3 {
+    let mut replies = Vec::new();
+    for _ in 0..4 {
         let (mut c, _) = Client::implicit(&relay).await;
         c.cmd("EHLO client.invalid").await;
-        let reply = c.auth_plain(USER, PASSWORD).await;
-        // 421 would tell the client the relay is closing; it is not.
-        assert_eq!(
-            reply,
-            "454 4.7.0 Temporary authentication failure: provider unreachable, try again later"
-        );
+        replies.push(c.auth_plain(USER, PASSWORD).await);
+        // The client's own connection stays usable.
         assert!(
             c.cmd("MAIL FROM:<alice@example.test>")
                 .await
                 .starts_with("530")
         );
     }
-    // Temporary failures are not charged: three of them did not lock the
-    // login, each one reached the provider.
+    // 421 would tell the client the relay is closing; it is not.
+    let unavailable =
+        "454 4.7.0 Temporary authentication failure: provider unreachable, try again later";
+    assert_eq!(replies[..3], [unavailable, unavailable, unavailable]);
+    // Not charged to the login (its allowance is 1), but to the network
+    // (allowance 2): the third failure locked it, the fourth login was not
+    // sent to the provider.
+    assert_eq!(
+        replies[3],
+        "454 4.7.0 Too many failed logins, try again later"
+    );
     let auths = upstream
         .lines()
         .iter()

@@ -171,8 +171,9 @@ fixed! {
     /// The account's hourly message allowance is spent.
     message_rate = 451, [4, 7, 1], "Too many messages from this account this hour, try again later";
     /// Login or prefix locked out after repeated failures: the same reply
-    /// as a wrong password, whatever the password.
-    auth_locked = 535, [5, 7, 8], "Authentication credentials invalid";
+    /// whatever the password, and temporary, so that a mail client does not
+    /// ask its user for a new password.
+    auth_locked = 454, [4, 7, 0], "Too many failed logins, try again later";
     /// The embedded Tor client has not finished bootstrapping (AUTH time,
     /// so 454 as RFC 4954 asks, with a network enhanced code).
     tor_not_ready = 454, [4, 4, 1], "Temporary failure: the relay's Tor connection is still starting, try again in a minute";
