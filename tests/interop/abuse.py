@@ -1,0 +1,339 @@
+"""Abuse and load drivers for abuse.sh. Each mode prints one JSON line.
+
+    abuse.py smtp-load  --port P --sessions N
+        N concurrent implicit-TLS submission sessions: all connect and log
+        in, wait for each other, then each sends one message and quits.
+    abuse.py honest     --smtp-port P --imap-port Q --source A
+        One honest user from address A: SMTP connect, login, send; IMAP
+        connect, login, SELECT. Times each (seconds).
+    abuse.py slowloris  --port P --count N --sources S --tls 0|1 --hold SECS
+        N connections from S distinct source addresses (127.0.x.y), each
+        trickling one byte every 2 s for SECS seconds (plain: an EHLO line;
+        implicit TLS: a TLS record header promising 16 KiB, then its bytes).
+        Prints how many the relay accepted, refused with a reply, or closed,
+        and how many were still open at the end. Runs an `honest` round
+        halfway through.
+    abuse.py stuffing   --port P --attempts N --source A --connections C --proto smtp|imap
+        N wrong-password logins (a new login name each time) from address A
+        over up to C connections at once, reconnecting when closed. Counts
+        replies by kind.
+
+Every TLS connection is verified against $CA. Bounded: every loop has a
+fixed count or a deadline."""
+
+import argparse
+import asyncio
+import base64
+import collections
+import json
+import os
+import ssl
+import time
+
+CA = os.environ["CA"]
+HOST = "127.0.0.1"
+
+
+def ctx():
+    c = ssl.create_default_context(cafile=CA)
+    return c
+
+
+async def smtp_reply(r, timeout=120):
+    """One (possibly multi-line) SMTP reply as (code, last line)."""
+    while True:
+        line = await asyncio.wait_for(r.readline(), timeout)
+        if not line:
+            raise ConnectionError("closed")
+        if line[3:4] != b"-":
+            return int(line[:3]), line.decode(errors="replace").strip()
+
+
+async def smtp_cmd(r, w, text, timeout=120):
+    w.write(text + b"\r\n")
+    await w.drain()
+    return await smtp_reply(r, timeout)
+
+
+def plain(user, password):
+    return base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
+
+
+MESSAGE = (b"From: Alice <alice@example.test>\r\nTo: alice@example.test\r\n"
+           b"Subject: load\r\n\r\n" + b"x" * 74 + b"\r\n") * 1
+
+
+async def smtp_session(port, gate, barrier, source=None):
+    r, w = await asyncio.open_connection(HOST, port, ssl=ctx(), server_hostname="localhost",
+                                         local_addr=(source, 0) if source else None)
+    try:
+        code, text = await smtp_reply(r)
+        assert code == 220, text
+        await smtp_cmd(r, w, b"EHLO load.invalid")
+        code, text = await smtp_cmd(r, w, b"AUTH PLAIN " + plain("alice@example.test", "alice-pw"))
+        assert code == 235, text
+        gate.release()
+        if barrier is not None:
+            await barrier.wait()
+        for cmd, want in [(b"MAIL FROM:<alice@example.test>", 250), (b"RCPT TO:<alice@example.test>", 250),
+                          (b"DATA", 354)]:
+            code, text = await smtp_cmd(r, w, cmd)
+            assert code == want, text
+        w.write(MESSAGE + b".\r\n")
+        await w.drain()
+        code, text = await smtp_reply(r)
+        assert code == 250, text
+        await smtp_cmd(r, w, b"QUIT")
+    finally:
+        w.close()
+
+
+async def smtp_load(a):
+    # Connect and log in at most 50 at a time (as a client pool would), then
+    # hold all N open and send at once.
+    gate = asyncio.Semaphore(50)
+    barrier = asyncio.Barrier(a.sessions)
+    errors = []
+
+    async def one():
+        await gate.acquire()
+        try:
+            await smtp_session(a.port, gate, barrier)
+        except BaseException as e:  # counted, reported
+            errors.append(repr(e))
+            try:
+                gate.release()
+            except ValueError:
+                pass
+            await barrier.abort()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(a.sessions)))
+    print(json.dumps({"test": "smtp-load", "sessions": a.sessions, "errors": len(errors),
+                      "first_error": errors[0] if errors else None,
+                      "seconds": round(time.perf_counter() - t0, 2)}), flush=True)
+
+
+async def honest_round(smtp_port, imap_port, source):
+    out = {}
+    t0 = time.perf_counter()
+    try:
+        r, w = await asyncio.open_connection(HOST, smtp_port, ssl=ctx(), server_hostname="localhost",
+                                             local_addr=(source, 0))
+        code, text = await smtp_reply(r, 30)
+        assert code == 220, text
+        await smtp_cmd(r, w, b"EHLO honest.invalid", 30)
+        code, text = await smtp_cmd(r, w, b"AUTH PLAIN " + plain("alice@example.test", "alice-pw"), 30)
+        assert code == 235, text
+        out["smtp_login_s"] = round(time.perf_counter() - t0, 3)
+        for cmd, want in [(b"MAIL FROM:<alice@example.test>", 250), (b"RCPT TO:<bob@example.test>", 250),
+                          (b"DATA", 354)]:
+            code, text = await smtp_cmd(r, w, cmd, 30)
+            assert code == want, text
+        w.write(b"Subject: honest\r\n\r\nsent while under attack\r\n.\r\n")
+        await w.drain()
+        code, text = await smtp_reply(r, 60)
+        assert code == 250, text
+        out["smtp_send_s"] = round(time.perf_counter() - t0, 3)
+        w.close()
+        t1 = time.perf_counter()
+        r, w = await asyncio.open_connection(HOST, imap_port, ssl=ctx(), server_hostname="localhost",
+                                             local_addr=(source, 0))
+        greeting = await asyncio.wait_for(r.readline(), 30)
+        assert greeting.startswith(b"* OK"), greeting
+        w.write(b'a LOGIN "bob@example.test" "bob-pw"\r\nb SELECT INBOX\r\nc LOGOUT\r\n')
+        await w.drain()
+        seen = []
+        while True:
+            line = await asyncio.wait_for(r.readline(), 30)
+            if not line:
+                break
+            seen.append(line)
+            if line.startswith(b"b "):
+                assert line.startswith(b"b OK"), line
+                out["imap_login_select_s"] = round(time.perf_counter() - t1, 3)
+            if line.startswith(b"c "):
+                break
+        assert any(l.startswith(b"a OK") for l in seen), seen
+        w.close()
+        out["ok"] = True
+    except BaseException as e:
+        out["ok"] = False
+        out["error"] = repr(e)
+    return out
+
+
+async def honest(a):
+    res = await honest_round(a.smtp_port, a.imap_port, a.source)
+    res["test"] = "honest"
+    res["label"] = a.label
+    print(json.dumps(res), flush=True)
+
+
+def sources(n):
+    """n distinct loopback addresses 127.0.1.1 onwards (skipping .0/.255)."""
+    out = []
+    i = 0
+    while len(out) < n:
+        hi, lo = divmod(i, 254)
+        out.append(f"127.0.{1 + hi}.{1 + lo}")
+        i += 1
+    return out
+
+
+async def trickler(port, tls, source, hold_until, stats):
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(HOST, port, local_addr=(source, 0)), 10)
+    except BaseException:
+        stats["connect_failed"] += 1
+        return
+    stats["connected"] += 1
+    if tls:
+        payload = b"\x16\x03\x01\x40\x00" + b"\x00" * 16384
+    else:
+        # A greeting comes first; then an EHLO line, one byte at a time.
+        payload = b"EHLO " + b"a" * 5000 + b"\r\n"
+    i = 0
+    closed_reason = None
+    try:
+        while time.monotonic() < hold_until and i < len(payload):
+            w.write(payload[i:i + 1])
+            await w.drain()
+            i += 1
+            # Read whatever the relay said, without blocking the trickle.
+            try:
+                data = await asyncio.wait_for(r.read(4096), 2.0)
+                if not data:
+                    closed_reason = "closed"
+                    break
+                if data.startswith(b"421") or b"\r\n421" in data or b"BYE" in data:
+                    closed_reason = "told"
+                    text = data.decode(errors="replace").strip().splitlines()[-1]
+                    stats["replies"][text[:80]] += 1
+                    break
+            except asyncio.TimeoutError:
+                pass
+    except (ConnectionError, OSError):
+        closed_reason = "reset"
+    if closed_reason is None:
+        stats["still_open"] += 1
+    else:
+        stats[closed_reason] += 1
+    w.close()
+
+
+async def slowloris(a):
+    stats = collections.Counter()
+    stats["replies"] = collections.Counter()
+    addrs = sources(a.sources)
+    hold_until = time.monotonic() + a.hold
+    tasks = []
+    t0 = time.perf_counter()
+    for i in range(a.count):
+        tasks.append(asyncio.create_task(trickler(a.port, a.tls, addrs[i % len(addrs)], hold_until, stats)))
+        if i % 100 == 99:
+            await asyncio.sleep(0.05)
+    # Let them settle in, then an honest user from elsewhere.
+    await asyncio.sleep(min(10, a.hold / 3))
+    res = await honest_round(a.smtp_port, a.imap_port, a.honest_source)
+    await asyncio.gather(*tasks)
+    replies = stats.pop("replies")
+    print(json.dumps({"test": "slowloris", "label": a.label, "count": a.count, "sources": a.sources,
+                      "tls": bool(a.tls), "hold_s": a.hold, **stats,
+                      "relay_replies": dict(replies), "honest": res,
+                      "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+
+
+async def stuffing(a):
+    counts = collections.Counter()
+    remaining = [a.attempts]
+    next_id = [0]
+    t0 = time.perf_counter()
+
+    def take():
+        if remaining[0] <= 0:
+            return None
+        remaining[0] -= 1
+        next_id[0] += 1
+        return next_id[0]
+
+    async def connection():
+        # One connection: log in with wrong passwords until closed or done.
+        reconnects = 0
+        while remaining[0] > 0 and reconnects < 10_000:
+            reconnects += 1
+            try:
+                r, w = await asyncio.wait_for(
+                    asyncio.open_connection(HOST, a.port, ssl=ctx(), server_hostname="localhost",
+                                            local_addr=(a.source, 0)), 30)
+            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+                counts["connect_failed"] += 1
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                if a.proto == "smtp":
+                    code, text = await smtp_reply(r, 30)
+                    if code != 220:
+                        counts[f"refused at connect: {text[:60]}"] += 1
+                        await asyncio.sleep(0.5)
+                        continue
+                    await smtp_cmd(r, w, b"EHLO stuffer.invalid", 30)
+                    while (n := take()) is not None:
+                        code, text = await smtp_cmd(
+                            r, w, b"AUTH PLAIN " + plain(f"victim{n}@example.test", f"guess{n}"), 60)
+                        counts[text[:60]] += 1
+                        if code == 235:
+                            counts["LOGGED IN"] += 1
+                else:
+                    greeting = await asyncio.wait_for(r.readline(), 30)
+                    if not greeting.startswith(b"* OK"):
+                        counts[f"refused at connect: {greeting.decode(errors='replace').strip()[:60]}"] += 1
+                        await asyncio.sleep(0.5)
+                        continue
+                    while (n := take()) is not None:
+                        w.write(b'a LOGIN "victim%d@example.test" "guess%d"\r\n' % (n, n))
+                        await w.drain()
+                        while True:
+                            line = await asyncio.wait_for(r.readline(), 60)
+                            if not line:
+                                raise ConnectionError("closed")
+                            if line.startswith(b"a "):
+                                break
+                        counts[line.decode(errors="replace").strip()[:60]] += 1
+            except (ConnectionError, OSError, asyncio.TimeoutError, ssl.SSLError):
+                counts["connection lost"] += 1
+            finally:
+                w.close()
+
+    await asyncio.gather(*(connection() for _ in range(a.connections)))
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"test": "stuffing", "proto": a.proto, "attempts": a.attempts,
+                      "seconds": round(elapsed, 1),
+                      "attempts_per_s": round(a.attempts / elapsed, 1),
+                      "replies": dict(counts)}), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["smtp-load", "honest", "slowloris", "stuffing"])
+    p.add_argument("--port", type=int)
+    p.add_argument("--smtp-port", type=int, default=11465)
+    p.add_argument("--imap-port", type=int, default=11993)
+    p.add_argument("--sessions", type=int, default=500)
+    p.add_argument("--source", default="127.0.0.10")
+    p.add_argument("--honest-source", default="127.0.0.10")
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--sources", type=int, default=1)
+    p.add_argument("--tls", type=int, default=0)
+    p.add_argument("--hold", type=float, default=30)
+    p.add_argument("--attempts", type=int, default=10000)
+    p.add_argument("--connections", type=int, default=20)
+    p.add_argument("--proto", choices=["smtp", "imap"], default="smtp")
+    p.add_argument("--label", default="")
+    a = p.parse_args()
+    mode = {"smtp-load": smtp_load, "honest": honest, "slowloris": slowloris, "stuffing": stuffing}[a.mode]
+    asyncio.run(mode(a))
+
+
+if __name__ == "__main__":
+    main()
