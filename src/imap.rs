@@ -542,6 +542,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 Ok(None)
             }
             Err(_) => {
+                // Lost or silent mid-login: the network pays, as for a
+                // temporary refusal.
+                self.peer.login_failed_temporarily();
                 self.relay.stats.count(Counter::ProviderLost);
                 self.tagged(
                     tag,

@@ -381,7 +381,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 self.queue(&verdict);
             }
             None => {
+                // Lost or silent mid-login (a provider slowing down an
+                // address that fails looks like this): the network pays.
                 self.relay.stats.count(Counter::ProviderLost);
+                self.peer.login_failed_temporarily();
                 self.queue(&reply::auth_upstream_unavailable());
             }
         }
