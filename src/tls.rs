@@ -152,6 +152,10 @@ pub fn server_identity(
         .with_cert_resolver(certificate.clone());
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    // The provider's suites are listed strongest first; pick from them in
+    // that order rather than the client's (testssl.sh rates "no server
+    // cipher order" HIGH).
+    config.ignore_client_order = true;
     Ok(ServerIdentity {
         config: Arc::new(config),
         fingerprint,
@@ -232,6 +236,7 @@ mod tests {
         assert_eq!(id.fingerprint.len(), 32 * 3 - 1);
         assert_eq!(id.config.send_tls13_tickets, 0);
         assert!(!id.config.session_storage.can_cache());
+        assert!(id.config.ignore_client_order);
     }
 
     #[test]
