@@ -64,9 +64,12 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mailveil interop
     -keyout "$W/tls/ca-key.pem" -out "$W/tls/ca.pem" 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
     -keyout "$W/tls/key.pem" -out "$W/tls/leaf.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:::1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$W/tls/leaf.ext"
+# The leaf is shaped like a public CA's (90 days, a CRL address) so that
+# testssl.sh rates mailveil's TLS, not the test certificate; the CRL address
+# is never fetched.
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:::1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\ncrlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n' > "$W/tls/leaf.ext"
 openssl x509 -req -in "$W/tls/leaf.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca-key.pem" -CAcreateserial \
-    -days 3650 -extfile "$W/tls/leaf.ext" -out "$W/tls/cert.pem" 2>/dev/null
+    -days 90 -extfile "$W/tls/leaf.ext" -out "$W/tls/cert.pem" 2>/dev/null
 chmod 644 "$W/tls/key.pem"
 CA="$W/tls/ca.pem"
 
