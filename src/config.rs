@@ -130,6 +130,7 @@ struct RawEgress {
     mode: Option<String>,
     isolate: Option<String>,
     socks5: Option<String>,
+    proxied_connect_timeout_secs: Option<u64>,
     #[serde(default)]
     tor: RawTor,
 }
@@ -356,6 +357,10 @@ pub struct EgressConfig {
     pub tor_runtime_dir: Option<PathBuf>,
     /// A private Tor network (testing only).
     pub tor_testing_network: Option<TestingNetwork>,
+    /// Time allowed to open a connection through Tor or the SOCKS5 proxy
+    /// (a circuit takes longer than a TCP handshake); at least
+    /// `limits.upstream_timeout`.
+    pub proxied_connect_timeout: Duration,
 }
 
 impl EgressConfig {
@@ -1081,6 +1086,13 @@ fn egress_config(
         socks5,
         tor_runtime_dir: raw.tor.runtime_dir,
         tor_testing_network,
+        proxied_connect_timeout: Duration::from_secs(bounded(
+            "egress.proxied_connect_timeout_secs",
+            raw.proxied_connect_timeout_secs,
+            120,
+            1,
+            3600,
+        )?),
     };
     if config.uses(upstreams, EgressMode::Socks5) && config.socks5.is_none() {
         return Err(invalid(

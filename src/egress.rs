@@ -70,6 +70,7 @@ pub enum EgressSetupError {
 /// The configured ways out.
 pub struct Egress {
     socks5: Option<SocketAddr>,
+    proxied_connect_timeout: Duration,
     #[cfg(feature = "tor")]
     tor: Option<tor::TorEgress>,
 }
@@ -101,6 +102,7 @@ impl Egress {
         let _ = upstreams;
         Ok(Egress {
             socks5: config.socks5,
+            proxied_connect_timeout: config.proxied_connect_timeout,
             #[cfg(feature = "tor")]
             tor,
         })
@@ -113,7 +115,9 @@ impl Egress {
     }
 
     /// Opens a stream to `endpoint` for the account (or session) behind
-    /// `isolation`, the way its configuration says.
+    /// `isolation`, the way its configuration says. Through Tor or a
+    /// proxy the connection may take the longer of `timeout` and
+    /// `egress.proxied_connect_timeout_secs`.
     pub async fn connect(
         &self,
         endpoint: &Endpoint,
@@ -125,15 +129,16 @@ impl Egress {
             .expose()
             .trim_start_matches('[')
             .trim_end_matches(']');
+        let proxied = timeout.max(self.proxied_connect_timeout);
         match endpoint.egress {
             EgressMode::Direct => connect_direct(host, endpoint.port, timeout).await,
             EgressMode::Socks5 => {
                 let proxy = self.socks5.ok_or(EgressError::Unavailable)?;
-                connect_socks5(proxy, host, endpoint.port, isolation, timeout).await
+                connect_socks5(proxy, host, endpoint.port, isolation, proxied).await
             }
             #[cfg(feature = "tor")]
             EgressMode::Tor => match &self.tor {
-                Some(tor) => tor.connect(host, endpoint.port, isolation, timeout).await,
+                Some(tor) => tor.connect(host, endpoint.port, isolation, proxied).await,
                 None => Err(EgressError::Unavailable),
             },
             #[cfg(not(feature = "tor"))]

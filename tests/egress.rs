@@ -229,3 +229,37 @@ async fn check_probe_reaches_the_upstream_through_the_proxy_and_reports_a_dead_o
     assert!(out.contains("via socks5: FAILED after"), "{out}");
     assert_eq!(upstream.connections(), 1, "no direct connection");
 }
+
+#[tokio::test]
+async fn a_proxied_connection_gets_the_longer_proxied_connect_timeout() {
+    let upstream = implicit_upstream().await;
+    // A proxy that accepts and then says nothing, like a Tor circuit that
+    // takes its time.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy = silent.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            kept.push(s);
+        }
+    });
+    let text = socks_config(&upstream, "127.0.0.1", proxy, "account")
+        .replace("upstream_timeout_secs = 5", "upstream_timeout_secs = 1")
+        .replace("[egress]\n", "[egress]\nproxied_connect_timeout_secs = 3\n");
+    let relay = start_relay_with(&text).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    let started = std::time::Instant::now();
+    let r = c.auth_plain(USER, PASSWORD).await;
+    let waited = started.elapsed();
+    assert!(r.starts_with("454 4."), "temporary: {r}");
+    assert!(
+        waited >= std::time::Duration::from_millis(2900)
+            && waited < std::time::Duration::from_secs(6),
+        "waited {waited:?}: the proxied timeout (3 s), not the upstream one (1 s)"
+    );
+    assert_eq!(upstream.connections(), 0);
+    held.abort();
+}
