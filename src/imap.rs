@@ -439,8 +439,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         if self.peer.login_gate(&login) == LoginGate::Locked {
             self.relay.stats.count(Counter::LoginLocked);
             // One reply for every password, no sooner than a refusal; the
-            // provider is not asked, so a right guess teaches nothing.
-            self.peer.login_failed(&login);
+            // provider is not asked, so a right guess teaches nothing. Not
+            // charged: the lockout must end even while a client (perhaps
+            // the victim's own, with the right password) keeps retrying.
             tokio::time::sleep_until(failure_at).await;
             self.tagged(tag, AUTH_LOCKED);
             return Ok(None);

@@ -432,3 +432,41 @@ async fn a_connection_stuck_before_its_tls_handshake_is_evicted_for_a_newcomer()
     .await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }
+
+#[tokio::test]
+async fn a_lockout_ends_even_while_a_client_keeps_retrying() {
+    let (upstream, relay) = smtp_relay(
+        "auth_failures_per_login = 1\nauth_failures_per_prefix = 100\nauth_lockout_secs = 2\n\
+         auth_failure_window_secs = 1\nauth_failure_delay_ms = 0",
+    )
+    .await;
+    let mut c = smtp_from(&relay, "127.0.0.61").await;
+    for _ in 0..2 {
+        assert!(c.auth_plain(USER, "wrong").await.starts_with("535 "));
+    }
+    // Locked; the victim's own client retries with the right password
+    // every 200 ms. Each retry is refused without being charged, so the
+    // lockout ends on time and the right password then works.
+    let started = Instant::now();
+    let mut in_after = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        let r = c.auth_plain(USER, PASSWORD).await;
+        if r.starts_with("235 ") {
+            in_after = Some(started.elapsed());
+            break;
+        }
+        assert_eq!(r, "454 4.7.0 Too many failed logins, try again later");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let in_after = in_after.expect("still locked after 6 s of retries");
+    assert!(in_after >= Duration::from_millis(1500), "{in_after:?}");
+    assert_eq!(
+        upstream
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("AUTH"))
+            .count(),
+        3,
+        "two refusals and the final login reached the provider"
+    );
+}
