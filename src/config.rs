@@ -177,6 +177,8 @@ struct RawLimits {
     auth_lockout_secs: Option<u64>,
     auth_failure_delay_ms: Option<u64>,
     messages_per_account_per_hour: Option<u32>,
+    max_header_bytes: Option<u32>,
+    max_header_fields: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -433,6 +435,10 @@ pub struct Limits {
     pub auth_failure_delay: Duration,
     /// Messages one account may send per hour (also the burst).
     pub messages_per_account_per_hour: u32,
+    /// Largest header block of a message (sent or APPENDed), in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields in a message.
+    pub max_header_fields: usize,
 }
 
 /// Header sanitizer settings.
@@ -880,6 +886,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             1,
             1_000_000,
         )? as u32,
+        max_header_bytes: bounded(
+            "limits.max_header_bytes",
+            l.max_header_bytes.map(u64::from),
+            256 * 1024,
+            1024,
+            16 << 20,
+        )? as usize,
+        max_header_fields: bounded(
+            "limits.max_header_fields",
+            l.max_header_fields.map(u64::from),
+            1000,
+            10,
+            100_000,
+        )? as usize,
     };
 
     for (i, l) in listeners.iter().enumerate() {

@@ -98,6 +98,8 @@ where
         literal_plus: upstream.has("LITERAL+"),
         literal_minus: upstream.has("LITERAL-"),
         has_id: upstream.has("ID"),
+        max_header_bytes: limits.max_header_bytes,
+        max_header_fields: limits.max_header_fields,
     };
     let _peer = session.peer;
     let (client, client_buffered) = session.io.into_parts();

@@ -249,6 +249,13 @@ fn split_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
     (fields, pos)
 }
 
+/// The header block as the sanitizer sees it: how many fields, and how many
+/// bytes they take (continuation lines included).
+pub fn header_shape(message: &[u8]) -> (usize, usize) {
+    let (fields, end) = split_fields(message);
+    (fields.len(), end)
+}
+
 /// `line` without its final CRLF or LF.
 fn strip_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r\n")

@@ -777,11 +777,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         receiver: MessageReceiver,
         mut message: Vec<u8>,
     ) -> Result<(), Closed> {
+        let limits = &self.relay.config.limits;
         let outcome = match receiver.refusal() {
             Some(Refusal::BareLineEnding) => Err(reply::bare_line_ending()),
             Some(Refusal::LineTooLong) => Err(reply::message_line_too_long()),
             Some(Refusal::TooLarge) => Err(reply::too_big()),
-            None => Ok(()),
+            None => match crate::sanitize::header_shape(&message) {
+                (_, bytes) if bytes > limits.max_header_bytes => Err(reply::header_too_large()),
+                (fields, _) if fields > limits.max_header_fields => {
+                    Err(reply::too_many_header_fields())
+                }
+                _ => Ok(()),
+            },
         };
         let final_reply = match outcome {
             Err(refusal) => {

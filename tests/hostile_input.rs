@@ -266,3 +266,62 @@ async fn hostile_messages_get_a_clear_reply_and_arrive_byte_for_byte() {
         );
     }
 }
+
+#[tokio::test]
+async fn oversized_and_overcrowded_header_blocks_are_refused() {
+    let upstream = start_upstream(UpstreamScript::default()).await;
+    let text = relay_config(&upstream, "implicit", true, "").replace(
+        "[limits]\n",
+        "[limits]\nmax_header_bytes = 2048\nmax_header_fields = 20\n",
+    );
+    let relay = start_relay_with(&text).await;
+    let long_field = format!("Subject: {}\r\n", "x".repeat(900));
+    let big = format!("DATA\r\n{long_field}{long_field}{long_field}\r\nbody\r\n.\r\n");
+    assert_eq!(
+        smtp_message(&relay, big.as_bytes()).await,
+        "552 5.3.4 Message refused: the header is larger than allowed"
+    );
+    let crowded = format!("DATA\r\n{}\r\nbody\r\n.\r\n", "X-A: 1\r\n".repeat(21));
+    assert_eq!(
+        smtp_message(&relay, crowded.as_bytes()).await,
+        "552 5.3.4 Message refused: too many header fields"
+    );
+    // At the limits, a message passes.
+    let fits = format!("DATA\r\n{}\r\nbody\r\n.\r\n", "X-A: 1\r\n".repeat(20));
+    assert!(
+        smtp_message(&relay, fits.as_bytes())
+            .await
+            .starts_with("250 ")
+    );
+    assert_eq!(upstream.messages().len(), 1);
+
+    let imap_upstream = start_imap_upstream(ImapScript::default()).await;
+    let text = imap_relay_config(&imap_upstream, "").replace(
+        "[limits]\n",
+        "[limits]\nmax_header_bytes = 2048\nmax_header_fields = 20\n",
+    );
+    let relay = start_relay_with(&text).await;
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    c.login().await;
+    for (tag, message, expect) in [
+        (
+            "a1",
+            format!("{long_field}{long_field}{long_field}\r\nbody\r\n"),
+            "a1 NO [LIMIT] Message header block too large",
+        ),
+        (
+            "a2",
+            format!("{}\r\nbody\r\n", "X-A: 1\r\n".repeat(21)),
+            "a2 NO [LIMIT] Too many header fields",
+        ),
+    ] {
+        let mut append = format!("{tag} APPEND Drafts {{{}+}}\r\n", message.len()).into_bytes();
+        append.extend_from_slice(message.as_bytes());
+        append.extend_from_slice(b"\r\n");
+        c.send(&append).await;
+        let lines = c.until_tagged(tag).await;
+        assert_eq!(lines.last().map(String::as_str), Some(expect), "{lines:?}");
+    }
+    assert!(c.tagged("n", "NOOP").await.starts_with("n OK"));
+    assert!(imap_upstream.commands_named("APPEND").is_empty());
+}

@@ -33,8 +33,6 @@ use zeroize::Zeroizing;
 const HEAD_MAX: usize = 8 * 1024;
 /// Longest capability response rewritten (longer ones are dropped).
 const CAPABILITY_MAX: usize = 64 * 1024;
-/// Largest header block of an APPENDed message the sanitizer looks at.
-const APPEND_HEADER_MAX: usize = 256 * 1024;
 /// Largest mailbox name sent as a literal.
 const MAILBOX_LITERAL_MAX: u64 = 4096;
 /// Output buffered before it is written to the client.
@@ -63,6 +61,10 @@ pub struct Settings<'a> {
     pub literal_minus: bool,
     /// The provider has ID.
     pub has_id: bool,
+    /// Largest header block of an APPENDed message.
+    pub max_header_bytes: usize,
+    /// Most header fields in an APPENDed message.
+    pub max_header_fields: usize,
 }
 
 /// How a relayed session ended, for the aggregate counters.
@@ -438,7 +440,8 @@ impl<CR: AsyncRead + Unpin, UW: AsyncWrite + Unpin> ClientHalf<'_, '_, CR, UW> {
         if m.sync {
             self.continue_client().await?;
         }
-        let limit = m.size.min(APPEND_HEADER_MAX as u64) as usize;
+        // One byte more than allowed: a block that fills it is too large.
+        let limit = m.size.min(self.s.max_header_bytes as u64 + 1) as usize;
         let mut head = Vec::with_capacity(limit.min(16 * 1024));
         let mut header_end = None;
         while head.len() < limit {
@@ -468,6 +471,22 @@ impl<CR: AsyncRead + Unpin, UW: AsyncWrite + Unpin> ClientHalf<'_, '_, CR, UW> {
                 return Ok(false);
             }
         };
+        if header_part.len() > self.s.max_header_bytes {
+            wipe(&mut head);
+            self.client.skip_exact(remaining).await?;
+            self.drain_command().await?;
+            self.reply(tag, b"NO [LIMIT] Message header block too large")
+                .await?;
+            return Ok(false);
+        }
+        if crate::sanitize::header_shape(header_part).0 > self.s.max_header_fields {
+            wipe(&mut head);
+            self.client.skip_exact(remaining).await?;
+            self.drain_command().await?;
+            self.reply(tag, b"NO [LIMIT] Too many header fields")
+                .await?;
+            return Ok(false);
+        }
         if has_bare_cr_or_lf(header_part) {
             wipe(&mut head);
             self.client.skip_exact(remaining).await?;

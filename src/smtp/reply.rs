@@ -154,6 +154,10 @@ fixed! {
     no_smtputf8_upstream = 553, [5, 6, 7], "The provider does not accept SMTPUTF8 messages";
     /// Bare CR/LF in a message (smuggling defence).
     bare_line_ending = 554, [5, 6, 0], "Message refused: bare CR or LF found, only CRLF line endings are allowed";
+    /// Header block over `max_header_bytes`.
+    header_too_large = 552, [5, 3, 4], "Message refused: the header is larger than allowed";
+    /// More header fields than `max_header_fields`.
+    too_many_header_fields = 552, [5, 3, 4], "Message refused: too many header fields";
     /// Line inside a message over the limit.
     message_line_too_long = 554, [5, 6, 0], "Message refused: a line is longer than allowed";
     /// Upstream lost or timed out; the client keeps its message.
