@@ -460,39 +460,28 @@ impl<CR: AsyncRead + Unpin, UW: AsyncWrite + Unpin> ClientHalf<'_, '_, CR, UW> {
         }
         let remaining = m.size - head.len() as u64;
         let header_part = match header_end {
-            Some(end) => &head[..end],
-            None if remaining == 0 => &head[..],
-            None => {
-                wipe(&mut head);
-                self.client.skip_exact(remaining).await?;
-                self.drain_command().await?;
-                self.reply(tag, b"NO [LIMIT] Message header block too large")
-                    .await?;
-                return Ok(false);
-            }
+            Some(end) => Some(&head[..end]),
+            None if remaining == 0 => Some(&head[..]),
+            None => None,
         };
-        if header_part.len() > self.s.max_header_bytes {
+        let refusal: Option<&[u8]> = match header_part {
+            None => Some(b"NO [LIMIT] Message header block too large"),
+            Some(h) if h.len() > self.s.max_header_bytes => {
+                Some(b"NO [LIMIT] Message header block too large")
+            }
+            Some(h) if crate::sanitize::header_shape(h).0 > self.s.max_header_fields => {
+                Some(b"NO [LIMIT] Too many header fields")
+            }
+            Some(h) if has_bare_cr_or_lf(h) => Some(b"NO Message header lines must end in CRLF"),
+            Some(_) => None,
+        };
+        if let Some(refusal) = refusal {
+            // The rest of the literal and of the command are read and
+            // dropped; the client gets the reason.
             wipe(&mut head);
             self.client.skip_exact(remaining).await?;
             self.drain_command().await?;
-            self.reply(tag, b"NO [LIMIT] Message header block too large")
-                .await?;
-            return Ok(false);
-        }
-        if crate::sanitize::header_shape(header_part).0 > self.s.max_header_fields {
-            wipe(&mut head);
-            self.client.skip_exact(remaining).await?;
-            self.drain_command().await?;
-            self.reply(tag, b"NO [LIMIT] Too many header fields")
-                .await?;
-            return Ok(false);
-        }
-        if has_bare_cr_or_lf(header_part) {
-            wipe(&mut head);
-            self.client.skip_exact(remaining).await?;
-            self.drain_command().await?;
-            self.reply(tag, b"NO Message header lines must end in CRLF")
-                .await?;
+            self.reply(tag, refusal).await?;
             return Ok(false);
         }
         let sanitized = strip_identifying_headers(&head, self.s.policy);
