@@ -292,7 +292,7 @@ async def stuffing(a):
                     await smtp_cmd(r, w, b"EHLO stuffer.invalid", 30)
                     while (n := take()) is not None:
                         code, text = await smtp_cmd(
-                            r, w, b"AUTH PLAIN " + plain(f"victim{n}@example.test", f"guess{n}"), 60)
+                            r, w, b"AUTH PLAIN " + plain(f"smtp-victim{n}@example.test", f"guess{n}"), 60)
                         counts[text[:60]] += 1
                         if code == 235:
                             counts["LOGGED IN"] += 1
@@ -303,7 +303,7 @@ async def stuffing(a):
                         await asyncio.sleep(0.5)
                         continue
                     while (n := take()) is not None:
-                        w.write(b'a LOGIN "victim%d@example.test" "guess%d"\r\n' % (n, n))
+                        w.write(b'a LOGIN "imap-victim%d@example.test" "guess%d"\r\n' % (n, n))
                         await w.drain()
                         while True:
                             line = await asyncio.wait_for(r.readline(), 60)
