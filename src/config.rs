@@ -1109,7 +1109,7 @@ fn egress_config(
         proxied_connect_timeout: Duration::from_secs(bounded(
             "egress.proxied_connect_timeout_secs",
             raw.proxied_connect_timeout_secs,
-            120,
+            90,
             1,
             3600,
         )?),
@@ -1194,6 +1194,10 @@ default = "b"
         let c = Config::parse(MINIMAL).expect("valid");
         assert_eq!(c.egress.mode, DEFAULT_EGRESS);
         assert_eq!(c.egress.isolate, Isolate::Account);
+        // Longer than a direct connect (upstream_timeout, 60 s), shorter
+        // than a mail client's patience for a login.
+        assert_eq!(c.egress.proxied_connect_timeout, Duration::from_secs(90));
+        assert_eq!(c.limits.upstream_timeout, Duration::from_secs(60));
         let smtp = c.upstreams[0].smtp.as_ref().expect("smtp");
         assert_eq!(smtp.egress, DEFAULT_EGRESS);
         assert_eq!(smtp.tls_server_name.expose(), "smtp.a.example");
