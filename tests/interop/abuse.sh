@@ -143,8 +143,11 @@ for spec in "1 0 11587" "$TRICKLERS 0 11587" "$TRICKLERS 1 11465"; do
     line="$("${A[@]}" slowloris --port "$port" --tls "$tls" --count "$TRICKLERS" --sources "$nsrc" \
         --hold 45 --honest-source 127.0.0.10 --label "from-$nsrc-tls-$tls")"
     echo "$line" | tee -a "$OUT"
+    # A fresh mailveil per variant: its high-water mark is the attack's.
+    peak="$(peak_kib)"
+    echo "{\"test\": \"slowloris-rss\", \"label\": \"from-$nsrc-tls-$tls\", \"peak_kib\": $peak}" | tee -a "$OUT"
     if [ "$(jget "$line" 'r["honest"]["ok"]')" = True ]; then
-        ok "slowloris x$TRICKLERS from $nsrc address(es) (tls=$tls): honest user logged in in $(jget "$line" 'r["honest"]["smtp_login_s"]') s, sent in $(jget "$line" 'r["honest"]["smtp_send_s"]') s (unloaded: $(jget "$base" 'r["smtp_send_s"]') s)"
+        ok "slowloris x$TRICKLERS from $nsrc address(es) (tls=$tls): honest user logged in in $(jget "$line" 'r["honest"]["smtp_login_s"]') s, sent in $(jget "$line" 'r["honest"]["smtp_send_s"]') s (unloaded: $(jget "$base" 'r["smtp_send_s"]') s); mailveil peak RSS $((peak / 1024)) MiB"
     else
         bad "slowloris x$TRICKLERS from $nsrc address(es) (tls=$tls): honest user failed: $line"
     fi
