@@ -61,13 +61,7 @@ impl std::fmt::Debug for Tag {
 
 impl Tag {
     fn keyed(label: &[u8], data: &[u8]) -> Tag {
-        let mut ctx = ring::hmac::Context::with_key(crate::auth::process_key());
-        ctx.update(label);
-        ctx.update(data);
-        let tag = ctx.sign();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&tag.as_ref()[..16]);
-        Tag(out)
+        Tag(crate::auth::keyed_hash(&[label, data]))
     }
 
     /// The tag of an address's prefix: /32 for IPv4 (IPv4-mapped IPv6
@@ -260,8 +254,9 @@ impl Admission {
         }
     }
 
-    /// Sessions open from `ip`'s prefix (for tests).
-    pub fn open_from(&self, ip: IpAddr) -> u32 {
+    /// Sessions open from `ip`'s prefix.
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> u32 {
         lock(&self.open)
             .get(&Tag::for_prefix(ip))
             .copied()
@@ -314,8 +309,8 @@ impl Admission {
     }
 
     /// Drops what no longer limits anything: rate state back at full
-    /// allowance, expired locks. Returns the number of tags still held.
-    pub fn prune(&self) -> usize {
+    /// allowance, expired locks.
+    pub fn prune(&self) {
         for rate in [
             &self.connect_rate,
             &self.fail_prefix,
@@ -328,17 +323,6 @@ impl Admission {
         let mut locked = lock(&self.locked);
         locked.retain(|_, until| *until > now);
         locked.shrink_to_fit();
-        let held = locked.len();
-        drop(locked);
-        held + self.tracked()
-    }
-
-    /// Tags held in the rate tables.
-    pub fn tracked(&self) -> usize {
-        self.connect_rate.limiter.len()
-            + self.fail_prefix.limiter.len()
-            + self.fail_login.limiter.len()
-            + self.messages.limiter.len()
     }
 
     /// Prunes every `interval`, forever.
