@@ -257,10 +257,7 @@ impl std::fmt::Debug for IsolationKey {
 impl IsolationKey {
     /// The key for a login (case-insensitive).
     pub fn for_login(login: &Sensitive<String>) -> Self {
-        let tag = ring::hmac::sign(process_key(), login.expose().to_lowercase().as_bytes());
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&tag.as_ref()[..16]);
-        IsolationKey(out)
+        IsolationKey(keyed_hash(&[login.expose().to_lowercase().as_bytes()]))
     }
 
     /// The key for a new client session: per account, or a fresh random
@@ -285,6 +282,19 @@ impl IsolationKey {
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+}
+
+/// HMAC-SHA256 of `parts`, concatenated, under [`process_key`], cut to 16
+/// bytes: a name for something that means nothing outside this process.
+pub fn keyed_hash(parts: &[&[u8]]) -> [u8; 16] {
+    let mut ctx = ring::hmac::Context::with_key(process_key());
+    for part in parts {
+        ctx.update(part);
+    }
+    let tag = ctx.sign();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&tag.as_ref()[..16]);
+    out
 }
 
 /// A random HMAC key made once per process and never written anywhere.

@@ -59,12 +59,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let preauth_deadline = tokio::time::Instant::now() + relay.config.limits.preauth_timeout;
-    // A client still in its TLS handshake can be evicted too.
-    let accepted = tokio::select! {
-        io = crate::stream::accept(relay, stream, implicit_tls) => io,
-        _ = peer.evicted() => None,
-    };
-    let Some(io) = accepted else {
+    let Some(io) = crate::stream::accept_admitted(relay, stream, implicit_tls, &peer).await else {
         return;
     };
     let mut session = Session {
@@ -526,7 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             }
             Ok(AuthOutcome::Refused(done)) => {
                 self.relay.stats.count(Counter::LoginRefusedByProvider);
-                if contains(&done.status_and_text, b"[UNAVAILABLE]") {
+                if memchr::memmem::find(&done.status_and_text, b"[UNAVAILABLE]").is_some() {
                     // Temporary: the network is charged, not the login.
                     self.peer.login_failed_temporarily();
                 } else {
@@ -655,9 +650,4 @@ fn login_credentials(args: &[u8]) -> Option<ClientCredentials> {
         password: Secret::new(std::mem::take(&mut password)),
     };
     Some(credentials)
-}
-
-/// Whether `needle` occurs in `hay`.
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -47,12 +47,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let preauth_deadline = tokio::time::Instant::now() + relay.config.limits.preauth_timeout;
-    // A client still in its TLS handshake can be evicted too.
-    let accepted = tokio::select! {
-        io = crate::stream::accept(relay, stream, implicit_tls) => io,
-        _ = peer.evicted() => None,
-    };
-    let Some(io) = accepted else {
+    let Some(io) = crate::stream::accept_admitted(relay, stream, implicit_tls, &peer).await else {
         return;
     };
     let mut session = Session {

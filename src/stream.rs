@@ -85,3 +85,20 @@ where
         _ => None,
     }
 }
+
+/// [`accept`] for an admitted session: gives up (`None`) if the relay
+/// evicts the session while its TLS handshake is still going on.
+pub async fn accept_admitted<S>(
+    relay: &crate::server::Relay,
+    stream: S,
+    implicit_tls: bool,
+    peer: &crate::admission::Peer,
+) -> Option<ClientStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        io = accept(relay, stream, implicit_tls) => io,
+        _ = peer.evicted() => None,
+    }
+}
