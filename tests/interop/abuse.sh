@@ -28,11 +28,6 @@ IDLE_SESSIONS="${IDLE_SESSIONS:-5000}"
 SMTP_SESSIONS="${SMTP_SESSIONS:-500}"
 TRICKLERS="${TRICKLERS:-1000}"
 ATTEMPTS="${ATTEMPTS:-10000}"
-PASS=0
-FAIL=0
-log() { printf '== %s\n' "$*"; }
-ok() { PASS=$((PASS + 1)); printf 'ok   - %s\n' "$1"; }
-bad() { FAIL=$((FAIL + 1)); printf 'FAIL - %s\n' "$1"; }
 
 # 5,000 sessions through the relay are 10,000 sockets in mailveil.
 ulimit -n "$(ulimit -Hn)"

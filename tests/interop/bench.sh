@@ -6,6 +6,12 @@
 #
 #   bash tests/interop/bench.sh            # defaults: 8 sessions, 800 messages, 5 rounds
 #   SESSIONS=16 MESSAGES=1600 ROUNDS=5 bash tests/interop/bench.sh
+#   BASELINE_BIN=/tmp/old/target/release/mailveil bash tests/interop/bench.sh
+#
+# With BASELINE_BIN, a second mailveil from that binary (same config, ports
+# 127.0.0.1:15xxx) is measured as one more peer, "baseline", in every round,
+# alternating with the others; the summary adds its figures and the ratio
+# mailveil/baseline. MAILVEIL_BIN chooses the binary under test (see lib.sh).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,16 +21,26 @@ SESSIONS="${SESSIONS:-8}"
 MESSAGES="${MESSAGES:-800}"
 ROUNDS="${ROUNDS:-5}"
 SIZE="${SIZE:-4096}"
-log() { printf '== %s\n' "$*"; }
 
 # shellcheck source=tests/interop/lib.sh
 source "$HERE/lib.sh"
 OUT="$W/bench.jsonl"
 : > "$OUT"
 
+log "mailveil: $(describe_bin "$MAILVEIL")"
+declare -A HOST=([direct]=127.0.0.2 [mailveil]=127.0.0.1 [baseline]=127.0.0.1)
+declare -A PORT=([direct]=10465 [mailveil]=11465 [baseline]=15465)
+PEERS=(direct mailveil)
+if [ -n "$BASELINE" ]; then
+    start_baseline
+    log "baseline: $(describe_bin "$BASELINE") on 127.0.0.1:15465"
+    PEERS+=(baseline)
+fi
+
 log "warm-up"
-python3 "$HERE/bench_smtp.py" --host 127.0.0.2 --port 10465 --sessions 2 --messages 40 --label warm >/dev/null
-python3 "$HERE/bench_smtp.py" --host 127.0.0.1 --port 11465 --sessions 2 --messages 40 --label warm >/dev/null
+for p in "${PEERS[@]}"; do
+    python3 "$HERE/bench_smtp.py" --host "${HOST[$p]}" --port "${PORT[$p]}" --sessions 2 --messages 40 --label warm >/dev/null
+done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
@@ -34,24 +50,33 @@ log "throughput and latency: $ROUNDS rounds x $MESSAGES messages of ~$SIZE bytes
 MV_PID="$(cat "$W/mailveil.pid")"
 MV_CPU_START="$(cpu_ticks "$MV_PID")"
 MV_SYS_START="$(sys_ticks "$MV_PID")"
+if [ -n "$BASELINE" ]; then
+    BL_PID="$(cat "$W/baseline.pid")"
+    BL_CPU_START="$(cpu_ticks "$BL_PID")"
+    BL_SYS_START="$(sys_ticks "$BL_PID")"
+fi
 for round in $(seq 1 "$ROUNDS"); do
-    python3 "$HERE/bench_smtp.py" --host 127.0.0.2 --port 10465 --sessions "$SESSIONS" \
-        --messages "$MESSAGES" --size "$SIZE" --label direct | tee -a "$OUT"
-    python3 "$HERE/bench_smtp.py" --host 127.0.0.1 --port 11465 --sessions "$SESSIONS" \
-        --messages "$MESSAGES" --size "$SIZE" --label mailveil | tee -a "$OUT"
+    for p in "${PEERS[@]}"; do
+        python3 "$HERE/bench_smtp.py" --host "${HOST[$p]}" --port "${PORT[$p]}" --sessions "$SESSIONS" \
+            --messages "$MESSAGES" --size "$SIZE" --label "$p" | tee -a "$OUT"
+    done
 done
 
-MV_CPU_END="$(cpu_ticks "$MV_PID")"
-MV_SYS_END="$(sys_ticks "$MV_PID")"
-python3 -c "import sys; a=[int(x) for x in sys.argv[1:]]; t=(a[1]-a[0])/a[4]; k=(a[3]-a[2])/a[4]; n=a[5]; print(f'{{\"label\": \"cpu\", \"mailveil_cpu_s\": {t:.2f}, \"kernel_s\": {k:.2f}, \"messages\": {n}, \"us_per_message\": {t/n*1e6:.0f}}}')" \
-    "$MV_CPU_START" "$MV_CPU_END" "$MV_SYS_START" "$MV_SYS_END" "$TICKS" "$((MESSAGES * ROUNDS))" | tee -a "$OUT"
+cpu_line() { # label cpu-start cpu-end sys-start sys-end
+    python3 -c "import sys; l=sys.argv[1]; a=[int(x) for x in sys.argv[2:]]; t=(a[1]-a[0])/a[4]; k=(a[3]-a[2])/a[4]; n=a[5]; print(f'{{\"label\": \"{l}\", \"mailveil_cpu_s\": {t:.2f}, \"kernel_s\": {k:.2f}, \"messages\": {n}, \"us_per_message\": {t/n*1e6:.0f}}}')" \
+        "$1" "$2" "$3" "$4" "$5" "$TICKS" "$((MESSAGES * ROUNDS))"
+}
+cpu_line cpu "$MV_CPU_START" "$(cpu_ticks "$MV_PID")" "$MV_SYS_START" "$(sys_ticks "$MV_PID")" | tee -a "$OUT"
+if [ -n "$BASELINE" ]; then
+    cpu_line cpu-baseline "$BL_CPU_START" "$(cpu_ticks "$BL_PID")" "$BL_SYS_START" "$(sys_ticks "$BL_PID")" | tee -a "$OUT"
+fi
 
 log "latency: $ROUNDS rounds x 200 messages, one session, one message at a time"
 for round in $(seq 1 "$ROUNDS"); do
-    python3 "$HERE/bench_smtp.py" --host 127.0.0.2 --port 10465 --sessions 1 \
-        --messages 200 --size "$SIZE" --label direct-seq | tee -a "$OUT"
-    python3 "$HERE/bench_smtp.py" --host 127.0.0.1 --port 11465 --sessions 1 \
-        --messages 200 --size "$SIZE" --label mailveil-seq | tee -a "$OUT"
+    for p in "${PEERS[@]}"; do
+        python3 "$HERE/bench_smtp.py" --host "${HOST[$p]}" --port "${PORT[$p]}" --sessions 1 \
+            --messages 200 --size "$SIZE" --label "$p-seq" | tee -a "$OUT"
+    done
 done
 
 log "peak RSS relaying one 25 MB message (fresh mailveil process)"
@@ -63,15 +88,22 @@ python3 "$HERE/bench_big.py" --host 127.0.0.2 --port 10465 --label direct-25MB |
 python3 "$HERE/bench_big.py" --host 127.0.0.1 --port 11465 --label mailveil-25MB | tee -a "$OUT"
 HWM_KB="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
 echo "{\"label\": \"rss\", \"rss_before_kb\": $RSS_BEFORE_KB, \"peak_kb\": $HWM_KB}" | tee -a "$OUT"
+if [ -n "$BASELINE" ]; then
+    log "peak RSS relaying one 25 MB message (fresh baseline process)"
+    stop_baseline
+    start_baseline
+    PID="$(cat "$W/baseline.pid")"
+    RSS_BEFORE_KB="$(awk '/^VmRSS/ {print $2}' "/proc/$PID/status")"
+    python3 "$HERE/bench_big.py" --host 127.0.0.1 --port 15465 --label baseline-25MB | tee -a "$OUT"
+    HWM_KB="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
+    echo "{\"label\": \"rss-baseline\", \"rss_before_kb\": $RSS_BEFORE_KB, \"peak_kb\": $HWM_KB}" | tee -a "$OUT"
+fi
 
-log "peak RSS for 50 small messages that each declare SIZE=36000000 (fresh process)"
-stop_mailveil
-start_mailveil
-PID="$(cat "$W/mailveil.pid")"
-python3 - <<'PY'
+declared() { # port
+    PORT_UNDER_TEST="$1" python3 - <<'PY'
 import os, smtplib, ssl
 ctx = ssl.create_default_context(cafile=os.environ["CA"])
-s = smtplib.SMTP_SSL("127.0.0.1", 11465, context=ctx, timeout=60)
+s = smtplib.SMTP_SSL("127.0.0.1", int(os.environ["PORT_UNDER_TEST"]), context=ctx, timeout=60)
 s.login("alice@example.test", "alice-pw")
 for _ in range(50):
     s.mail("alice@example.test", ["SIZE=36000000"])
@@ -80,8 +112,23 @@ for _ in range(50):
     assert code == 250, code
 s.quit()
 PY
+}
+log "peak RSS for 50 small messages that each declare SIZE=36000000 (fresh process)"
+stop_mailveil
+start_mailveil
+PID="$(cat "$W/mailveil.pid")"
+declared 11465
 DECLARED_KB="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
 echo "{\"label\": \"declared\", \"peak_kb\": $DECLARED_KB}" | tee -a "$OUT"
+if [ -n "$BASELINE" ]; then
+    log "peak RSS for 50 small messages that each declare SIZE=36000000 (fresh baseline process)"
+    stop_baseline
+    start_baseline
+    PID="$(cat "$W/baseline.pid")"
+    declared 15465
+    DECLARED_KB="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
+    echo "{\"label\": \"declared-baseline\", \"peak_kb\": $DECLARED_KB}" | tee -a "$OUT"
+fi
 
 SESSIONS="$SESSIONS" python3 - "$OUT" <<'PY'
 import json, os, statistics, sys
@@ -89,29 +136,61 @@ SESSIONS = os.environ["SESSIONS"]
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def med(label, key):
     return statistics.median(r[key] for r in rows if r["label"] == label)
-errors = sum(r.get("errors", 0) for r in rows)
+baseline = any(r["label"] == "baseline" for r in rows)
+errors = sum(r.get("errors", 0) for r in rows if not r["label"].startswith("baseline"))
 d_tp, m_tp = med("direct", "msgs_per_s"), med("mailveil", "msgs_per_s")
 d50, m50 = med("direct", "p50_ms"), med("mailveil", "p50_ms")
 d99, m99 = med("direct", "p99_ms"), med("mailveil", "p99_ms")
 rss = next(r for r in rows if r["label"] == "rss")
 big = next(r for r in rows if r["label"] == "mailveil-25MB")
+def vs_baseline(direct, label, key, mailveil, kind):
+    # One more line under mailveil's: the baseline binary's median against
+    # direct, and mailveil against the baseline (same run, same rounds).
+    if not baseline:
+        return
+    b = med(label, key)
+    if kind == "ratio":
+        print(f"  baseline            {direct:10.1f} {b:12.1f}   ratio {b / direct:.3f}; mailveil/baseline {mailveil / b:.3f}")
+    else:
+        print(f"  baseline            {direct:10.3f} {b:12.3f}   added {b - direct:+.3f} ms; mailveil/baseline {mailveil / b:.3f}")
 print()
 print("median over rounds        direct     mailveil")
 print(f"messages/s            {d_tp:10.1f} {m_tp:12.1f}   ratio {m_tp / d_tp:.3f} (goal >= 0.9)")
+vs_baseline(d_tp, "baseline", "msgs_per_s", m_tp, "ratio")
 print(f"p50 per message (ms)  {d50:10.3f} {m50:12.3f}   added {m50 - d50:+.3f} ms ({SESSIONS} sessions)")
+vs_baseline(d50, "baseline", "p50_ms", m50, "added")
 print(f"p99 per message (ms)  {d99:10.3f} {m99:12.3f}   added {m99 - d99:+.3f} ms ({SESSIONS} sessions)")
+vs_baseline(d99, "baseline", "p99_ms", m99, "added")
 s50, q50 = med("direct-seq", "p50_ms"), med("mailveil-seq", "p50_ms")
 s99, q99 = med("direct-seq", "p99_ms"), med("mailveil-seq", "p99_ms")
 print(f"p50, one session (ms) {s50:10.3f} {q50:12.3f}   added {q50 - s50:+.3f} ms (goal <= 1 ms)")
+vs_baseline(s50, "baseline-seq", "p50_ms", q50, "added")
 print(f"p99, one session (ms) {s99:10.3f} {q99:12.3f}   added {q99 - s99:+.3f} ms")
+vs_baseline(s99, "baseline-seq", "p99_ms", q99, "added")
 print(f"errors: {errors}")
+if baseline:
+    print(f"baseline errors: {sum(r.get('errors', 0) for r in rows if r['label'].startswith('baseline'))}")
 cpu = next(r for r in rows if r["label"] == "cpu")
 print(f"mailveil CPU during throughput rounds: {cpu['mailveil_cpu_s']} s ({cpu['kernel_s']} s in the kernel) "
       f"for {cpu['messages']} messages = {cpu['us_per_message']} us/message")
+if baseline:
+    bcpu = next(r for r in rows if r["label"] == "cpu-baseline")
+    ratio = cpu["mailveil_cpu_s"] / bcpu["mailveil_cpu_s"] if bcpu["mailveil_cpu_s"] else float("nan")
+    print(f"baseline CPU during throughput rounds: {bcpu['mailveil_cpu_s']} s ({bcpu['kernel_s']} s in the kernel) "
+          f"for {bcpu['messages']} messages = {bcpu['us_per_message']} us/message; mailveil/baseline {ratio:.3f}")
 peak_mb = rss["peak_kb"] / 1024
 msg_mb = big["bytes"] / 1024 / 1024
 print(f"25 MB message: peak RSS {peak_mb:.1f} MiB (start {rss['rss_before_kb'] / 1024:.1f} MiB) "
       f"= {peak_mb / msg_mb:.2f}x the {msg_mb:.1f} MiB message (goal <= 2x)")
+if baseline:
+    brss = next(r for r in rows if r["label"] == "rss-baseline")
+    bpeak_mb = brss["peak_kb"] / 1024
+    print(f"25 MB message, baseline: peak RSS {bpeak_mb:.1f} MiB (start {brss['rss_before_kb'] / 1024:.1f} MiB) "
+          f"= {bpeak_mb / msg_mb:.2f}x the {msg_mb:.1f} MiB message; mailveil/baseline {peak_mb / bpeak_mb:.3f}")
 declared = next(r for r in rows if r["label"] == "declared")
 print(f"50 small messages each declaring SIZE=36000000: peak RSS {declared['peak_kb'] / 1024:.1f} MiB")
+if baseline:
+    bdeclared = next(r for r in rows if r["label"] == "declared-baseline")
+    print(f"50 small messages each declaring SIZE=36000000, baseline: peak RSS {bdeclared['peak_kb'] / 1024:.1f} MiB; "
+          f"mailveil/baseline {declared['peak_kb'] / bdeclared['peak_kb']:.3f}")
 PY

@@ -4,8 +4,9 @@
 # noise hits all three. Prints figures only; nothing passes or fails on
 # speed. Needs root (sets up like run.sh, installs nginx + libnginx-mod-mail).
 #
-#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 3 rounds, 1,000 IDLE sessions
-#   ROUNDS=5 IDLE_SESSIONS=2000 bash tests/interop/bench_imap.sh
+#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 5 rounds, 1,000 IDLE sessions
+#   ROUNDS=7 IDLE_SESSIONS=2000 bash tests/interop/bench_imap.sh
+#   BASELINE_BIN=/tmp/old/target/release/mailveil bash tests/interop/bench_imap.sh
 #
 # Paths compared (all on loopback):
 #   direct   client -TLS-> Dovecot 127.0.0.2:10993
@@ -13,16 +14,18 @@
 #   nginx    client -TLS-> nginx 127.0.0.1:12993 -plain-> Dovecot 127.0.0.1:10143
 #            (nginx's mail proxy cannot speak TLS to its backend: one TLS hop
 #            fewer than mailveil, and not a setup mailveil would accept)
+#   baseline client -TLS-> mailveil from $BASELINE_BIN 127.0.0.1:15993 -TLS-> Dovecot
+#            (only with BASELINE_BIN: another mailveil binary, same config,
+#            measured in the same rounds; the summary adds mailveil/baseline)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 IDLE_SESSIONS="${IDLE_SESSIONS:-1000}"
 MIXED_SESSIONS="${MIXED_SESSIONS:-4}"
 MIXED_COMMANDS="${MIXED_COMMANDS:-2700}"
-log() { printf '== %s\n' "$*"; }
 
 # 1,000 sessions through a relay are 2,000 sockets in mailveil and 1,000 in
 # the client: raise the soft limit as far as the hard one allows.
@@ -86,9 +89,15 @@ stop_nginx() { [ -f "$W/nginx/nginx.pid" ] && kill "$(cat "$W/nginx/nginx.pid")"
 trap 'stop_nginx; stop_all' EXIT
 wait_port 127.0.0.1 12993
 
-declare -A HOST=([direct]=127.0.0.2 [mailveil]=127.0.0.1 [nginx]=127.0.0.1)
-declare -A PORT=([direct]=10993 [mailveil]=11993 [nginx]=12993)
+log "mailveil: $(describe_bin "$MAILVEIL")"
+declare -A HOST=([direct]=127.0.0.2 [mailveil]=127.0.0.1 [baseline]=127.0.0.1 [nginx]=127.0.0.1)
+declare -A PORT=([direct]=10993 [mailveil]=11993 [baseline]=15993 [nginx]=12993)
 PEERS=(direct mailveil nginx)
+if [ -n "$BASELINE" ]; then
+    start_baseline
+    log "baseline: $(describe_bin "$BASELINE") on 127.0.0.1:15993"
+    PEERS=(direct mailveil baseline nginx)
+fi
 
 # ------------------------------------------------------------------ data
 log "seeding 200 x 1 MB and 200 x 4 KB messages"
@@ -115,22 +124,35 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 MV_PID="$(cat "$W/mailveil.pid")"
 MV_CPU=0
 MV_COMMANDS=0
+BL_CPU=0
+BL_COMMANDS=0
+[ -n "$BASELINE" ] && BL_PID="$(cat "$W/baseline.pid")"
 for sessions in "$MIXED_SESSIONS" 1; do
     log "mixed workload: $sessions session(s) x $MIXED_COMMANDS commands, $ROUNDS rounds"
     for _ in $(seq 1 "$ROUNDS"); do
         for p in "${PEERS[@]}"; do
             before="$(cpu_ticks "$MV_PID")"
+            [ "$p" = baseline ] && before="$(cpu_ticks "$BL_PID")"
             "${B[@]}" mixed --host "${HOST[$p]}" --port "${PORT[$p]}" --mailbox BenchSmall \
                 --sessions "$sessions" --commands "$MIXED_COMMANDS" --label "$p-s$sessions" | tee -a "$OUT"
             if [ "$p" = mailveil ]; then
                 MV_CPU=$((MV_CPU + $(cpu_ticks "$MV_PID") - before))
                 MV_COMMANDS=$((MV_COMMANDS + sessions * MIXED_COMMANDS))
+            elif [ "$p" = baseline ]; then
+                BL_CPU=$((BL_CPU + $(cpu_ticks "$BL_PID") - before))
+                BL_COMMANDS=$((BL_COMMANDS + sessions * MIXED_COMMANDS))
             fi
         done
     done
 done
-python3 -c 'import sys; t=int(sys.argv[1])/int(sys.argv[2]); n=int(sys.argv[3]); print("{\"label\": \"mailveil-cpu\", \"test\": \"cpu\", \"cpu_s\": %.2f, \"commands\": %d, \"us_per_command\": %.0f}" % (t, n, t / n * 1e6))' \
-    "$MV_CPU" "$(getconf CLK_TCK)" "$MV_COMMANDS" | tee -a "$OUT"
+cpu_line() { # label ticks commands
+    python3 -c 'import sys; t=int(sys.argv[2])/int(sys.argv[3]); n=int(sys.argv[4]); print("{\"label\": \"%s\", \"test\": \"cpu\", \"cpu_s\": %.2f, \"commands\": %d, \"us_per_command\": %.0f}" % (sys.argv[1], t, n, t / n * 1e6))' \
+        "$1" "$2" "$(getconf CLK_TCK)" "$3"
+}
+cpu_line mailveil-cpu "$MV_CPU" "$MV_COMMANDS" | tee -a "$OUT"
+if [ -n "$BASELINE" ]; then
+    cpu_line baseline-cpu "$BL_CPU" "$BL_COMMANDS" | tee -a "$OUT"
+fi
 
 # ------------------------------------------------------------------ memory
 rss_kib() { # pids... -> summed VmRSS in KiB
@@ -167,6 +189,11 @@ log "memory: $IDLE_SESSIONS authenticated sessions in IDLE at once (fresh proces
 stop_mailveil
 start_mailveil
 idle_memory mailveil-idle 11993 "cat $W/mailveil.pid"
+if [ -n "$BASELINE" ]; then
+    stop_baseline
+    start_baseline
+    idle_memory baseline-idle 15993 "cat $W/baseline.pid"
+fi
 idle_memory nginx-idle 12993 nginx_workers
 
 # ------------------------------------------------------------------ summary
@@ -181,14 +208,27 @@ mixed_sessions = sorted({r["sessions"] for r in rows if r.get("test") == "mixed"
 for test, key, unit, suffix in [("fetch", "MB_per_s", "MB/s", ""), ("fetch", "MB_per_s", "MB/s", "-x4")] + \
         [("mixed", "commands_per_s", "commands/s", f"-s{n}") for n in mixed_sessions]:
     d = med(test, "direct" + suffix, key)
-    for peer in ("direct", "mailveil", "nginx"):
+    for peer in ("direct", "mailveil", "baseline", "nginx"):
         v = med(test, peer + suffix, key)
         if v is not None:
             print(f"{test}{suffix or ''} {peer:9s} {v:9.1f} {unit}  ({v / d:.2f}x direct)")
+    m, b = med(test, "mailveil" + suffix, key), med(test, "baseline" + suffix, key)
+    if m is not None and b is not None:
+        print(f"{test}{suffix or ''} mailveil/baseline {m / b:.3f}")
+by_label = {r["label"]: r for r in rows}
 for r in rows:
-    if r.get("test") == "cpu":
+    if r.get("test") == "cpu" and r["label"] == "mailveil-cpu":
         print(f"mailveil CPU in the mixed runs: {r['us_per_command']} us per relayed command")
+    if r.get("test") == "cpu" and r["label"] == "baseline-cpu":
+        m = by_label["mailveil-cpu"]
+        ratio = m["cpu_s"] / r["cpu_s"] if r["cpu_s"] else float("nan")
+        print(f"baseline CPU in the mixed runs: {r['us_per_command']} us per relayed command; "
+              f"mailveil/baseline {ratio:.3f}")
     if r.get("test") == "idle":
         print(f"idle {r['label']}: {r['sessions']} sessions, {r['errors']} errors, "
               f"{r['kib_per_session']} KiB per session (RSS {r['rss_before_kib']} -> {r['rss_after_kib']} KiB)")
+m, b = by_label.get("mailveil-idle"), by_label.get("baseline-idle")
+if m and b:
+    ratio = m["kib_per_session"] / b["kib_per_session"] if b["kib_per_session"] else float("nan")
+    print(f"idle mailveil/baseline: {ratio:.3f} (KiB per session)")
 PY

@@ -18,7 +18,6 @@ REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
 ROUNDS="${ROUNDS:-3}"
 MESSAGES="${MESSAGES:-100}"
-log() { printf '== %s\n' "$*"; }
 
 # shellcheck source=tests/interop/lib.sh
 source "$HERE/lib.sh"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shared set-up for the interop suite and benchmarks: installs Debian
 # packages, makes a private CA, starts Dovecot, Postfix and mailveil on
-# loopback under $W. Sourced by run.sh and bench.sh; expects HERE, REPO, W.
+# loopback under $W. Sourced by every script here; expects HERE, REPO, W.
 #
 # Layout (all on loopback, nothing leaves the machine):
 #   SMTP clients → mailveil 127.0.0.1:11465 (TLS) / :11587 (STARTTLS)
@@ -10,6 +10,23 @@
 #   IMAP clients → mailveil 127.0.0.1:11993 (TLS) / :11143 (STARTTLS)
 #     → Dovecot 127.0.0.2:10993 (TLS) / :10143 (STARTTLS)
 #   Postfix 127.0.0.2:10025 offers AUTH but no TLS: mailveil must refuse it.
+#
+# Environment: MAILVEIL_INTEROP_DIR (the scripts' $W), MAILVEIL_BIN (run this
+# mailveil binary instead of building target/release/mailveil).
+
+# ------------------------------------------------------------------ reporting
+# One definition for every script that sources this file (before the first
+# use below). Scripts count with ok/bad/check and close with
+# "NAME: $PASS passed, $FAIL failed".
+PASS=0
+FAIL=0
+log() { printf '== %s\n' "$*"; }
+ok() { PASS=$((PASS + 1)); printf 'ok   - %s\n' "$1"; }
+bad() { FAIL=$((FAIL + 1)); printf 'FAIL - %s\n' "$1"; }
+check() { # check "name" command...
+    local name="$1"; shift
+    if "$@"; then ok "$name"; else bad "$name"; fi
+}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tests/interop/run.sh needs root (apt-get, postfix, dovecot)" >&2
@@ -43,6 +60,7 @@ id vmail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/
 # ------------------------------------------------------------------ clean slate
 stop_all() {
     [ -f "$W/mailveil.pid" ] && kill "$(cat "$W/mailveil.pid")" 2>/dev/null || true
+    [ -f "$W/baseline.pid" ] && kill "$(cat "$W/baseline.pid")" 2>/dev/null || true
     [ -d "$W/postfix" ] && postfix -c "$W/postfix" stop >/dev/null 2>&1 || true
     [ -f "$W/dovecot/dovecot.conf" ] && dovecot -c "$W/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
     sleep 0.3
@@ -53,9 +71,13 @@ mkdir -p "$W"/{tls,log,dovecot,postfix,mail,msgs}
 trap 'stop_all' EXIT
 
 # ------------------------------------------------------------------ build
-log "building mailveil (release)"
-(cd "$REPO" && cargo build --release --locked --quiet)
-MAILVEIL="$REPO/target/release/mailveil"
+if [ -n "${MAILVEIL_BIN:-}" ]; then
+    log "using the mailveil binary $MAILVEIL_BIN (not building)"
+else
+    log "building mailveil (release)"
+    (cd "$REPO" && cargo build --release --locked --quiet)
+fi
+MAILVEIL="${MAILVEIL_BIN:-$REPO/target/release/mailveil}"
 
 # ------------------------------------------------------------------ TLS
 # A private CA and one leaf for every server here (rustls, like browsers,
@@ -108,6 +130,33 @@ stop_mailveil() {
     fi
 }
 
+# An optional second relay for the benchmarks: the mailveil binary named by
+# BASELINE_BIN (e.g. a release build of an earlier commit) with the same
+# config, listening on 127.0.0.1:15xxx instead of :11xxx, so that both are
+# measured in one run on this noisy machine. Started only when a script
+# calls start_baseline; nothing happens without BASELINE_BIN.
+BASELINE="${BASELINE_BIN:-}"
+start_baseline() {
+    [ -n "$BASELINE" ] || return 0
+    sed -e 's/"127\.0\.0\.1:11/"127.0.0.1:15/' "$W/mailveil.toml" > "$W/baseline.toml"
+    "$BASELINE" check --config "$W/baseline.toml" >/dev/null
+    "$BASELINE" run --config "$W/baseline.toml" >"$W/log/baseline.out" 2>"$W/log/baseline.err" &
+    echo $! > "$W/baseline.pid"
+    wait_port 127.0.0.1 15465
+    wait_port 127.0.0.1 15587
+    wait_port 127.0.0.1 15993
+    wait_port 127.0.0.1 15143
+}
+stop_baseline() {
+    if [ -f "$W/baseline.pid" ]; then
+        kill "$(cat "$W/baseline.pid")" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$(cat "$W/baseline.pid")" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$W/baseline.pid"
+    fi
+}
+# "path (sha256 prefix)" of a binary, for the benchmark logs.
+describe_bin() { printf '%s (sha256 %s)' "$1" "$(sha256sum "$1" | cut -c1-12)"; }
+
 wait_port() { # host port
     for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
@@ -118,5 +167,5 @@ wait_port() { # host port
 }
 wait_port 127.0.0.1 10993; wait_port 127.0.0.2 10143; wait_port 127.0.0.2 10465; wait_port 127.0.0.2 10587; wait_port 127.0.0.2 10025
 start_mailveil
-export W CA REPO
+export W CA REPO MAILVEIL
 

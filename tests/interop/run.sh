@@ -11,16 +11,6 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
-PASS=0
-FAIL=0
-
-log() { printf '== %s\n' "$*"; }
-ok() { PASS=$((PASS + 1)); printf 'ok   - %s\n' "$1"; }
-bad() { FAIL=$((FAIL + 1)); printf 'FAIL - %s\n' "$1"; }
-check() { # check "name" command...
-    local name="$1"; shift
-    if "$@"; then ok "$name"; else bad "$name"; fi
-}
 
 # shellcheck source=tests/interop/lib.sh
 source "$HERE/lib.sh"

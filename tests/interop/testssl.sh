@@ -10,9 +10,6 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
-PASS=0
-FAIL=0
-log() { printf '== %s\n' "$*"; }
 
 # shellcheck source=tests/interop/lib.sh
 source "$HERE/lib.sh"
@@ -43,8 +40,7 @@ for spec in "${SPECS[@]}"; do
     log "testssl: $label (127.0.0.1:$port)"
     json="$W/testssl/$label.json"
     if ! [ -s "$json" ]; then
-        FAIL=$((FAIL + 1))
-        echo "FAIL - $label: no result (see $W/testssl/$label.txt)"
+        bad "$label: no result (see $W/testssl/$label.txt)"
         continue
     fi
     verdict="$(python3 - "$json" <<'PY'
@@ -67,8 +63,8 @@ PY
     echo "$verdict" | grep -v '^VERDICT'
     worst="$(echo "$verdict" | sed -n 's/^VERDICT //p')"
     case "$worst" in
-        "nothing above INFO"|LOW) PASS=$((PASS + 1)); echo "ok   - $label: worst finding $worst" ;;
-        *) FAIL=$((FAIL + 1)); echo "FAIL - $label: worst finding $worst" ;;
+        "nothing above INFO"|LOW) ok "$label: worst finding $worst" ;;
+        *) bad "$label: worst finding $worst" ;;
     esac
 done
 echo "testssl: $PASS passed, $FAIL failed"
