@@ -4,7 +4,7 @@
 //! Every limit is keyed by a tag, never by the thing itself: the client's
 //! address prefix (/32 for IPv4, /64 for IPv6) or its login, each passed
 //! through HMAC-SHA256 with the random per-process key of
-//! [`crate::auth::process_key`] and a domain-separating label, cut to 16
+//! [`crate::keys::process_key`] and a domain-separating label, cut to 16
 //! bytes. The tables therefore hold no address and no login, and a tag means
 //! nothing outside this process (it changes at every restart).
 //!
@@ -61,7 +61,7 @@ impl std::fmt::Debug for Tag {
 
 impl Tag {
     fn keyed(label: &[u8], data: &[u8]) -> Tag {
-        Tag(crate::auth::keyed_hash(&[label, data]))
+        Tag(crate::keys::keyed_hash(&[label, data]))
     }
 
     /// The tag of an address's prefix: /32 for IPv4 (IPv4-mapped IPv6

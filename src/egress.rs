@@ -24,8 +24,53 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::auth::IsolationKey;
 use crate::config::{EgressConfig, EgressMode, Endpoint, Upstream};
+use crate::privacy::Sensitive;
+
+/// Identifies an account to the egress layer without naming it: a keyed hash
+/// of the login with a random per-process key. Equal for one account's
+/// sessions within a process, unrelated across accounts and across restarts.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IsolationKey([u8; 16]);
+
+impl std::fmt::Debug for IsolationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IsolationKey([scrubbed])")
+    }
+}
+
+impl IsolationKey {
+    /// The key for a login (case-insensitive).
+    pub fn for_login(login: &Sensitive<String>) -> Self {
+        IsolationKey(crate::keys::keyed_hash(&[login
+            .expose()
+            .to_lowercase()
+            .as_bytes()]))
+    }
+
+    /// The key for a new client session: per account, or a fresh random
+    /// one when every session is to be kept apart.
+    pub fn for_session(isolate: crate::config::Isolate, login: &Sensitive<String>) -> Self {
+        match isolate {
+            crate::config::Isolate::Account => Self::for_login(login),
+            crate::config::Isolate::Session => Self::random(),
+        }
+    }
+
+    /// A key shared with nothing else.
+    pub fn random() -> Self {
+        let mut out = [0u8; 16];
+        // As for the process key: no randomness means no TLS either.
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut out)
+            .unwrap_or_else(|_| std::process::abort());
+        IsolationKey(out)
+    }
+
+    /// The raw 16 bytes (for proxies that take isolation as credentials).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
 
 /// A bidirectional byte stream to an upstream, whatever carries it.
 pub trait EgressStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -226,5 +271,20 @@ fn socks5_reason(e: &tokio_socks::Error) -> &'static str {
         E::ConnectionNotAllowedByRuleset => "the proxy's rules refused the connection",
         E::GeneralSocksServerFailure => "the proxy failed",
         _ => "the proxy refused the request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_key_is_per_account_and_case_insensitive() {
+        let a1 = IsolationKey::for_login(&Sensitive::new("Alice@Example.test".into()));
+        let a2 = IsolationKey::for_login(&Sensitive::new("alice@example.test".into()));
+        let b = IsolationKey::for_login(&Sensitive::new("bob@example.test".into()));
+        assert_eq!(a1, a2);
+        assert_ne!(a1, b);
+        assert_eq!(format!("{a1:?}"), "IsolationKey([scrubbed])");
     }
 }

@@ -12,23 +12,23 @@
 pub mod framed;
 pub mod relay;
 pub mod syntax;
-pub mod upstream;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::admission::{LoginGate, Peer};
-use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
 use crate::egress::EgressError;
+use crate::egress::IsolationKey;
 use crate::privacy::{Secret, wipe};
-use crate::server::Relay;
+use crate::provider::UpstreamError;
+use crate::provider::imap::{AuthOutcome, UpstreamImap};
+use crate::relay::Relay;
+use crate::sasl::{self, ClientCredentials, Mechanism};
 use crate::stats::Counter;
 use crate::stream::ClientStream;
-use crate::upstream::UpstreamError;
 use framed::{Framed, ReadError};
 use syntax::{
     astrings, filter_capability_line, leading_tag, line_body, literal_at_end, parse_head, reply_tag,
 };
-use upstream::{AuthOutcome, UpstreamImap};
 
 /// Capabilities before login over TLS: what the relay itself does. No
 /// software name, nothing from any provider.
@@ -364,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 let Some(password) = self.sasl_step(tag, b"UGFzc3dvcmQ6").await? else {
                     return Ok(None);
                 };
-                auth::login_credentials(user, password)
+                sasl::login_credentials(user, password)
             }
             _ => {
                 let response = match initial {
@@ -375,8 +375,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                     },
                 };
                 match mechanism {
-                    Mechanism::Plain => auth::parse_plain(response.expose()),
-                    _ => auth::parse_token(mechanism, response.expose()),
+                    Mechanism::Plain => sasl::parse_plain(response.expose()),
+                    _ => sasl::parse_token(mechanism, response.expose()),
                 }
             }
         };
@@ -641,7 +641,7 @@ fn login_credentials(args: &[u8]) -> Option<ClientCredentials> {
     plain.extend_from_slice(&user);
     plain.push(0);
     plain.extend_from_slice(&password);
-    let encoded = auth::encode_b64(&plain);
+    let encoded = sasl::encode_b64(&plain);
     wipe(&mut plain);
     let credentials = ClientCredentials::Plain {
         encoded,

@@ -8,27 +8,29 @@
 //! APPENDed headers), strips the headers that identify the person's device
 //! and network, and keeps no logs about anyone.
 //!
-//! Data path: `server` (listen, accept) → `smtp` or `imap` (session) → `auth`
-//! (routing) → `upstream` / `imap::upstream` (provider session) → `egress`
-//! (how bytes leave), with `sanitize` editing header blocks and `privacy`
-//! keeping values out of logs.
+//! Data path: `server` (listen, accept) → `smtp` or `imap` (session) → `sasl`
+//! (the login, for routing) → `provider` (provider session) → `egress` (how
+//! bytes leave), with `sanitize` editing header blocks and `privacy` keeping
+//! values out of logs.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 pub mod admission;
-pub mod auth;
 pub mod config;
 pub mod egress;
 pub mod imap;
+pub mod keys;
 pub mod logging;
 pub mod privacy;
 pub mod probe;
+pub mod provider;
+pub mod relay;
 pub mod sanitize;
+pub mod sasl;
 pub mod server;
 pub mod smtp;
 pub mod stats;
 pub mod stream;
 pub mod tls;
-pub mod upstream;

@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use mailveil::config::Config;
-use mailveil::server::{Relay, Server};
+use mailveil::relay::Relay;
+use mailveil::server::Server;
 
 #[derive(Parser)]
 #[command(

@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::auth::IsolationKey;
 use crate::config::{Config, Endpoint};
 use crate::egress::Egress;
-use crate::imap::upstream::UpstreamImap;
+use crate::egress::IsolationKey;
+use crate::provider::imap::UpstreamImap;
+use crate::provider::smtp::UpstreamSmtp;
 use crate::tls::upstream_client_config;
-use crate::upstream::UpstreamSmtp;
 
 /// How long to wait for the embedded Tor client to bootstrap.
 pub const BOOTSTRAP_WAIT: Duration = Duration::from_secs(180);
@@ -74,7 +74,7 @@ async fn probe_one(
     tls: std::sync::Arc<rustls::ClientConfig>,
     egress: &Egress,
     config: &Config,
-) -> Result<(), crate::upstream::UpstreamError> {
+) -> Result<(), crate::provider::UpstreamError> {
     let timeout = config.limits.upstream_timeout;
     // A key of its own: the probe shares no circuit with anybody.
     let isolation = IsolationKey::random();

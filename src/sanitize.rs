@@ -323,7 +323,7 @@ fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<Strin
     if right.eq_ignore_ascii_case(sender_domain) {
         return None;
     }
-    let tag = ring::hmac::sign(crate::auth::process_key(), inner.as_bytes());
+    let tag = ring::hmac::sign(crate::keys::process_key(), inner.as_bytes());
     let hex: String = tag.as_ref()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))

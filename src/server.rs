@@ -11,83 +11,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::ClientConfig;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{Admission, AdmissionLimits, Refused};
-use crate::config::{Config, Listener, ListenerTls, Protocol};
-use crate::egress::{Egress, EgressSetupError};
-use crate::sanitize::Policy;
-use crate::stats::{Counter, Stats};
-use crate::tls::{TlsError, upstream_client_config};
-
-/// Why the shared state could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// An upstream CA file or TLS setting.
-    #[error("upstream TLS: {0}")]
-    Tls(#[from] TlsError),
-    /// Egress (the embedded Tor client).
-    #[error("{0}")]
-    Egress(#[from] EgressSetupError),
-}
-
-/// Everything sessions share, built once at start-up.
-pub struct Relay {
-    /// The validated configuration.
-    pub config: Config,
-    /// Client-facing TLS.
-    pub acceptor: TlsAcceptor,
-    /// Upstream TLS configurations, by upstream index.
-    pub upstream_tls: Vec<Arc<ClientConfig>>,
-    /// The way out.
-    pub egress: Egress,
-    /// The compiled header policy.
-    pub policy: Policy,
-    /// Aggregate counters.
-    pub stats: Stats,
-    /// Set to true on shutdown: idle sessions say goodbye and end, busy
-    /// ones finish what they are doing.
-    pub draining: tokio::sync::watch::Sender<bool>,
-    /// Per-prefix and per-account limits, lockouts, eviction.
-    pub admission: Arc<Admission>,
-}
-
-impl Relay {
-    /// Resolves once the relay is shutting down.
-    pub async fn until_draining(rx: &mut tokio::sync::watch::Receiver<bool>) {
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
-
-impl Relay {
-    /// Builds the shared state: loads CA files, compiles the policy, sets up
-    /// egress (starting Tor's bootstrap when it is used). Runs inside the
-    /// tokio runtime.
-    pub fn new(config: Config, server_tls: Arc<rustls::ServerConfig>) -> Result<Self, RelayError> {
-        let upstream_tls = config
-            .upstreams
-            .iter()
-            .map(|u| upstream_client_config(u.ca.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Relay {
-            egress: Egress::new(&config.egress, &config.upstreams)?,
-            policy: Policy::new(&config.sanitize),
-            acceptor: TlsAcceptor::from(server_tls),
-            upstream_tls,
-            stats: Stats::default(),
-            draining: tokio::sync::watch::channel(false).0,
-            admission: Arc::new(Admission::new(AdmissionLimits::from_limits(&config.limits))),
-            config,
-        })
-    }
-}
+use crate::admission::Refused;
+use crate::config::{Listener, ListenerTls, Protocol};
+use crate::relay::Relay;
+use crate::stats::Counter;
 
 /// Bound listeners, ready to serve.
 pub struct Server {

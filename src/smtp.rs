@@ -21,13 +21,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use crate::admission::{LoginGate, Peer};
-use crate::auth::{self, ClientCredentials, IsolationKey, Mechanism};
 use crate::egress::EgressError;
+use crate::egress::IsolationKey;
 use crate::privacy::{Secret, wipe, wipe_appended};
-use crate::server::Relay;
+use crate::provider::UpstreamError;
+use crate::provider::smtp::UpstreamSmtp;
+use crate::relay::Relay;
+use crate::sasl::{self, ClientCredentials, Mechanism};
 use crate::stats::Counter;
 use crate::stream::ClientStream;
-use crate::upstream::{UpstreamError, UpstreamSmtp};
 use data::{MessageReceiver, Progress, Refusal};
 use reply::Reply;
 
@@ -407,7 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 let Some(password) = self.prompt("UGFzc3dvcmQ6").await? else {
                     return Ok(None);
                 };
-                auth::login_credentials(user, password)
+                sasl::login_credentials(user, password)
             }
             _ => {
                 let response = if initial.is_empty() {
@@ -419,8 +421,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                     Secret::new(initial.to_vec())
                 };
                 match mechanism {
-                    Mechanism::Plain => auth::parse_plain(response.expose()),
-                    _ => auth::parse_token(mechanism, response.expose()),
+                    Mechanism::Plain => sasl::parse_plain(response.expose()),
+                    _ => sasl::parse_token(mechanism, response.expose()),
                 }
             }
         };
@@ -480,8 +482,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             } => {
                 if !has(Mechanism::Plain) && has(Mechanism::Login) && authzid.expose().is_empty() {
                     steps.push(Secret::new(b"AUTH LOGIN\r\n".to_vec()));
-                    steps.push(line_of(auth::encode_b64(authcid.expose()).expose()));
-                    steps.push(line_of(auth::encode_b64(password.expose()).expose()));
+                    steps.push(line_of(sasl::encode_b64(authcid.expose()).expose()));
+                    steps.push(line_of(sasl::encode_b64(password.expose()).expose()));
                 } else {
                     steps.push(command_with(b"AUTH PLAIN ", encoded.expose()));
                 }
@@ -491,8 +493,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 password_encoded,
             } => {
                 if !has(Mechanism::Login) && has(Mechanism::Plain) {
-                    let user = auth::decode_b64(user_encoded.expose()).unwrap_or_default();
-                    let password = auth::decode_b64(password_encoded.expose()).unwrap_or_default();
+                    let user = sasl::decode_b64(user_encoded.expose()).unwrap_or_default();
+                    let password = sasl::decode_b64(password_encoded.expose()).unwrap_or_default();
                     let mut plain =
                         Vec::with_capacity(2 + user.expose().len() + password.expose().len());
                     plain.push(0);
@@ -502,7 +504,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                     let plain = Secret::new(plain);
                     steps.push(command_with(
                         b"AUTH PLAIN ",
-                        auth::encode_b64(plain.expose()).expose(),
+                        sasl::encode_b64(plain.expose()).expose(),
                     ));
                 } else {
                     steps.push(Secret::new(b"AUTH LOGIN\r\n".to_vec()));

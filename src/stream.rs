@@ -65,7 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
 /// the handshake timeout on implicit-TLS listeners, plain otherwise. `None`
 /// when the handshake failed or timed out.
 pub async fn accept<S>(
-    relay: &crate::server::Relay,
+    relay: &crate::relay::Relay,
     stream: S,
     implicit_tls: bool,
 ) -> Option<ClientStream<S>>
@@ -89,7 +89,7 @@ where
 /// [`accept`] for an admitted session: gives up (`None`) if the relay
 /// evicts the session while its TLS handshake is still going on.
 pub async fn accept_admitted<S>(
-    relay: &crate::server::Relay,
+    relay: &crate::relay::Relay,
     stream: S,
     implicit_tls: bool,
     peer: &crate::admission::Peer,

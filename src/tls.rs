@@ -215,7 +215,7 @@ fn read_certificates(
 }
 
 /// SHA-256 of a DER certificate as `AB:CD:…`.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
     digest
         .as_ref()

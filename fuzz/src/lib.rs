@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use mailveil::config::Config;
-use mailveil::server::Relay;
+use mailveil::relay::Relay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A relay whose upstreams are unreachable (nothing pre-login needs them).

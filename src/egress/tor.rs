@@ -28,8 +28,7 @@ use tor_llcrypto::pk::ed25519::Ed25519Identity;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_rtcompat::PreferredRuntime;
 
-use super::{BoxedStream, EgressError, EgressSetupError};
-use crate::auth::IsolationKey;
+use super::{BoxedStream, EgressError, EgressSetupError, IsolationKey};
 use crate::config::{EgressConfig, TestingNetwork};
 
 /// How long to wait between bootstrap attempts that failed outright.

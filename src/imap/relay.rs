@@ -24,8 +24,8 @@ use super::syntax::{
     LiteralMarker, Token, filter_capability_line, leading_tag, line_body, literal_at_end,
     parse_head, reply_tag, token,
 };
-use super::upstream::GENERIC_ID;
 use crate::privacy::{wipe, wipe_appended};
+use crate::provider::imap::GENERIC_ID;
 use crate::sanitize::{Policy, strip_identifying_headers};
 use zeroize::Zeroizing;
 

@@ -1,13 +1,12 @@
 //! Certificate reload (SIGHUP in `main`): new handshakes get the new
 //! certificate, and files that cannot be used leave the current one in place.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use mailveil::config::Config;
-use mailveil::server::{Relay, Server};
+use mailveil::relay::Relay;
+use mailveil::server::Server;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 fn make_cert() -> (String, String, CertificateDer<'static>) {

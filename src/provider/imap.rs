@@ -14,13 +14,13 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::framed::{Framed, ReadError};
-use super::syntax::{self, capability_names, line_body, literal_at_end};
-use crate::auth::{ClientCredentials, Mechanism, decode_b64};
+use super::UpstreamError;
 use crate::config::{Endpoint, UpstreamTls};
 use crate::egress::{BoxedStream, Egress};
+use crate::imap::framed::{Framed, ReadError};
+use crate::imap::syntax::{self, capability_names, line_body, literal_at_end};
 use crate::privacy::wipe;
-use crate::upstream::UpstreamError;
+use crate::sasl::{ClientCredentials, Mechanism, decode_b64};
 
 /// The ID parameter list sent to every provider for every user (RFC 2971).
 /// Some providers refuse clients that send no ID; this one names no
@@ -81,11 +81,10 @@ impl UpstreamImap {
         endpoint: &Endpoint,
         tls: Arc<ClientConfig>,
         egress: &Egress,
-        isolation: &crate::auth::IsolationKey,
+        isolation: &crate::egress::IsolationKey,
         timeout: Duration,
     ) -> Result<Self, UpstreamError> {
-        let (stream, server_name) =
-            crate::upstream::open(endpoint, egress, isolation, timeout).await?;
+        let (stream, server_name) = super::open(endpoint, egress, isolation, timeout).await?;
         let connector = TlsConnector::from(tls);
         let stream = match endpoint.tls {
             UpstreamTls::Implicit => stream,
@@ -194,7 +193,7 @@ impl UpstreamImap {
                     plain.extend_from_slice(user.expose());
                     plain.push(0);
                     plain.extend_from_slice(password.expose());
-                    let encoded = crate::auth::encode_b64(&plain);
+                    let encoded = crate::sasl::encode_b64(&plain);
                     wipe(&mut plain);
                     self.authenticate_with(Mechanism::Plain, encoded.expose())
                         .await?

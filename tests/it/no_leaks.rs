@@ -2,15 +2,13 @@
 //! logs, at any level. Full SMTP and IMAP sessions run with canary values while every
 //! tracing event at TRACE is captured; no canary may appear.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::common::imap::*;
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::imap::*;
-use common::*;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);

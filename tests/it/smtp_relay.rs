@@ -1,11 +1,9 @@
 //! End-to-end SMTP tests: a real client socket → mailveil → a scripted
 //! upstream, all over TCP + TLS on 127.0.0.1.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::*;
 
 const SIMPLE: &[u8] = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: hi\r\nDate: Tue, 24 Nov 2026 01:26:36 +0100\r\nMessage-ID: <x1@laptop.lan>\r\nUser-Agent: Mutt/2.2.9\r\nReceived: from laptop.lan (192.168.1.7)\r\n\r\nbody line\r\n.leading dot\r\n";
 
@@ -343,8 +341,8 @@ async fn pgp_mime_and_smime_signed_bodies_arrive_byte_identical() {
     let (upstream, relay) = start_pair(UpstreamScript::default()).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
-    let pgp = include_bytes!("fixtures/messages/pgp-mime-signed.eml");
-    let smime = include_bytes!("fixtures/messages/smime-signed.eml");
+    let pgp = include_bytes!("../fixtures/messages/pgp-mime-signed.eml");
+    let smime = include_bytes!("../fixtures/messages/smime-signed.eml");
     assert!(c.send_message(pgp).await.starts_with("250 "));
     assert!(c.send_message(smime).await.starts_with("250 "));
     let stored = upstream.messages();
@@ -380,7 +378,7 @@ async fn eight_bit_and_smtputf8_messages_arrive_intact() {
     c.send(&stuff(latin1)).await;
     assert!(c.reply().await.starts_with("250 "));
     // SMTPUTF8 with a UTF-8 address and headers.
-    let utf8 = include_bytes!("fixtures/messages/smtputf8.eml");
+    let utf8 = include_bytes!("../fixtures/messages/smtputf8.eml");
     assert_eq!(
         c.cmd("MAIL FROM:<jürgen@exämple.test> SMTPUTF8 BODY=8BITMIME")
             .await,

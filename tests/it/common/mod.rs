@@ -17,7 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, TcpStream};
 
 use mailveil::config::Config;
-use mailveil::server::{Relay, Server};
+use mailveil::relay::Relay;
+use mailveil::server::Server;
 
 pub mod imap;
 pub mod socks;

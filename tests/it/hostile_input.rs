@@ -2,10 +2,8 @@
 //! in RELIABILITY.md). Every case: the exact first reply line, and whether
 //! the relay then closes; nothing reaches the provider that should not.
 
-mod common;
-
-use common::imap::*;
-use common::*;
+use crate::common::imap::*;
+use crate::common::*;
 
 /// Sends `bytes` on a fresh authenticated SMTP session (implicit TLS) and
 /// returns the first reply line and whether the connection then closed.

@@ -1,12 +1,9 @@
-//! Authentication: which SASL mechanisms the relay passes through, how the
-//! login is read from a client's SASL response (to pick the upstream), and the
-//! per-account isolation key.
+//! SASL: which mechanisms the relay passes through, and how the login is
+//! read from a client's SASL response (to pick the upstream).
 //!
 //! The relay never decides whether a password is right: the upstream does.
 //! This module only parses enough of the client's response to know *where*
 //! to send it. Logins are returned as [`Sensitive`]; responses as [`Secret`].
-
-use std::sync::OnceLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -242,73 +239,6 @@ fn oauthbearer_user(decoded: &[u8]) -> Option<Option<Vec<u8>>> {
     }
 }
 
-/// Identifies an account to the egress layer without naming it: a keyed hash
-/// of the login with a random per-process key. Equal for one account's
-/// sessions within a process, unrelated across accounts and across restarts.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct IsolationKey([u8; 16]);
-
-impl std::fmt::Debug for IsolationKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IsolationKey([scrubbed])")
-    }
-}
-
-impl IsolationKey {
-    /// The key for a login (case-insensitive).
-    pub fn for_login(login: &Sensitive<String>) -> Self {
-        IsolationKey(keyed_hash(&[login.expose().to_lowercase().as_bytes()]))
-    }
-
-    /// The key for a new client session: per account, or a fresh random
-    /// one when every session is to be kept apart.
-    pub fn for_session(isolate: crate::config::Isolate, login: &Sensitive<String>) -> Self {
-        match isolate {
-            crate::config::Isolate::Account => Self::for_login(login),
-            crate::config::Isolate::Session => Self::random(),
-        }
-    }
-
-    /// A key shared with nothing else.
-    pub fn random() -> Self {
-        let mut out = [0u8; 16];
-        // As for the process key: no randomness means no TLS either.
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut out)
-            .unwrap_or_else(|_| std::process::abort());
-        IsolationKey(out)
-    }
-
-    /// The raw 16 bytes (for proxies that take isolation as credentials).
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-/// HMAC-SHA256 of `parts`, concatenated, under [`process_key`], cut to 16
-/// bytes: a name for something that means nothing outside this process.
-pub fn keyed_hash(parts: &[&[u8]]) -> [u8; 16] {
-    let mut ctx = ring::hmac::Context::with_key(process_key());
-    for part in parts {
-        ctx.update(part);
-    }
-    let tag = ctx.sign();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&tag.as_ref()[..16]);
-    out
-}
-
-/// A random HMAC key made once per process and never written anywhere.
-pub fn process_key() -> &'static ring::hmac::Key {
-    static KEY: OnceLock<ring::hmac::Key> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let rng = ring::rand::SystemRandom::new();
-        // Generating a key from the system RNG fails only if the OS has no
-        // randomness at all, in which case nothing about TLS works either.
-        ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| std::process::abort())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,15 +279,5 @@ mod tests {
         assert_eq!(c.login().expose(), "");
         let broken = B64.encode(b"x,,\x01auth=Bearer t\x01\x01");
         assert!(parse_token(Mechanism::OAuthBearer, broken.as_bytes()).is_err());
-    }
-
-    #[test]
-    fn isolation_key_is_per_account_and_case_insensitive() {
-        let a1 = IsolationKey::for_login(&Sensitive::new("Alice@Example.test".into()));
-        let a2 = IsolationKey::for_login(&Sensitive::new("alice@example.test".into()));
-        let b = IsolationKey::for_login(&Sensitive::new("bob@example.test".into()));
-        assert_eq!(a1, a2);
-        assert_ne!(a1, b);
-        assert_eq!(format!("{a1:?}"), "IsolationKey([scrubbed])");
     }
 }

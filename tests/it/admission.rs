@@ -4,12 +4,10 @@
 //! pre-authentication deadline and the transfer rate floor. Clients bind
 //! distinct 127.0.0.x source addresses to stand for distinct prefixes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::imap::*;
-use common::*;
+use crate::common::imap::*;
+use crate::common::*;
 
 fn with_limits(text: String, limits: &str) -> String {
     text.replace("[limits]\n", &format!("[limits]\n{limits}\n"))

@@ -2,13 +2,11 @@
 //! distinct credentials, and a proxy that is down means a temporary error and
 //! no direct connection, ever.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::imap::{ImapClient, ImapScript, imap_relay_config, start_imap_upstream};
-use common::socks::start_socks;
-use common::*;
+use crate::common::imap::{ImapClient, ImapScript, imap_relay_config, start_imap_upstream};
+use crate::common::socks::start_socks;
+use crate::common::*;
 
 const PROVIDER: &str = "mail.provider.test";
 const MESSAGE: &[u8] =

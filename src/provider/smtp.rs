@@ -1,50 +1,27 @@
-//! Talking to the provider: the upstream side of an SMTP session.
-//!
-//! A connection is opened through [`Egress`], wrapped in TLS (implicit, or
-//! STARTTLS that must be offered and must succeed — never plaintext), greeted
-//! with one fixed neutral EHLO name, and then driven one command at a time
-//! with mail-send's `SmtpClient` over that stream. Reply texts stay inside
-//! [`smtp_proto::Response`] values handed back to the session; nothing here
-//! logs them.
+//! The SMTP side of a provider: a connection opened through [`Egress`],
+//! wrapped in TLS (implicit, or STARTTLS that must be offered and must
+//! succeed — never plaintext), greeted with one fixed neutral EHLO name, and
+//! then driven one command at a time with mail-send's `SmtpClient` over that
+//! stream. Reply texts stay inside [`smtp_proto::Response`] values handed
+//! back to the session; nothing here logs them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mail_send::SmtpClient;
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
 use smtp_proto::{EhloResponse, Response};
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::auth::IsolationKey;
+use super::{UpstreamError, open};
 use crate::config::{Endpoint, UpstreamTls};
-use crate::egress::{BoxedStream, Egress, EgressError};
+use crate::egress::{BoxedStream, Egress, IsolationKey};
 use crate::smtp::data::write_stuffed;
 
 /// Time allowed for the reply to the final dot (RFC 5321 §4.5.3.2.6: 10 min).
 pub const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Why the upstream could not be used. No reply text, host or address inside.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// Egress failed.
-    #[error("egress: {0}")]
-    Egress(#[from] EgressError),
-    /// The TLS handshake failed (certificate, protocol, name).
-    #[error("TLS handshake with upstream failed")]
-    Tls,
-    /// STARTTLS was required but not offered or refused.
-    #[error("upstream offered no usable STARTTLS")]
-    NoStartTls,
-    /// The greeting or EHLO was not positive.
-    #[error("upstream refused the session (code {0})")]
-    Refused(u16),
-    /// The connection broke, timed out or spoke garbage.
-    #[error("upstream connection lost")]
-    Lost,
-}
 
 impl From<mail_send::Error> for UpstreamError {
     fn from(_: mail_send::Error) -> Self {
@@ -198,25 +175,4 @@ where
         return Err(UpstreamError::Refused(greeting.code));
     }
     Ok(())
-}
-
-/// Connects to `endpoint` through the egress and names the certificate the
-/// provider must present (`tls_server_name`: its host name, or its IP address).
-pub(crate) async fn open(
-    endpoint: &Endpoint,
-    egress: &Egress,
-    isolation: &IsolationKey,
-    timeout: Duration,
-) -> Result<(BoxedStream, ServerName<'static>), UpstreamError> {
-    let name = ServerName::try_from(
-        endpoint
-            .tls_server_name
-            .expose()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .map_err(|_| UpstreamError::Tls)?;
-    let stream = egress.connect(endpoint, isolation, timeout).await?;
-    Ok((stream, name))
 }

@@ -1,14 +1,12 @@
 //! The IMAP relay end to end over real TCP + TLS: a client in front of the
 //! relay, the scripted provider of `common::imap` behind it.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::imap::*;
+use crate::common::{PASSWORD, TOKEN, USER, start_relay_with};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::imap::*;
-use common::{PASSWORD, TOKEN, USER, start_relay_with};
 
 /// A message as a client would file it in Sent: identifying headers, a
 /// Message-ID naming the laptop, a body with lines that look like headers.
@@ -25,7 +23,7 @@ User-Agent: this line is body, not header\r\n\
 body line two\r\n";
 
 fn body_of(message: &[u8]) -> &[u8] {
-    common::body(message)
+    crate::common::body(message)
 }
 
 fn assert_sanitized(stored: &[u8]) {

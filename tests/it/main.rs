@@ -1,0 +1,15 @@
+//! The hermetic integration tests, in one binary (one link instead of
+//! nine): the relay in-process, its peers — scripted providers, a SOCKS5
+//! proxy, byte-level clients — over real TCP and TLS on 127.0.0.1.
+
+mod common;
+
+mod admission;
+mod cli;
+mod egress;
+mod hostile_input;
+mod imap_relay;
+mod no_leaks;
+mod sanitize_props;
+mod smtp_relay;
+mod tls_reload;
