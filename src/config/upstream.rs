@@ -1,0 +1,366 @@
+//! `[[upstream]]` and `[routing]`: the providers, where their SMTP and IMAP
+//! endpoints are, how each is reached and which login domains go to which.
+//! Host names are only checked and kept `Sensitive`, never resolved here; an
+//! `.onion` host is refused unless it is a v3 address reached through Tor.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::egress::mode as egress_mode;
+use super::{ConfigError, EgressMode, check_host, invalid};
+use crate::privacy::Sensitive;
+
+/// One `[[upstream]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    name: String,
+    smtp: Option<RawEndpoint>,
+    imap: Option<RawEndpoint>,
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    domains: Vec<String>,
+    egress: Option<String>,
+    tls_server_name: Option<String>,
+}
+
+/// An upstream's `smtp` or `imap` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    host: String,
+    port: u16,
+    tls: UpstreamTls,
+}
+
+/// `[routing]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouting {
+    default: Option<String>,
+}
+
+/// How the relay reaches an upstream with TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    /// TLS from the first byte.
+    Implicit,
+    /// STARTTLS, required: an upstream that does not offer it is not used.
+    Starttls,
+}
+
+/// Where an upstream service is.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Host name or IP literal; resolved only by the egress connector.
+    /// Sensitive: which provider a session goes to says whose session it is.
+    pub host: Sensitive<String>,
+    /// TCP port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: UpstreamTls,
+    /// How this endpoint is reached (the global mode or the upstream's own).
+    pub egress: EgressMode,
+    /// The name the provider's certificate must carry: `tls_server_name` if
+    /// set (an onion service presenting its clear-web certificate), else
+    /// `host`.
+    pub tls_server_name: Sensitive<String>,
+}
+
+/// A provider the relay can talk to.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Name used in routing.
+    pub name: String,
+    /// Submission endpoint, if the provider is used for sending.
+    pub smtp: Option<Endpoint>,
+    /// IMAP endpoint, if the provider is used for reading.
+    pub imap: Option<Endpoint>,
+    /// Extra CA certificates (PEM) trusted for this upstream instead of the
+    /// public web PKI roots.
+    pub ca: Option<PathBuf>,
+    /// Login domains routed here.
+    pub domains: Vec<String>,
+}
+
+/// The validated upstreams and how logins are routed to them.
+pub(super) struct Routes {
+    /// Upstreams by position.
+    pub(super) upstreams: Vec<Upstream>,
+    /// Index of the upstream for logins whose domain matches none.
+    pub(super) default_upstream: Option<usize>,
+    /// Login domain (lower case) → upstream index.
+    pub(super) domain_routes: HashMap<String, usize>,
+}
+
+/// True for `.onion` host names.
+pub fn is_onion(host: &str) -> bool {
+    host.len() > 6 && host[host.len() - 6..].eq_ignore_ascii_case(".onion")
+}
+
+/// Refuses a configuration without any `[[upstream]]`.
+pub(super) fn require_some(raw: &[RawUpstream]) -> Result<(), ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            "upstream",
+            "at least one [[upstream]] table is required",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every upstream in order (endpoints reached by `global_mode` unless
+/// the upstream names its own), builds the domain routes and resolves
+/// `routing.default`; a single upstream is the default without it.
+pub(super) fn validate(
+    raw: Vec<RawUpstream>,
+    routing: Option<RawRouting>,
+    global_mode: EgressMode,
+) -> Result<Routes, ConfigError> {
+    let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.len());
+    let mut domain_routes = HashMap::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        let key = format!("upstream[{i}]");
+        if u.name.is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        if upstreams.iter().any(|o| o.name == u.name) {
+            return Err(invalid(format!("{key}.name"), "name used twice"));
+        }
+        if u.smtp.is_none() && u.imap.is_none() {
+            return Err(invalid(
+                key.clone(),
+                "needs an `smtp` endpoint, an `imap` endpoint or both",
+            ));
+        }
+        let mode = match u.egress.as_deref() {
+            Some(m) => egress_mode(&format!("{key}.egress"), m)?,
+            None => global_mode,
+        };
+        if let Some(name) = &u.tls_server_name {
+            check_host(&format!("{key}.tls_server_name"), name)?;
+        }
+        let smtp = u
+            .smtp
+            .map(|e| endpoint(&format!("{key}.smtp"), e, mode, &u.tls_server_name))
+            .transpose()?;
+        let imap = u
+            .imap
+            .map(|e| endpoint(&format!("{key}.imap"), e, mode, &u.tls_server_name))
+            .transpose()?;
+        for (j, d) in u.domains.iter().enumerate() {
+            let d = d.trim().to_ascii_lowercase();
+            if d.is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
+                return Err(invalid(
+                    format!("{key}.domains[{j}]"),
+                    "expected a bare domain like \"example.org\"",
+                ));
+            }
+            if domain_routes.insert(d, i).is_some() {
+                return Err(invalid(
+                    format!("{key}.domains[{j}]"),
+                    "domain already routed to another upstream",
+                ));
+            }
+        }
+        upstreams.push(Upstream {
+            name: u.name,
+            smtp,
+            imap,
+            ca: u.ca,
+            domains: u.domains,
+        });
+    }
+
+    let default_upstream = match routing.and_then(|r| r.default) {
+        Some(name) => Some(
+            upstreams
+                .iter()
+                .position(|u| u.name == name)
+                .ok_or_else(|| invalid("routing.default", "names no [[upstream]]"))?,
+        ),
+        None if upstreams.len() == 1 => Some(0),
+        None => None,
+    };
+    Ok(Routes {
+        upstreams,
+        default_upstream,
+        domain_routes,
+    })
+}
+
+fn endpoint(
+    key: &str,
+    e: RawEndpoint,
+    mode: EgressMode,
+    tls_server_name: &Option<String>,
+) -> Result<Endpoint, ConfigError> {
+    check_host(&format!("{key}.host"), &e.host)?;
+    if e.port == 0 {
+        return Err(invalid(format!("{key}.port"), "must be 1-65535"));
+    }
+    let onion = is_onion(&e.host);
+    if onion && mode == EgressMode::Direct {
+        return Err(invalid(
+            format!("{key}.host"),
+            "an .onion address needs egress \"tor\" or \"socks5\" (to a Tor daemon)",
+        ));
+    }
+    if onion && e.host.len() != 62 {
+        return Err(invalid(
+            format!("{key}.host"),
+            "expected a v3 onion address (56 characters before .onion)",
+        ));
+    }
+    Ok(Endpoint {
+        tls_server_name: Sensitive::new(tls_server_name.clone().unwrap_or_else(|| e.host.clone())),
+        host: Sensitive::new(e.host),
+        port: e.port,
+        tls: e.tls,
+        egress: mode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::config::tests::{MINIMAL, refusal};
+
+    #[test]
+    fn upstream_overrides_egress_and_certificate_name() {
+        let onion = "a".repeat(56) + ".onion";
+        let text = MINIMAL
+            .replace(
+                "domains = [\"a.example\", \"A2.example\"]",
+                "domains = [\"a.example\"]\negress = \"socks5\"\ntls_server_name = \"smtp.a.example\"",
+            )
+            .replace("smtp.a.example\", port = 465", &format!("{onion}\", port = 465"))
+            .replace(
+                "default = \"b\"",
+                "default = \"b\"\n\n[egress]\nmode = \"direct\"\nsocks5 = \"127.0.0.1:9050\"\nisolate = \"session\"",
+            );
+        let c = Config::parse(&text).expect("valid");
+        let a = c.upstreams[0].smtp.as_ref().expect("smtp");
+        assert_eq!(
+            (a.egress, a.host.expose().as_str()),
+            (EgressMode::Socks5, onion.as_str())
+        );
+        assert_eq!(a.tls_server_name.expose(), "smtp.a.example");
+        let b = c.upstreams[1].smtp.as_ref().expect("smtp");
+        assert_eq!(b.egress, EgressMode::Direct);
+        assert_eq!(c.egress.isolate, crate::config::Isolate::Session);
+        assert_eq!(
+            c.egress.socks5,
+            Some("127.0.0.1:9050".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn bad_port_names_the_key() {
+        let text = MINIMAL.replace("port = 587", "port = 0");
+        let err = Config::parse(&text).expect_err("port 0").to_string();
+        assert!(err.contains("upstream[1].smtp.port"), "{err}");
+    }
+
+    #[test]
+    fn routing_default_must_name_an_upstream() {
+        let text = MINIMAL.replace("default = \"b\"", "default = \"c\"");
+        let err = Config::parse(&text).expect_err("bad default").to_string();
+        assert!(err.contains("routing.default"), "{err}");
+    }
+
+    #[test]
+    fn domain_routed_twice_is_refused() {
+        let text = MINIMAL.replace(
+            "port = 587, tls = \"starttls\" }",
+            "port = 587, tls = \"starttls\" }\ndomains = [\"a.example\"]",
+        );
+        let err = Config::parse(&text).expect_err("dup domain").to_string();
+        assert!(err.contains("upstream[1].domains[0]"), "{err}");
+    }
+
+    #[test]
+    fn two_upstreams_without_routing_default_have_no_default() {
+        let text = MINIMAL.replace("[routing]\ndefault = \"b\"\n", "");
+        let c = Config::parse(&text).expect("valid");
+        assert_eq!(c.default_upstream, None);
+        assert_eq!(c.route("bob@elsewhere.example"), None);
+        assert_eq!(c.route("alice@a.example"), Some(0));
+    }
+
+    #[test]
+    fn upstream_names_must_be_unique_and_set() {
+        assert_eq!(
+            refusal(&MINIMAL.replace("name = \"b\"", "name = \"a\"")),
+            "`upstream[1].name`: name used twice"
+        );
+        assert_eq!(
+            refusal(&MINIMAL.replace("name = \"a\"", "name = \"\"")),
+            "`upstream[0].name`: must not be empty"
+        );
+    }
+
+    #[test]
+    fn onion_hosts_must_be_v3() {
+        let text = MINIMAL.replace("smtp.b.example", "abc.onion");
+        assert_eq!(
+            refusal(&text),
+            "`upstream[1].smtp.host`: expected a v3 onion address (56 characters before .onion)"
+        );
+        assert!(is_onion("x.ONION") && !is_onion(".onion") && !is_onion("onion.example"));
+    }
+
+    #[test]
+    fn imap_endpoints_and_listeners() {
+        let text = MINIMAL
+            .replace(
+                "domains = [\"a.example\", \"A2.example\"]",
+                "imap = { host = \"imap.a.example\", port = 993, tls = \"implicit\" }\n\
+                 domains = [\"a.example\", \"A2.example\"]",
+            )
+            .replace(
+                "[[upstream]]\nname = \"a\"",
+                "[[listen]]\nprotocol = \"imap\"\naddress = \"127.0.0.1:1993\"\ntls = \"implicit\"\n\n\
+                 [[upstream]]\nname = \"a\"",
+            );
+        let c = Config::parse(&text).expect("valid");
+        let imap = c.upstreams[0].imap.as_ref().expect("imap endpoint");
+        assert_eq!(
+            (imap.host.expose().as_str(), imap.port),
+            ("imap.a.example", 993)
+        );
+        assert!(c.upstreams[1].imap.is_none());
+        assert_eq!(c.limits.max_imap_line_bytes, 65536);
+        assert_eq!(c.limits.imap_idle_timeout, Duration::from_secs(1860));
+        // An IMAP listener with no upstream that speaks IMAP is refused.
+        let no_imap = text.replace(
+            "imap = { host = \"imap.a.example\", port = 993, tls = \"implicit\" }\n",
+            "",
+        );
+        let err = Config::parse(&no_imap)
+            .expect_err("imap listener")
+            .to_string();
+        assert!(err.contains("listen[1]"), "{err}");
+        // An upstream with neither endpoint is refused, by name.
+        let neither = MINIMAL.replace(
+            "smtp = { host = \"smtp.b.example\", port = 587, tls = \"starttls\" }\n",
+            "",
+        );
+        let err = Config::parse(&neither)
+            .expect_err("no endpoint")
+            .to_string();
+        assert!(err.contains("upstream[1]"), "{err}");
+        let bad = text.replace("port = 993", "port = 0");
+        let err = Config::parse(&bad).expect_err("port 0").to_string();
+        assert!(err.contains("upstream[0].imap.port"), "{err}");
+        let low = format!("{text}\n[limits]\nimap_idle_timeout_secs = 5\n");
+        let err = Config::parse(&low).expect_err("timeout").to_string();
+        assert!(err.contains("limits.imap_idle_timeout_secs"), "{err}");
+    }
+}
