@@ -3,9 +3,8 @@
 //!
 //! Every limit is keyed by a tag, never by the thing itself: the client's
 //! address prefix (/32 for IPv4, /64 for IPv6) or its login, each passed
-//! through HMAC-SHA256 with the random per-process key of
-//! [`crate::keys::process_key`] and a domain-separating label, cut to 16
-//! bytes. The tables therefore hold no address and no login, and a tag means
+//! through HMAC-SHA256 under the admission subkey of [`crate::keys`] with a
+//! label per kind, cut to 16 bytes. The tables therefore hold no address and no login, and a tag means
 //! nothing outside this process (it changes at every restart).
 //!
 //! Rates use governor's GCRA limiters. Tables are pruned on a timer
@@ -61,7 +60,10 @@ impl std::fmt::Debug for Tag {
 
 impl Tag {
     fn keyed(label: &[u8], data: &[u8]) -> Tag {
-        Tag(crate::keys::keyed_hash(&[label, data]))
+        Tag(crate::keys::keyed_hash(
+            crate::keys::Purpose::Admission,
+            &[label, data],
+        ))
     }
 
     /// The tag of an address's prefix: /32 for IPv4 (IPv4-mapped IPv6

@@ -42,10 +42,10 @@ impl std::fmt::Debug for IsolationKey {
 impl IsolationKey {
     /// The key for a login (case-insensitive).
     pub fn for_login(login: &Sensitive<String>) -> Self {
-        IsolationKey(crate::keys::keyed_hash(&[login
-            .expose()
-            .to_lowercase()
-            .as_bytes()]))
+        IsolationKey(crate::keys::keyed_hash(
+            crate::keys::Purpose::Isolation,
+            &[login.expose().to_lowercase().as_bytes()],
+        ))
     }
 
     /// The key for a new client session: per account, or a fresh random

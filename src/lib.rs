@@ -21,7 +21,7 @@ pub mod admission;
 pub mod config;
 pub mod egress;
 pub mod imap;
-pub mod keys;
+mod keys;
 pub mod logging;
 pub mod privacy;
 pub mod probe;

@@ -5,8 +5,8 @@
 //! blank line on) is returned as a borrowed slice of the input, so it cannot
 //! change by a single byte: PGP/MIME, S/MIME and DKIM-over-body keep working.
 //! Header fields that are kept are copied byte-exact, folding included. This
-//! module does no I/O and keeps no state beyond the process-wide HMAC key
-//! used to derive replacement Message-IDs.
+//! module does no I/O and keeps no state; replacement Message-IDs are
+//! derived under the Message-ID subkey of [`crate::keys`].
 
 pub mod date;
 
@@ -323,11 +323,8 @@ fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<Strin
     if right.eq_ignore_ascii_case(sender_domain) {
         return None;
     }
-    let tag = ring::hmac::sign(crate::keys::process_key(), inner.as_bytes());
-    let hex: String = tag.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let tag = crate::keys::keyed_hash(crate::keys::Purpose::MessageId, &[inner.as_bytes()]);
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     Some(format!("<{hex}@{sender_domain}>"))
 }
 
