@@ -11,6 +11,7 @@
 
 pub mod framed;
 pub mod relay;
+pub(crate) mod reply;
 pub mod syntax;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -70,12 +71,19 @@ where
         draining: relay.draining.subscribe(),
         peer,
         preauth_deadline,
+        stalled: false,
     };
     let upstream = match session.before_login().await {
         Ok(Some(upstream)) => upstream,
         Ok(None) | Err(Closed) => {
-            let _ = session.flush().await;
-            let _ = session.io.get_mut().shutdown().await;
+            if !session.stalled {
+                let _ = session.flush().await;
+                let _ = tokio::time::timeout(
+                    relay.config.limits.command_timeout,
+                    session.io.get_mut().shutdown(),
+                )
+                .await;
+            }
             return;
         }
     };
@@ -88,34 +96,33 @@ where
         policy: &relay.policy,
         max_line: limits.max_imap_line_bytes,
         max_literal: limits.max_message_bytes as u64,
-        idle_timeout: limits.imap_idle_timeout,
-        upstream_timeout: limits.upstream_timeout,
         literal_plus: upstream.has("LITERAL+"),
         literal_minus: upstream.has("LITERAL-"),
         has_id: upstream.has("ID"),
         max_header_bytes: limits.max_header_bytes,
         max_header_fields: limits.max_header_fields,
     };
+    let timeouts = relay::Timeouts {
+        idle: limits.imap_idle_timeout,
+        client_write: limits.command_timeout,
+        provider: limits.upstream_timeout,
+        literal_grace: limits.command_timeout,
+        literal_bytes_per_sec: limits.min_transfer_bytes_per_sec,
+    };
     let _peer = session.peer;
     let (client, client_buffered) = session.io.into_parts();
-    let (client_r, client_w) = tokio::io::split(client);
-    let (up, up_buffered) = upstream.into_parts();
-    let (up_r, up_w) = tokio::io::split(up);
+    let (provider, provider_buffered) = upstream.into_parts();
     let ended = relay::run(
         settings,
-        Framed::with_buffered(client_r, client_buffered).with_rate_floor(framed::RateFloor {
-            grace: limits.command_timeout,
-            bytes_per_sec: limits.min_transfer_bytes_per_sec,
-        }),
-        client_w,
-        Framed::with_buffered(up_r, up_buffered),
-        up_w,
+        timeouts,
+        client,
+        crate::privacy::WipedBuf::copy_of(&client_buffered),
+        provider,
+        crate::privacy::WipedBuf::copy_of(&provider_buffered),
     )
     .await;
-    match ended {
-        relay::Ended::Closed => {}
-        relay::Ended::IdleTimeout => relay.stats.count(Counter::Timeout),
-        relay::Ended::ProviderLost => relay.stats.count(Counter::ProviderLost),
+    if let Some(counter) = ended.counter() {
+        relay.stats.count(counter);
     }
 }
 
@@ -139,6 +146,8 @@ struct Session<'r, S> {
     peer: Peer,
     /// The client must have logged in by then.
     preauth_deadline: tokio::time::Instant,
+    /// The client stopped reading what the relay wrote (counted once).
+    stalled: bool,
 }
 
 /// A command read whole, literals inline, with a fixed tag.
@@ -558,7 +567,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     /// The client stayed silent (or sent a literal too slowly) past the
     /// command timeout before logging in: say so, then end the session.
     async fn timed_out(&mut self) -> Closed {
-        self.relay.stats.count(Counter::Timeout);
         if tokio::time::Instant::now() >= self.preauth_deadline {
             self.out
                 .extend_from_slice(b"* BYE [UNAVAILABLE] Took too long to log in\r\n");
@@ -567,6 +575,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 .extend_from_slice(b"* BYE [UNAVAILABLE] Autologout: idle for too long\r\n");
         }
         let _ = self.flush().await;
+        // A client that does not read the goodbye either was counted there.
+        if !self.stalled {
+            self.relay.stats.count(Counter::Timeout);
+        }
         Closed
     }
 
@@ -607,13 +619,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             return Ok(());
         }
         let io = self.io.get_mut();
-        let written = async {
-            io.write_all(&self.out).await?;
+        let out = &self.out;
+        let written = tokio::time::timeout(self.relay.config.limits.command_timeout, async {
+            io.write_all(out).await?;
             io.flush().await
-        }
+        })
         .await;
         self.out.clear();
-        written.map_err(|_| Closed)
+        match written {
+            Ok(result) => result.map_err(|_| Closed),
+            Err(_) => {
+                // The client does not read what it is sent: counted once.
+                if !self.stalled {
+                    self.stalled = true;
+                    self.relay.stats.count(Counter::Timeout);
+                }
+                Err(Closed)
+            }
+        }
     }
 }
 

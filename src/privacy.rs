@@ -10,10 +10,13 @@
 //! memory).
 
 pub mod process;
+mod wiped;
 
 use std::fmt;
 
 use zeroize::{Zeroize, Zeroizing};
+
+pub use wiped::WipedBuf;
 
 /// A value that may identify a person. Formatting it prints `[scrubbed]`.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]

@@ -189,9 +189,11 @@ async fn serve(
         Protocol::Imap => Counter::ImapSession,
     });
     let implicit = listener.tls == ListenerTls::Implicit;
+    // Boxed: a session's future is large, and deeply nested; each lives on
+    // the heap once instead of inside every future that holds it.
     match listener.protocol {
-        Protocol::Smtp => crate::smtp::serve_peer(&relay, stream, implicit, peer).await,
-        Protocol::Imap => crate::imap::serve_peer(&relay, stream, implicit, peer).await,
+        Protocol::Smtp => Box::pin(crate::smtp::serve_peer(&relay, stream, implicit, peer)).await,
+        Protocol::Imap => Box::pin(crate::imap::serve_peer(&relay, stream, implicit, peer)).await,
     }
     drop(permit);
 }

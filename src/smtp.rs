@@ -880,15 +880,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         let timeout = self.relay.config.limits.command_timeout;
         let io = &mut self.io;
         let wbuf = &self.wbuf;
-        tokio::time::timeout(timeout, async {
+        let written = tokio::time::timeout(timeout, async {
             io.write_all(wbuf).await?;
             io.flush().await
         })
-        .await
-        .map_err(|_| Closed)?
-        .map_err(|_| Closed)?;
+        .await;
         self.wbuf.clear();
-        Ok(())
+        match written {
+            Ok(result) => result.map_err(|_| Closed),
+            Err(_) => {
+                // The client does not read its replies: a slow end, counted.
+                self.relay.stats.count(Counter::Timeout);
+                Err(Closed)
+            }
+        }
     }
 
     /// Reads more bytes from the client, flushing pending replies first.

@@ -390,6 +390,8 @@ async fn an_imap_literal_trickled_below_the_rate_floor_is_cut_and_never_stored()
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = relay.relay.stats.take_report();
+    assert!(report.contains("client timeouts 1,"), "counted: {report}");
     assert!(
         upstream
             .commands_named("APPEND")

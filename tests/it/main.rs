@@ -11,5 +11,6 @@ mod hostile_input;
 mod imap_relay;
 mod no_leaks;
 mod sanitize_props;
+mod session_ends;
 mod smtp_relay;
 mod tls_reload;
