@@ -37,20 +37,21 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
 use crate::config::Limits;
-use crate::privacy::Sensitive;
+use crate::keys::{Purpose, keyed_hash};
+use crate::privacy::{Login, lowercase};
 
 /// Most tags a rate table holds before new keys share an overflow bucket.
-pub const MAX_KEYS: usize = 100_000;
+pub(crate) const MAX_KEYS: usize = 100_000;
 
 /// Logins one prefix may have waiting on a provider's verdict at once;
 /// more wait their turn. Failures are charged when the verdict comes, so
 /// without this a prefix with many connections could have that many
 /// guesses in flight past its allowance.
-pub const AUTH_IN_FLIGHT_PER_PREFIX: usize = 4;
+pub(crate) const AUTH_IN_FLIGHT_PER_PREFIX: usize = 4;
 
 /// A keyed hash standing for an address prefix or a login.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Tag([u8; 16]);
+pub(crate) struct Tag([u8; 16]);
 
 impl std::fmt::Debug for Tag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,15 +61,12 @@ impl std::fmt::Debug for Tag {
 
 impl Tag {
     fn keyed(label: &[u8], data: &[u8]) -> Tag {
-        Tag(crate::keys::keyed_hash(
-            crate::keys::Purpose::Admission,
-            &[label, data],
-        ))
+        Tag(keyed_hash(Purpose::Admission, &[label, data]))
     }
 
     /// The tag of an address's prefix: /32 for IPv4 (IPv4-mapped IPv6
     /// included), /64 for IPv6.
-    pub fn for_prefix(ip: IpAddr) -> Tag {
+    pub(crate) fn for_prefix(ip: IpAddr) -> Tag {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Tag::keyed(b"mailveil prefix v4\0", &v4.octets()),
             IpAddr::V6(v6) => Tag::keyed(b"mailveil prefix v6\0", &v6.octets()[..8]),
@@ -76,11 +74,8 @@ impl Tag {
     }
 
     /// The tag of a login (case-insensitive).
-    pub fn for_login(login: &Sensitive<String>) -> Tag {
-        Tag::keyed(
-            b"mailveil login\0",
-            login.expose().to_lowercase().as_bytes(),
-        )
+    pub(crate) fn for_login(login: &Login) -> Tag {
+        Tag::keyed(b"mailveil login\0", lowercase(login).as_bytes())
     }
 
     /// The tag every overflowing key shares.
@@ -89,7 +84,7 @@ impl Tag {
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Too many new connections from the prefix lately.
     Rate,
     /// Too many connections from the prefix open at once.
@@ -98,26 +93,26 @@ pub enum Refused {
 
 /// Admission limits, from `[limits]`.
 #[derive(Debug, Clone)]
-pub struct AdmissionLimits {
+pub(crate) struct AdmissionLimits {
     /// Connections open at once per prefix.
-    pub per_prefix: u32,
+    pub(crate) per_prefix: u32,
     /// New connections per prefix per minute (also the burst).
-    pub rate_per_minute: u32,
+    pub(crate) rate_per_minute: u32,
     /// Failed logins per prefix within `auth_window` before lockout.
-    pub auth_failures_per_prefix: u32,
+    pub(crate) auth_failures_per_prefix: u32,
     /// Failed logins per login within `auth_window` before lockout.
-    pub auth_failures_per_login: u32,
+    pub(crate) auth_failures_per_login: u32,
     /// The window the failure allowances refill over.
-    pub auth_window: Duration,
+    pub(crate) auth_window: Duration,
     /// How long a prefix or login stays locked.
-    pub auth_lockout: Duration,
+    pub(crate) auth_lockout: Duration,
     /// Messages per account per hour (also the burst).
-    pub messages_per_hour: u32,
+    pub(crate) messages_per_hour: u32,
 }
 
 impl AdmissionLimits {
     /// The admission part of the configured limits.
-    pub fn from_limits(l: &Limits) -> Self {
+    pub(crate) fn from_limits(l: &Limits) -> Self {
         AdmissionLimits {
             per_prefix: l.max_connections_per_prefix,
             rate_per_minute: l.connections_per_prefix_per_minute,
@@ -166,7 +161,7 @@ impl Rate {
 }
 
 /// Shared admission state, one per relay.
-pub struct Admission {
+pub(crate) struct Admission {
     limits: AdmissionLimits,
     connect_rate: Rate,
     open: Mutex<HashMap<Tag, u32>>,
@@ -187,7 +182,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Admission {
     /// Empty tables for these limits.
-    pub fn new(limits: AdmissionLimits) -> Self {
+    pub(crate) fn new(limits: AdmissionLimits) -> Self {
         Admission {
             connect_rate: Rate::new(limits.rate_per_minute, Duration::from_secs(60)),
             open: Mutex::new(HashMap::new()),
@@ -204,7 +199,7 @@ impl Admission {
 
     /// Admits a new connection from `ip` (whose address is hashed here and
     /// not kept), or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Peer, Refused> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Peer, Refused> {
         let prefix = Tag::for_prefix(ip);
         {
             let mut open = lock(&self.open);
@@ -236,7 +231,7 @@ impl Admission {
 
     /// A peer with no address (sessions served over something other than
     /// a TCP listener: fuzzing, tests). Its prefix tag is random.
-    pub fn anonymous(self: &Arc<Self>) -> Peer {
+    pub(crate) fn anonymous(self: &Arc<Self>) -> Peer {
         let mut bytes = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .unwrap_or_else(|_| std::process::abort());
@@ -245,7 +240,7 @@ impl Admission {
 
     /// Tells the oldest session that has not logged in to leave. False when
     /// there is none.
-    pub fn evict_oldest_preauth(&self) -> bool {
+    pub(crate) fn evict_oldest_preauth(&self) -> bool {
         let oldest = lock(&self.preauth).pop_first();
         match oldest {
             Some((_, notify)) => {
@@ -312,7 +307,7 @@ impl Admission {
 
     /// Drops what no longer limits anything: rate state back at full
     /// allowance, expired locks.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         for rate in [
             &self.connect_rate,
             &self.fail_prefix,
@@ -328,7 +323,7 @@ impl Admission {
     }
 
     /// Prunes every `interval`, forever.
-    pub async fn prune_every(&self, interval: Duration) {
+    pub(crate) async fn prune_every(&self, interval: Duration) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
@@ -341,7 +336,7 @@ impl Admission {
 
 /// An admitted connection. Dropping it frees its place in its prefix's
 /// count and in the list of sessions not yet logged in.
-pub struct Peer {
+pub(crate) struct Peer {
     admission: Arc<Admission>,
     prefix: Tag,
     counted: bool,
@@ -358,7 +353,7 @@ impl std::fmt::Debug for Peer {
 
 /// Whether a login may go to the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginGate {
+pub(crate) enum LoginGate {
     /// Go ahead.
     Open,
     /// Locked: answer as for a wrong password, without asking the provider.
@@ -367,7 +362,7 @@ pub enum LoginGate {
 
 /// A prefix's turn to have a login checked by a provider; see
 /// [`AUTH_IN_FLIGHT_PER_PREFIX`].
-pub struct AuthTurn {
+pub(crate) struct AuthTurn {
     admission: Arc<Admission>,
     prefix: Tag,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -391,7 +386,7 @@ impl Drop for AuthTurn {
 impl Peer {
     /// Waits until this prefix has fewer than [`AUTH_IN_FLIGHT_PER_PREFIX`]
     /// logins in progress; hold the turn until the attempt is charged.
-    pub async fn auth_turn(&self) -> AuthTurn {
+    pub(crate) async fn auth_turn(&self) -> AuthTurn {
         let semaphore = lock(&self.admission.auth_turns)
             .entry(self.prefix)
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(AUTH_IN_FLIGHT_PER_PREFIX)))
@@ -406,7 +401,7 @@ impl Peer {
     }
 
     /// Whether a login attempt for `login` may proceed.
-    pub fn login_gate(&self, login: &Sensitive<String>) -> LoginGate {
+    pub(crate) fn login_gate(&self, login: &Login) -> LoginGate {
         if self
             .admission
             .is_locked(&[self.prefix, Tag::for_login(login)])
@@ -418,27 +413,27 @@ impl Peer {
     }
 
     /// The provider refused `login`'s credentials.
-    pub fn login_failed(&self, login: &Sensitive<String>) {
+    pub(crate) fn login_failed(&self, login: &Login) {
         self.admission
             .charge_failure(self.prefix, Tag::for_login(login));
     }
 
     /// The provider failed a login temporarily (its password was not
     /// judged): charged to the prefix only.
-    pub fn login_failed_temporarily(&self) {
+    pub(crate) fn login_failed_temporarily(&self) {
         self.admission.charge_prefix(self.prefix);
     }
 
     /// The provider accepted `login`: the session is no longer a
     /// candidate for eviction, and its messages count against the account.
-    pub fn logged_in(&mut self, login: &Sensitive<String>) {
+    pub(crate) fn logged_in(&mut self, login: &Login) {
         self.leave_preauth();
         self.account = Some(Tag::for_login(login));
     }
 
     /// Takes one message from the account's hourly allowance; false when
     /// it is spent.
-    pub fn take_message(&self) -> bool {
+    pub(crate) fn take_message(&self) -> bool {
         match &self.account {
             Some(tag) => self.admission.messages.take(tag),
             None => false,
@@ -446,7 +441,7 @@ impl Peer {
     }
 
     /// Resolves when the relay needs this unauthenticated session's place.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         if self.preauth.is_some() {
             self.evicted.notified().await;
         } else {
@@ -496,8 +491,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn login(s: &str) -> Sensitive<String> {
-        Sensitive::new(s.to_string())
+    fn login(s: &str) -> Login {
+        crate::privacy::Sensitive::new(zeroize::Zeroizing::new(s.to_string()))
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
 pub use listen::{Listener, ListenerTls, Protocol};
 pub use logging::{DEFAULT_STATS_INTERVAL_MINUTES, MIN_STATS_INTERVAL_MINUTES};
 pub use sanitize::{SanitizeConfig, SanitizeMode};
-pub use upstream::{Endpoint, Upstream, UpstreamTls, is_onion};
+pub use upstream::{Endpoint, Upstream, UpstreamTls};
 
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +141,11 @@ impl Config {
     pub fn route(&self, login: &str) -> Option<usize> {
         login
             .rsplit_once('@')
-            .and_then(|(_, domain)| self.domain_routes.get(&domain.to_ascii_lowercase()))
-            .copied()
+            .and_then(|(_, domain)| {
+                // The domain names the user's provider: wiped once used.
+                let domain = zeroize::Zeroizing::new(domain.to_ascii_lowercase());
+                self.domain_routes.get(domain.as_str()).copied()
+            })
             .or(self.default_upstream)
     }
 }
@@ -215,8 +218,14 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
 
 /// A host to connect to (or a certificate name): a DNS name or an IP
 /// address, bracketed or not.
+/// `host` without the brackets of an IPv6 literal: the one place they are
+/// trimmed.
+pub(crate) fn bare(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = bare(host);
     let ok = !bare.is_empty()
         && bare.len() <= 253
         && (bare.parse::<std::net::IpAddr>().is_ok()

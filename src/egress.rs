@@ -16,7 +16,7 @@
 //! another mode. TLS is layered on top by `upstream`, never here.
 
 #[cfg(feature = "tor")]
-pub mod tor;
+pub(crate) mod tor;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,14 +24,15 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::config::{EgressConfig, EgressMode, Endpoint, Upstream};
-use crate::privacy::Sensitive;
+use crate::config::{EgressConfig, EgressMode, Endpoint, Isolate, Upstream};
+use crate::keys::{Purpose, keyed_hash};
+use crate::privacy::{Login, lowercase};
 
-/// Identifies an account to the egress layer without naming it: a keyed hash
-/// of the login with a random per-process key. Equal for one account's
-/// sessions within a process, unrelated across accounts and across restarts.
+/// Identifies an account to the egress layer without naming it: a keyed
+/// hash of the login under the isolation subkey. Equal for one account's
+/// sessions within a process, unrelated across accounts and restarts.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct IsolationKey([u8; 16]);
+pub(crate) struct IsolationKey([u8; 16]);
 
 impl std::fmt::Debug for IsolationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,24 +42,24 @@ impl std::fmt::Debug for IsolationKey {
 
 impl IsolationKey {
     /// The key for a login (case-insensitive).
-    pub fn for_login(login: &Sensitive<String>) -> Self {
-        IsolationKey(crate::keys::keyed_hash(
-            crate::keys::Purpose::Isolation,
-            &[login.expose().to_lowercase().as_bytes()],
+    pub(crate) fn for_login(login: &Login) -> Self {
+        IsolationKey(keyed_hash(
+            Purpose::Isolation,
+            &[lowercase(login).as_bytes()],
         ))
     }
 
     /// The key for a new client session: per account, or a fresh random
     /// one when every session is to be kept apart.
-    pub fn for_session(isolate: crate::config::Isolate, login: &Sensitive<String>) -> Self {
+    pub(crate) fn for_session(isolate: Isolate, login: &Login) -> Self {
         match isolate {
-            crate::config::Isolate::Account => Self::for_login(login),
-            crate::config::Isolate::Session => Self::random(),
+            Isolate::Account => Self::for_login(login),
+            Isolate::Session => Self::random(),
         }
     }
 
     /// A key shared with nothing else.
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         let mut out = [0u8; 16];
         // As for the process key: no randomness means no TLS either.
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut out)
@@ -67,22 +68,22 @@ impl IsolationKey {
     }
 
     /// The raw 16 bytes (for proxies that take isolation as credentials).
-    pub fn as_bytes(&self) -> &[u8; 16] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
 }
 
 /// A bidirectional byte stream to an upstream, whatever carries it.
-pub trait EgressStream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait EgressStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> EgressStream for T {}
 
 /// A boxed [`EgressStream`].
-pub type BoxedStream = Box<dyn EgressStream>;
+pub(crate) type BoxedStream = Box<dyn EgressStream>;
 
 /// Why an upstream could not be reached. No host names or addresses inside:
 /// which provider a user talks to is itself identifying.
 #[derive(Debug, thiserror::Error)]
-pub enum EgressError {
+pub(crate) enum EgressError {
     /// The connection attempt failed (refused, unreachable, name not found).
     #[error("connection failed: {0}")]
     Connect(std::io::ErrorKind),
@@ -94,9 +95,11 @@ pub enum EgressError {
     Proxy(&'static str),
     /// The embedded Tor client has not finished bootstrapping.
     #[error("Tor is not ready yet")]
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
     TorNotReady,
     /// The embedded Tor client could not open the stream.
     #[error("Tor: {0}")]
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
     Tor(&'static str),
     /// The endpoint's mode has no connector (a configuration the checks
     /// should have refused).
@@ -113,7 +116,7 @@ pub enum EgressSetupError {
 }
 
 /// The configured ways out.
-pub struct Egress {
+pub(crate) struct Egress {
     socks5: Option<SocketAddr>,
     proxied_connect_timeout: Duration,
     #[cfg(feature = "tor")]
@@ -123,7 +126,7 @@ pub struct Egress {
 impl Egress {
     /// The embedded Tor client's runtime directory, when Tor is in use: the
     /// one place where files are written while the relay runs.
-    pub fn tor_runtime_dir(&self) -> Option<&std::path::Path> {
+    pub(crate) fn tor_runtime_dir(&self) -> Option<&std::path::Path> {
         #[cfg(feature = "tor")]
         if let Some(tor) = &self.tor {
             return Some(tor.runtime_dir());
@@ -136,7 +139,10 @@ impl Egress {
     /// Sets up the connectors the configuration uses. With Tor, this creates
     /// the client and starts bootstrapping in the background; it must run
     /// inside the tokio runtime.
-    pub fn new(config: &EgressConfig, upstreams: &[Upstream]) -> Result<Self, EgressSetupError> {
+    pub(crate) fn new(
+        config: &EgressConfig,
+        upstreams: &[Upstream],
+    ) -> Result<Self, EgressSetupError> {
         #[cfg(feature = "tor")]
         let tor = if config.uses(upstreams, EgressMode::Tor) {
             Some(tor::TorEgress::start(config)?)
@@ -155,7 +161,7 @@ impl Egress {
 
     /// The embedded Tor client, when one runs.
     #[cfg(feature = "tor")]
-    pub fn tor(&self) -> Option<&tor::TorEgress> {
+    pub(crate) fn tor(&self) -> Option<&tor::TorEgress> {
         self.tor.as_ref()
     }
 
@@ -163,17 +169,13 @@ impl Egress {
     /// `isolation`, the way its configuration says. Through Tor or a
     /// proxy the connection may take the longer of `timeout` and
     /// `egress.proxied_connect_timeout_secs`.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         endpoint: &Endpoint,
         isolation: &IsolationKey,
         timeout: Duration,
     ) -> Result<BoxedStream, EgressError> {
-        let host = endpoint
-            .host
-            .expose()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = endpoint.bare_host();
         let proxied = timeout.max(self.proxied_connect_timeout);
         match endpoint.egress {
             EgressMode::Direct => connect_direct(host, endpoint.port, timeout).await,
@@ -211,7 +213,7 @@ async fn connect_direct(
 
 /// The SOCKS5 username and password for an isolation key: the key in hex,
 /// so that two accounts never share credentials (nor, behind Tor, circuits).
-pub fn socks5_credentials(isolation: &IsolationKey) -> (String, String) {
+pub(crate) fn socks5_credentials(isolation: &IsolationKey) -> (String, String) {
     let hex: String = isolation
         .as_bytes()
         .iter()
@@ -280,9 +282,11 @@ mod tests {
 
     #[test]
     fn isolation_key_is_per_account_and_case_insensitive() {
-        let a1 = IsolationKey::for_login(&Sensitive::new("Alice@Example.test".into()));
-        let a2 = IsolationKey::for_login(&Sensitive::new("alice@example.test".into()));
-        let b = IsolationKey::for_login(&Sensitive::new("bob@example.test".into()));
+        let login =
+            |s: &str| crate::privacy::Sensitive::new(zeroize::Zeroizing::new(s.to_string()));
+        let a1 = IsolationKey::for_login(&login("Alice@Example.test"));
+        let a2 = IsolationKey::for_login(&login("alice@example.test"));
+        let b = IsolationKey::for_login(&login("bob@example.test"));
         assert_eq!(a1, a2);
         assert_ne!(a1, b);
         assert_eq!(format!("{a1:?}"), "IsolationKey([scrubbed])");

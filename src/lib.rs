@@ -8,29 +8,31 @@
 //! APPENDed headers), strips the headers that identify the person's device
 //! and network, and keeps no logs about anyone.
 //!
-//! Data path: `server` (listen, accept) → `smtp` or `imap` (session) → `sasl`
-//! (the login, for routing) → `provider` (provider session) → `egress` (how
-//! bytes leave), with `sanitize` editing header blocks and `privacy` keeping
-//! values out of logs.
+//! Data path: `server` (listen, accept) → `smtp` or `imap` (session) →
+//! `login` (one policy: lockout, routing, provider verdict) → `provider`
+//! (the provider's side of a session) → `egress` (how bytes leave), with
+//! `sanitize` editing header blocks and `privacy` keeping values out of logs
+//! and out of memory. ARCHITECTURE.md has one line per module.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
-pub mod admission;
+mod admission;
 pub mod config;
-pub mod egress;
+mod egress;
 pub mod imap;
 mod keys;
 pub mod logging;
+mod login;
 pub mod privacy;
 pub mod probe;
-pub mod provider;
+mod provider;
 pub mod relay;
 pub mod sanitize;
-pub mod sasl;
+mod sasl;
 pub mod server;
 pub mod smtp;
 pub mod stats;
-pub mod stream;
+mod stream;
 pub mod tls;

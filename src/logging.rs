@@ -15,7 +15,7 @@ use crate::sanitize::date::civil_from_days;
 
 /// UTC time rounded down to the minute: `2026-11-23T22:26Z`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MinuteClock;
+pub(crate) struct MinuteClock;
 
 impl FormatTime for MinuteClock {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
@@ -28,7 +28,7 @@ impl FormatTime for MinuteClock {
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MMZ`.
-pub fn minute_stamp(secs: i64) -> String {
+pub(crate) fn minute_stamp(secs: i64) -> String {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
     format!(

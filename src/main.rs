@@ -137,18 +137,15 @@ async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
     // "<name>.tmp" by a path relative to the working directory (fs-mistrust
     // 0.16 `write_and_replace`); this keeps that inside its own directory
     // instead of wherever mailveil was started.
-    let tor_dir = relay
-        .egress
-        .tor_runtime_dir()
-        .map(std::path::Path::to_path_buf);
+    let tor_dir = relay.tor_runtime_dir().map(std::path::Path::to_path_buf);
     let workdir = tor_dir.clone().unwrap_or_else(|| "/".into());
     std::env::set_current_dir(&workdir).context("changing to the runtime directory")?;
     let server = Server::bind(relay).await.context("binding listeners")?;
     tracing::info!(
         "mailveil {} started; egress {}{}",
         env!("CARGO_PKG_VERSION"),
-        server.relay().config.egress.mode.name(),
-        match server.relay().config.egress.socks5 {
+        server.relay().config().egress.mode.name(),
+        match server.relay().config().egress.socks5 {
             Some(proxy) => format!(" via {proxy}"),
             None => String::new(),
         }

@@ -3,8 +3,10 @@
 //! Anything that could identify a person — a client address, a login, an
 //! envelope address, a header value, upstream reply text — is wrapped in
 //! [`Sensitive`] as soon as it is parsed, so that a stray `{}` or `{:?}` prints
-//! `[scrubbed]`, in debug and release builds alike. Credentials are [`Secret`]:
-//! they have no `Debug` or `Display` at all and are zeroized on drop.
+//! `[scrubbed]`, in debug and release builds alike. Bytes of a session —
+//! command lines, credentials, messages — live in a [`WipedBuf`], which is
+//! wiped when dropped and whenever it moves to a new allocation. Credentials
+//! are [`Secret`]: a `WipedBuf` with no `Debug` or `Display` at all.
 //! This module must never offer a way to switch scrubbing off.
 //! [`process`] hardens the process itself (core dumps, dumpability, locked
 //! memory).
@@ -14,7 +16,7 @@ mod wiped;
 
 use std::fmt;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 pub use wiped::WipedBuf;
 
@@ -32,11 +34,6 @@ impl<T> Sensitive<T> {
     pub fn expose(&self) -> &T {
         &self.0
     }
-
-    /// Unwraps the value, for protocol use.
-    pub fn into_inner(self) -> T {
-        self.0
-    }
 }
 
 impl<T> fmt::Display for Sensitive<T> {
@@ -51,35 +48,41 @@ impl<T> fmt::Debug for Sensitive<T> {
     }
 }
 
+/// A login as the relay holds it: never printed, wiped when dropped.
+pub(crate) type Login = Sensitive<Zeroizing<String>>;
+
+/// `login` in lower case (for tags and isolation keys), wiped when dropped.
+pub(crate) fn lowercase(login: &Login) -> Zeroizing<String> {
+    Zeroizing::new(login.expose().to_lowercase())
+}
+
 /// Secret bytes (a password, a token, a SASL response): no `Debug`, no
-/// `Display`, zeroized when dropped.
+/// `Display`, wiped when dropped.
 #[derive(Clone, Default)]
-pub struct Secret(Zeroizing<Vec<u8>>);
+pub(crate) struct Secret(WipedBuf);
 
 impl Secret {
-    /// Takes ownership of the bytes; they are wiped when the `Secret` drops.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+    /// A secret copied from `bytes` (the caller's copy is its own to wipe).
+    pub(crate) fn copy_of(bytes: &[u8]) -> Self {
+        Self(WipedBuf::copy_of(bytes))
     }
 
     /// The secret bytes, for protocol use.
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         &self.0
     }
 }
 
-/// Wipes a buffer that held message or credential data, including its spare
-/// capacity, before the allocation goes back to the allocator.
-pub fn wipe(buffer: &mut Vec<u8>) {
-    buffer.zeroize();
+impl From<WipedBuf> for Secret {
+    fn from(bytes: WipedBuf) -> Self {
+        Self(bytes)
+    }
 }
 
-/// Wipes the filled part of a buffer that only ever grew by appending (a
-/// message buffer): its spare capacity never held data, so leaving it
-/// untouched keeps a large reservation from being paged in just to be zeroed.
-pub fn wipe_appended(buffer: &mut Vec<u8>) {
-    buffer.as_mut_slice().zeroize();
-    buffer.clear();
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
 }
 
 #[cfg(test)]
@@ -92,23 +95,5 @@ mod tests {
         assert_eq!(format!("{login}"), "[scrubbed]");
         assert_eq!(format!("{login:?}"), "[scrubbed]");
         assert_eq!(login.expose(), "alice@example.test");
-    }
-
-    #[test]
-    fn wipe_appended_zeroes_what_was_written_and_keeps_the_reservation() {
-        let mut buffer = Vec::with_capacity(1 << 20);
-        buffer.extend_from_slice(b"message");
-        let ptr = buffer.as_ptr();
-        wipe_appended(&mut buffer);
-        assert!(buffer.is_empty());
-        assert_eq!(buffer.capacity(), 1 << 20);
-        assert_eq!(buffer.as_ptr(), ptr);
-    }
-
-    #[test]
-    fn wipe_clears_contents() {
-        let mut buffer = b"password".to_vec();
-        wipe(&mut buffer);
-        assert!(buffer.is_empty());
     }
 }

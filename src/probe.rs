@@ -2,17 +2,18 @@
 //! relay would (same egress, same TLS checks, same greeting) and say how it
 //! went. Prints to stdout for the operator; logs nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{Config, Endpoint};
-use crate::egress::Egress;
-use crate::egress::IsolationKey;
+use crate::egress::{Egress, IsolationKey};
 use crate::provider::imap::UpstreamImap;
 use crate::provider::smtp::UpstreamSmtp;
+use crate::provider::{Target, UpstreamError};
 use crate::tls::upstream_client_config;
 
 /// How long to wait for the embedded Tor client to bootstrap.
-pub const BOOTSTRAP_WAIT: Duration = Duration::from_secs(180);
+#[cfg(feature = "tor")]
+pub(crate) const BOOTSTRAP_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// Probes every endpoint; true when all of them answered.
 pub async fn run(config: &Config) -> anyhow::Result<bool> {
@@ -74,23 +75,23 @@ async fn probe_one(
     tls: std::sync::Arc<rustls::ClientConfig>,
     egress: &Egress,
     config: &Config,
-) -> Result<(), crate::provider::UpstreamError> {
-    let timeout = config.limits.upstream_timeout;
+) -> Result<(), UpstreamError> {
     // A key of its own: the probe shares no circuit with anybody.
     let isolation = IsolationKey::random();
+    let target = Target {
+        endpoint,
+        tls,
+        egress,
+        isolation: &isolation,
+        timeout: config.limits.upstream_timeout,
+    };
     if protocol == "smtp" {
-        let smtp = UpstreamSmtp::connect(
-            endpoint,
-            tls,
-            egress,
-            &isolation,
-            &config.upstream_ehlo_name,
-            timeout,
-        )
-        .await?;
-        smtp.quit().await;
+        UpstreamSmtp::connect(&target, &config.upstream_ehlo_name)
+            .await?
+            .quit()
+            .await;
     } else {
-        UpstreamImap::connect(endpoint, tls, egress, &isolation, timeout).await?;
+        UpstreamImap::connect(&target).await?;
     }
     Ok(())
 }

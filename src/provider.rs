@@ -1,22 +1,30 @@
 //! The provider side of a session, shared by both protocols: a connection
-//! opened through [`Egress`] with the certificate name the provider must
-//! present, and [`UpstreamError`]. [`smtp`] and [`imap`] speak each protocol
-//! over it. Reply texts stay inside values handed back to the session;
-//! nothing here logs them.
+//! opened through [`Egress`] and secured with TLS — implicit, or STARTTLS
+//! that must be offered and must succeed, never plain text — with the
+//! certificate checked against the endpoint's name. [`smtp`] and [`imap`]
+//! speak each protocol over it.
+//!
+//! Reply texts from the provider stay inside values handed back to the
+//! session, for the client; errors here carry no text, host or address, and
+//! nothing here logs.
 
-pub mod imap;
-pub mod smtp;
+pub(crate) mod imap;
+pub(crate) mod smtp;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
-use crate::config::Endpoint;
+use crate::config::{Endpoint, UpstreamTls};
 use crate::egress::{BoxedStream, Egress, EgressError, IsolationKey};
 
 /// Why the upstream could not be used. No reply text, host or address inside.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// Egress failed.
     #[error("egress: {0}")]
     Egress(#[from] EgressError),
@@ -34,23 +42,51 @@ pub enum UpstreamError {
     Lost,
 }
 
-/// Connects to `endpoint` through the egress and names the certificate the
-/// provider must present (`tls_server_name`: its host name, or its IP address).
-pub(crate) async fn open(
-    endpoint: &Endpoint,
-    egress: &Egress,
-    isolation: &IsolationKey,
-    timeout: Duration,
-) -> Result<(BoxedStream, ServerName<'static>), UpstreamError> {
-    let name = ServerName::try_from(
-        endpoint
-            .tls_server_name
-            .expose()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .map_err(|_| UpstreamError::Tls)?;
-    let stream = egress.connect(endpoint, isolation, timeout).await?;
-    Ok((stream, name))
+/// A provider connection once TLS is up.
+pub(crate) type ProviderStream = TlsStream<BoxedStream>;
+
+/// Where and how to reach one provider endpoint for one session.
+pub(crate) struct Target<'a> {
+    /// The endpoint.
+    pub(crate) endpoint: &'a Endpoint,
+    /// Its TLS client configuration (its CA or the public roots).
+    pub(crate) tls: Arc<ClientConfig>,
+    /// The way out.
+    pub(crate) egress: &'a Egress,
+    /// Whose connection this is, for circuit isolation.
+    pub(crate) isolation: &'a IsolationKey,
+    /// Time allowed for the connection, the handshake and each reply.
+    pub(crate) timeout: Duration,
+}
+
+impl Target<'_> {
+    /// Opens the connection through egress. For a STARTTLS endpoint the
+    /// protocol runs its plain-text exchange (greeting, STARTTLS) on it
+    /// before [`Target::secure`].
+    pub(crate) async fn open(&self) -> Result<BoxedStream, UpstreamError> {
+        Ok(self
+            .egress
+            .connect(self.endpoint, self.isolation, self.timeout)
+            .await?)
+    }
+
+    /// True when the endpoint speaks TLS from the first byte.
+    pub(crate) fn implicit_tls(&self) -> bool {
+        self.endpoint.tls == UpstreamTls::Implicit
+    }
+
+    /// The TLS handshake, checking the certificate against the endpoint's
+    /// name (`tls_server_name`, or its host).
+    pub(crate) async fn secure(
+        &self,
+        stream: BoxedStream,
+    ) -> Result<ProviderStream, UpstreamError> {
+        let name = ServerName::try_from(self.endpoint.bare_server_name().to_string())
+            .map_err(|_| UpstreamError::Tls)?;
+        let connector = TlsConnector::from(self.tls.clone());
+        tokio::time::timeout(self.timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| UpstreamError::Tls)?
+            .map_err(|_| UpstreamError::Tls)
+    }
 }

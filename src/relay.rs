@@ -1,7 +1,9 @@
 //! [`Relay`]: everything sessions share, built once at start-up — the
 //! validated configuration, TLS configurations, egress, the header policy,
-//! counters, admission tables and the shutdown signal. It holds no
-//! per-session state and nothing about any user.
+//! counters, admission tables and the shutdown signal.
+//!
+//! It holds no per-session state and nothing about any user: sessions keep
+//! their own, and admission keeps only keyed tags.
 
 use std::sync::Arc;
 
@@ -9,8 +11,9 @@ use rustls::ClientConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{Admission, AdmissionLimits};
-use crate::config::Config;
-use crate::egress::{Egress, EgressSetupError};
+use crate::config::{Config, Endpoint};
+use crate::egress::{Egress, EgressSetupError, IsolationKey};
+use crate::provider::Target;
 use crate::sanitize::Policy;
 use crate::stats::Stats;
 use crate::tls::{TlsError, upstream_client_config};
@@ -29,33 +32,22 @@ pub enum RelayError {
 /// Everything sessions share, built once at start-up.
 pub struct Relay {
     /// The validated configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Client-facing TLS.
-    pub acceptor: TlsAcceptor,
+    pub(crate) acceptor: TlsAcceptor,
     /// Upstream TLS configurations, by upstream index.
-    pub upstream_tls: Vec<Arc<ClientConfig>>,
+    upstream_tls: Vec<Arc<ClientConfig>>,
     /// The way out.
-    pub egress: Egress,
+    pub(crate) egress: Egress,
     /// The compiled header policy.
-    pub policy: Policy,
+    pub(crate) policy: Policy,
     /// Aggregate counters.
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     /// Set to true on shutdown: idle sessions say goodbye and end, busy
     /// ones finish what they are doing.
-    pub draining: tokio::sync::watch::Sender<bool>,
+    pub(crate) draining: tokio::sync::watch::Sender<bool>,
     /// Per-prefix and per-account limits, lockouts, eviction.
-    pub admission: Arc<Admission>,
-}
-
-impl Relay {
-    /// Resolves once the relay is shutting down.
-    pub async fn until_draining(rx: &mut tokio::sync::watch::Receiver<bool>) {
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
+    pub(crate) admission: Arc<Admission>,
 }
 
 impl Relay {
@@ -78,5 +70,47 @@ impl Relay {
             admission: Arc::new(Admission::new(AdmissionLimits::from_limits(&config.limits))),
             config,
         })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The aggregate counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The embedded Tor client's runtime directory, when Tor is in use:
+    /// the one place where files are written while the relay runs.
+    pub fn tor_runtime_dir(&self) -> Option<&std::path::Path> {
+        self.egress.tor_runtime_dir()
+    }
+
+    /// How to reach `endpoint` of upstream `index` for a session isolated by
+    /// `isolation`.
+    pub(crate) fn target<'a>(
+        &'a self,
+        index: usize,
+        endpoint: &'a Endpoint,
+        isolation: &'a IsolationKey,
+    ) -> Target<'a> {
+        Target {
+            endpoint,
+            tls: self.upstream_tls[index].clone(),
+            egress: &self.egress,
+            isolation,
+            timeout: self.config.limits.upstream_timeout,
+        }
+    }
+
+    /// Resolves once the relay is shutting down.
+    pub(crate) async fn until_draining(rx: &mut tokio::sync::watch::Receiver<bool>) {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

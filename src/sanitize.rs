@@ -8,12 +8,16 @@
 //! module does no I/O and keeps no state; replacement Message-IDs are
 //! derived under the Message-ID subkey of [`crate::keys`].
 
-pub mod date;
+pub(crate) mod date;
 
 use crate::config::{SanitizeConfig, SanitizeMode};
+use zeroize::Zeroizing;
+
+use crate::keys::{Purpose, keyed_hash};
+use crate::privacy::WipedBuf;
 
 /// Header names removed by default (lower case; a trailing `*` is a prefix).
-pub const DEFAULT_REMOVE: &[&str] = &[
+pub(crate) const DEFAULT_REMOVE: &[&str] = &[
     // Trace fields and relayed client addresses.
     "received",
     "x-originating-ip",
@@ -75,7 +79,7 @@ pub const DEFAULT_REMOVE: &[&str] = &[
 ];
 
 /// Header names kept in strict mode (lower case).
-pub const STRICT_ALLOW: &[&str] = &[
+pub(crate) const STRICT_ALLOW: &[&str] = &[
     "from",
     "sender",
     "reply-to",
@@ -153,7 +157,7 @@ fn pattern_matches(pattern: &str, lower_name: &str) -> bool {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Sanitized<'a> {
     /// The rewritten header fields, each ending in CRLF.
-    pub header: Vec<u8>,
+    pub header: WipedBuf,
     /// Everything after the header fields — the blank line and the body —
     /// exactly as received.
     pub rest: &'a [u8],
@@ -181,11 +185,10 @@ impl Sanitized<'_> {
         self.len() == 0
     }
 
-    /// The whole message in one buffer (used for IMAP literals and tests).
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len());
-        out.extend_from_slice(&self.header);
-        out.extend_from_slice(self.rest);
+    /// The whole message in one buffer (for tests and fuzzing).
+    pub fn whole(&self) -> WipedBuf {
+        let mut out = WipedBuf::with_capacity(self.len());
+        out.extend_from_slices(&[&self.header, self.rest]);
         out
     }
 }
@@ -251,7 +254,7 @@ fn split_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
 
 /// The header block as the sanitizer sees it: how many fields, and how many
 /// bytes they take (continuation lines included).
-pub fn header_shape(message: &[u8]) -> (usize, usize) {
+pub(crate) fn header_shape(message: &[u8]) -> (usize, usize) {
     let (fields, end) = split_fields(message);
     (fields.len(), end)
 }
@@ -273,7 +276,7 @@ pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sani
         .find(|f| f.name.eq_ignore_ascii_case(b"from") && !f.bare_cr)
         .filter(|_| policy.keeps("from"))
         .and_then(|f| address_domain(f.value));
-    let mut header = Vec::with_capacity(rest_start);
+    let mut header = WipedBuf::with_capacity(rest_start);
     for field in &fields {
         let lower = String::from_utf8_lossy(field.name).to_ascii_lowercase();
         if !policy.keeps(&lower) || field.bare_cr {
@@ -281,17 +284,14 @@ pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sani
         }
         let rewritten = match lower.as_str() {
             "date" => rewrite_date(field.value),
-            "message-id" => rewrite_message_id(field.value, sender_domain.as_deref()),
+            "message-id" => {
+                rewrite_message_id(field.value, sender_domain.as_ref().map(|d| d.as_str()))
+            }
             "mime-version" => rewrite_mime_version(field.value),
             _ => None,
         };
         match rewritten {
-            Some(value) => {
-                header.extend_from_slice(field.name);
-                header.extend_from_slice(b": ");
-                header.extend_from_slice(value.as_bytes());
-                header.extend_from_slice(b"\r\n");
-            }
+            Some(value) => header.extend_from_slices(&[field.name, b": ", &value, b"\r\n"]),
             None => header.extend_from_slice(field.raw),
         }
     }
@@ -302,18 +302,18 @@ pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sani
 }
 
 /// `Date:` → the same instant in UTC. Unparseable dates are left alone.
-fn rewrite_date(value: &[u8]) -> Option<String> {
+fn rewrite_date(value: &[u8]) -> Option<WipedBuf> {
     let text = std::str::from_utf8(value).ok()?;
     let time = date::parse_rfc5322(&unfold(text))?;
     let utc = date::format_utc(time);
-    (utc != text.trim()).then_some(utc)
+    (utc[..] != *text.trim().as_bytes()).then_some(utc)
 }
 
 /// `Message-ID: <x@host>` whose right side is not the sender's domain → a
-/// replacement derived from the original with the per-process key, at the
+/// replacement derived from the original under the Message-ID subkey, at the
 /// sender's domain. Derived rather than random so the copy submitted over SMTP
 /// and the Sent copy appended over IMAP keep one id.
-fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<String> {
+fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<WipedBuf> {
     let sender_domain = sender_domain?;
     let text = std::str::from_utf8(value).ok()?;
     let id = unfold(text);
@@ -323,28 +323,36 @@ fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<Strin
     if right.eq_ignore_ascii_case(sender_domain) {
         return None;
     }
-    let tag = crate::keys::keyed_hash(crate::keys::Purpose::MessageId, &[inner.as_bytes()]);
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!("<{hex}@{sender_domain}>"))
+    let tag = keyed_hash(Purpose::MessageId, &[inner.as_bytes()]);
+    let mut out = WipedBuf::with_capacity(2 * tag.len() + sender_domain.len() + 3);
+    out.push(b'<');
+    for b in tag {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+    out.extend_from_slices(&[b"@", sender_domain.as_bytes(), b">"]);
+    Some(out)
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `MIME-Version: 1.0 (Mac OS X Mail 16.0 \(3774\))` → `1.0`.
-fn rewrite_mime_version(value: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?;
-    if !text.contains('(') {
-        return None;
+fn rewrite_mime_version(value: &[u8]) -> Option<WipedBuf> {
+    let paren = value.iter().position(|b| *b == b'(')?;
+    let mut version = WipedBuf::with_capacity(paren);
+    for b in &value[..paren] {
+        if !b.is_ascii_whitespace() {
+            version.push(*b);
+        }
     }
-    let version: String = text
-        .chars()
-        .take_while(|c| *c != '(')
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    (!version.is_empty()).then_some(version)
+    (!version.is_empty() && std::str::from_utf8(value).is_ok()).then_some(version)
 }
 
-/// The domain of the first address in an address-list field value.
-fn address_domain(value: &[u8]) -> Option<String> {
-    let text = unfold(&String::from_utf8_lossy(value));
+/// The domain (lower case) of the first address in an address-list field
+/// value.
+fn address_domain(value: &[u8]) -> Option<Zeroizing<String>> {
+    // Lossy: an 8-bit display name must not hide the address after it.
+    let lossy = Zeroizing::new(String::from_utf8_lossy(value).into_owned());
+    let text = unfold(&lossy);
     let addr = match text.find('<') {
         Some(open) => {
             let after = &text[open + 1..];
@@ -358,11 +366,18 @@ fn address_domain(value: &[u8]) -> Option<String> {
         && domain.chars().all(|c| {
             c.is_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':'
         });
-    ok.then(|| domain.to_ascii_lowercase())
+    let mut lower = Zeroizing::new(String::with_capacity(domain.len()));
+    lower.push_str(domain);
+    lower.make_ascii_lowercase();
+    ok.then_some(lower)
 }
 
-fn unfold(text: &str) -> String {
-    text.replace("\r\n", "").replace('\n', "")
+/// `text` without its folding line ends, in a string sized once and wiped
+/// when dropped.
+fn unfold(text: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(text.len()));
+    out.extend(text.chars().filter(|c| *c != '\r' && *c != '\n'));
+    out
 }
 
 #[cfg(test)]
@@ -376,8 +391,8 @@ mod tests {
         // decided and the Message-ID changed.
         let p = Policy::new(&SanitizeConfig::default());
         let m = b"From:\r0\nMessage-ID:<@>\nFrom:<@n>";
-        let once = strip_identifying_headers(m, &p).to_vec();
-        let twice = strip_identifying_headers(&once, &p).to_vec();
+        let once = strip_identifying_headers(m, &p).whole().to_vec();
+        let twice = strip_identifying_headers(&once, &p).whole().to_vec();
         assert_eq!(twice, once);
     }
 
@@ -388,13 +403,13 @@ mod tests {
         let p = Policy::new(&SanitizeConfig::default());
         let bare_lf = b"Subject: a\nUser-Agent: Canary/1.0\r\n\r\nbody\r\n";
         let s = strip_identifying_headers(bare_lf, &p);
-        assert_eq!(s.to_vec(), b"Subject: a\n\r\nbody\r\n".to_vec());
+        assert_eq!(s.whole().to_vec(), b"Subject: a\n\r\nbody\r\n".to_vec());
         let lf_only = b"Subject: a\nUser-Agent: Canary/1.0\n\nbody\n";
         let s = strip_identifying_headers(lf_only, &p);
-        assert_eq!(s.to_vec(), b"Subject: a\n\nbody\n".to_vec());
+        assert_eq!(s.whole().to_vec(), b"Subject: a\n\nbody\n".to_vec());
         let unterminated = b"Subject: a\r\nUser-Agent: Canary/1.0";
         let s = strip_identifying_headers(unterminated, &p);
-        assert_eq!(s.to_vec(), b"Subject: a\r\n".to_vec());
+        assert_eq!(s.whole().to_vec(), b"Subject: a\r\n".to_vec());
     }
 
     #[test]
@@ -402,13 +417,26 @@ mod tests {
         let p = Policy::new(&SanitizeConfig::default());
         let m = b"Subject: a\rUser-Agent: Canary/1.0\r\nTo: b@example.test\r\n\r\nbody";
         let s = strip_identifying_headers(m, &p);
-        assert_eq!(s.to_vec(), b"To: b@example.test\r\n\r\nbody".to_vec());
+        assert_eq!(
+            s.whole().to_vec(),
+            b"To: b@example.test\r\n\r\nbody".to_vec()
+        );
+    }
+
+    #[test]
+    fn an_8_bit_display_name_does_not_keep_the_message_id_host() {
+        let p = Policy::new(&SanitizeConfig::default());
+        let m = b"From: Jos\xe9 <jose@example.org>\r\nMessage-ID: <1@laptop.local>\r\n\r\nbody";
+        let out = strip_identifying_headers(m, &p).whole().to_vec();
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("laptop.local"), "{text}");
+        assert!(text.contains("@example.org>"), "{text}");
     }
 
     #[test]
     fn debug_of_a_sanitized_message_shows_sizes_only() {
         let s = Sanitized {
-            header: b"Subject: secret plans\r\n".to_vec(),
+            header: WipedBuf::copy_of(b"Subject: secret plans\r\n"),
             rest: b"\r\nbody",
         };
         assert_eq!(
@@ -418,7 +446,9 @@ mod tests {
     }
 
     fn sanitize(message: &[u8]) -> Vec<u8> {
-        strip_identifying_headers(message, &Policy::default()).to_vec()
+        strip_identifying_headers(message, &Policy::default())
+            .whole()
+            .to_vec()
     }
 
     fn header_names(message: &[u8]) -> Vec<String> {
@@ -494,7 +524,7 @@ mod tests {
     fn real_client_samples_lose_identifying_headers_and_keep_bodies() {
         let policy = Policy::default();
         for (client, message, gone) in SAMPLES {
-            let out = strip_identifying_headers(message, &policy).to_vec();
+            let out = strip_identifying_headers(message, &policy).whole().to_vec();
             let names = header_names(&out);
             for g in *gone {
                 assert!(
@@ -607,7 +637,9 @@ mod tests {
             ..SanitizeConfig::default()
         };
         let msg = b"From: a@example.test\r\nX-Custom: 1\r\nList-Id: x\r\nSubject: s\r\nX-Priority: 3\r\n\r\nb\r\n";
-        let out = strip_identifying_headers(msg, &Policy::new(&config)).to_vec();
+        let out = strip_identifying_headers(msg, &Policy::new(&config))
+            .whole()
+            .to_vec();
         assert_eq!(
             out,
             b"From: a@example.test\r\nList-Id: x\r\nSubject: s\r\n\r\nb\r\n"
@@ -622,7 +654,9 @@ mod tests {
             ..SanitizeConfig::default()
         };
         let msg = b"Organization: Collective\r\nX-Internal-Ticket: 7\r\nSubject: s\r\n\r\nb\r\n";
-        let out = strip_identifying_headers(msg, &Policy::new(&config)).to_vec();
+        let out = strip_identifying_headers(msg, &Policy::new(&config))
+            .whole()
+            .to_vec();
         assert_eq!(out, b"Organization: Collective\r\nSubject: s\r\n\r\nb\r\n");
     }
 }

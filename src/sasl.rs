@@ -1,18 +1,23 @@
-//! SASL: which mechanisms the relay passes through, and how the login is
-//! read from a client's SASL response (to pick the upstream).
+//! SASL without I/O: which mechanisms the relay carries, how a client's
+//! responses are read into [`Credentials`] (enough to route the login), and
+//! how those are turned into what a provider offers: PLAIN ↔ LOGIN, or
+//! IMAP's `LOGIN` command. Both protocols use it; neither writes SASL of its
+//! own.
 //!
-//! The relay never decides whether a password is right: the upstream does.
-//! This module only parses enough of the client's response to know *where*
-//! to send it. Logins are returned as [`Sensitive`]; responses as [`Secret`].
+//! The relay never judges a password: the provider does. Credentials are
+//! [`Secret`]s from the moment they are decoded and the login is
+//! [`Sensitive`]; nothing here logs.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::privacy::{Secret, Sensitive};
+use zeroize::Zeroizing;
+
+use crate::privacy::{Login, Secret, Sensitive, WipedBuf};
 
 /// SASL mechanisms the relay carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
+pub(crate) enum Mechanism {
     /// RFC 4616.
     Plain,
     /// The de-facto LOGIN mechanism (username and password in two steps).
@@ -25,7 +30,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// All mechanisms, in the order they are advertised.
-    pub const ALL: [Mechanism; 4] = [
+    pub(crate) const ALL: [Mechanism; 4] = [
         Mechanism::Plain,
         Mechanism::Login,
         Mechanism::XOAuth2,
@@ -33,7 +38,7 @@ impl Mechanism {
     ];
 
     /// The SASL name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
@@ -42,19 +47,22 @@ impl Mechanism {
         }
     }
 
+    /// The mechanism of this name (case-insensitive).
+    pub(crate) fn from_name(name: &[u8]) -> Option<Self> {
+        Mechanism::ALL
+            .into_iter()
+            .find(|m| m.name().as_bytes().eq_ignore_ascii_case(name))
+    }
+
     /// From smtp-proto's mechanism bit.
-    pub fn from_smtp_proto(bit: u64) -> Option<Self> {
-        match bit {
-            smtp_proto::AUTH_PLAIN => Some(Mechanism::Plain),
-            smtp_proto::AUTH_LOGIN => Some(Mechanism::Login),
-            smtp_proto::AUTH_XOAUTH2 => Some(Mechanism::XOAuth2),
-            smtp_proto::AUTH_OAUTHBEARER => Some(Mechanism::OAuthBearer),
-            _ => None,
-        }
+    pub(crate) fn from_smtp_proto(bit: u64) -> Option<Self> {
+        Mechanism::ALL
+            .into_iter()
+            .find(|m| m.smtp_proto_bit() == bit)
     }
 
     /// smtp-proto's mechanism bit.
-    pub fn smtp_proto_bit(self) -> u64 {
+    pub(crate) fn smtp_proto_bit(self) -> u64 {
         match self {
             Mechanism::Plain => smtp_proto::AUTH_PLAIN,
             Mechanism::Login => smtp_proto::AUTH_LOGIN,
@@ -62,10 +70,20 @@ impl Mechanism {
             Mechanism::OAuthBearer => smtp_proto::AUTH_OAUTHBEARER,
         }
     }
+
+    /// The base64 challenges a client is sent, in order, when it gave no
+    /// initial response (LOGIN asks for the user name, then the password).
+    fn challenges(self) -> &'static [&'static [u8]] {
+        match self {
+            // "Username:", "Password:".
+            Mechanism::Login => &[b"VXNlcm5hbWU6", b"UGFzc3dvcmQ6"],
+            _ => &[b""],
+        }
+    }
 }
 
-/// What a client's SASL response says, enough to route and relay it.
-pub enum ClientCredentials {
+/// What a client's SASL exchange said, enough to route and relay it.
+pub(crate) enum Credentials {
     /// PLAIN: the base64 response as sent, plus its parts.
     Plain {
         /// The client's base64 text, relayed unchanged.
@@ -93,47 +111,66 @@ pub enum ClientCredentials {
     },
 }
 
-/// A SASL response that cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SaslError {
+/// Why a client's SASL exchange gave no credentials.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum SaslError {
     /// Not valid base64.
     #[error("invalid base64")]
     Base64,
     /// Decoded, but not of the mechanism's form.
     #[error("malformed SASL response")]
     Malformed,
+    /// The client answered `*`.
+    #[error("cancelled")]
+    Cancelled,
 }
 
-/// Decodes one base64 SASL line (surrounding white space ignored).
-pub fn decode_b64(text: &[u8]) -> Result<Secret, SaslError> {
+/// Decodes one base64 SASL text (surrounding white space ignored; `=` is
+/// the empty response).
+pub(crate) fn decode_b64(text: &[u8]) -> Result<Secret, SaslError> {
     let trimmed = text.trim_ascii();
     if trimmed == b"=" {
         return Ok(Secret::default());
     }
-    B64.decode(trimmed)
-        .map(Secret::new)
-        .map_err(|_| SaslError::Base64)
+    let mut out = WipedBuf::zeroed(base64::decoded_len_estimate(trimmed.len()));
+    let n = B64
+        .decode_slice(trimmed, &mut out)
+        .map_err(|_| SaslError::Base64)?;
+    out.truncate(n);
+    Ok(Secret::from(out))
 }
 
-/// Encodes bytes as base64 (for re-encoding a PLAIN response as LOGIN steps).
-pub fn encode_b64(bytes: &[u8]) -> Secret {
-    Secret::new(B64.encode(bytes).into_bytes())
+/// Encodes bytes as base64.
+pub(crate) fn encode_b64(bytes: &[u8]) -> Secret {
+    let mut out = WipedBuf::zeroed(base64::encoded_len(bytes.len(), true).unwrap_or(0));
+    let n = B64.encode_slice(bytes, &mut out).unwrap_or(0);
+    out.truncate(n);
+    Secret::from(out)
 }
 
-/// SASL LOGIN: the two base64 answers (user name, password), checked to
-/// be base64 and kept encoded.
-pub fn login_credentials(user: Secret, password: Secret) -> Result<ClientCredentials, SaslError> {
-    if decode_b64(user.expose()).is_err() || decode_b64(password.expose()).is_err() {
-        return Err(SaslError::Base64);
+/// The PLAIN message `authzid NUL user NUL password`, base64-encoded: the
+/// one place it is assembled.
+pub(crate) fn plain_response(authzid: &[u8], user: &[u8], password: &[u8]) -> Secret {
+    let mut message = WipedBuf::with_capacity(authzid.len() + user.len() + password.len() + 2);
+    message.extend_from_slices(&[authzid, b"\0", user, b"\0", password]);
+    encode_b64(&message)
+}
+
+/// Credentials from a user name and a password (IMAP `LOGIN`), as PLAIN.
+pub(crate) fn from_user_password(user: &[u8], password: &[u8]) -> Option<Credentials> {
+    if user.is_empty() {
+        return None;
     }
-    Ok(ClientCredentials::Login {
-        user_encoded: user,
-        password_encoded: password,
+    Some(Credentials::Plain {
+        encoded: plain_response(b"", user, password),
+        authzid: Secret::default(),
+        authcid: Secret::copy_of(user),
+        password: Secret::copy_of(password),
     })
 }
 
 /// Parses a PLAIN response (`authzid NUL authcid NUL password`).
-pub fn parse_plain(encoded: &[u8]) -> Result<ClientCredentials, SaslError> {
+pub(crate) fn parse_plain(encoded: &[u8]) -> Result<Credentials, SaslError> {
     let decoded = decode_b64(encoded)?;
     let mut parts = decoded.expose().splitn(3, |b| *b == 0);
     let (Some(authzid), Some(authcid), Some(password)) = (parts.next(), parts.next(), parts.next())
@@ -143,16 +180,27 @@ pub fn parse_plain(encoded: &[u8]) -> Result<ClientCredentials, SaslError> {
     if authcid.is_empty() {
         return Err(SaslError::Malformed);
     }
-    Ok(ClientCredentials::Plain {
-        encoded: Secret::new(encoded.trim_ascii().to_vec()),
-        authzid: Secret::new(authzid.to_vec()),
-        authcid: Secret::new(authcid.to_vec()),
-        password: Secret::new(password.to_vec()),
+    Ok(Credentials::Plain {
+        encoded: Secret::copy_of(encoded.trim_ascii()),
+        authzid: Secret::copy_of(authzid),
+        authcid: Secret::copy_of(authcid),
+        password: Secret::copy_of(password),
+    })
+}
+
+/// SASL LOGIN: the two base64 answers (user name, password), checked to be
+/// base64 and kept encoded.
+pub(crate) fn parse_login(user: Secret, password: Secret) -> Result<Credentials, SaslError> {
+    decode_b64(user.expose())?;
+    decode_b64(password.expose())?;
+    Ok(Credentials::Login {
+        user_encoded: user,
+        password_encoded: password,
     })
 }
 
 /// Parses an XOAUTH2 or OAUTHBEARER response far enough to find the login.
-pub fn parse_token(mechanism: Mechanism, encoded: &[u8]) -> Result<ClientCredentials, SaslError> {
+pub(crate) fn parse_token(mechanism: Mechanism, encoded: &[u8]) -> Result<Credentials, SaslError> {
     let decoded = decode_b64(encoded)?;
     let valid = match mechanism {
         Mechanism::XOAuth2 => xoauth2_user(decoded.expose()).is_some(),
@@ -161,22 +209,22 @@ pub fn parse_token(mechanism: Mechanism, encoded: &[u8]) -> Result<ClientCredent
     if !valid {
         return Err(SaslError::Malformed);
     }
-    Ok(ClientCredentials::Token {
+    Ok(Credentials::Token {
         mechanism,
-        encoded: Secret::new(encoded.trim_ascii().to_vec()),
+        encoded: Secret::copy_of(encoded.trim_ascii()),
     })
 }
 
-impl ClientCredentials {
+impl Credentials {
     /// The login the upstream is chosen by. For OAUTHBEARER without an `a=`
     /// authorization identity, the login is empty and routing uses the default.
-    pub fn login(&self) -> Sensitive<String> {
-        let bytes: Vec<u8> = match self {
-            ClientCredentials::Plain { authcid, .. } => authcid.expose().to_vec(),
-            ClientCredentials::Login { user_encoded, .. } => decode_b64(user_encoded.expose())
-                .map(|s| s.expose().to_vec())
-                .unwrap_or_default(),
-            ClientCredentials::Token { mechanism, encoded } => {
+    pub(crate) fn login(&self) -> Login {
+        let user = match self {
+            Credentials::Plain { authcid, .. } => authcid.clone(),
+            Credentials::Login { user_encoded, .. } => {
+                decode_b64(user_encoded.expose()).unwrap_or_default()
+            }
+            Credentials::Token { mechanism, encoded } => {
                 let decoded = decode_b64(encoded.expose()).unwrap_or_default();
                 let user = match mechanism {
                     Mechanism::XOAuth2 => xoauth2_user(decoded.expose()),
@@ -185,26 +233,213 @@ impl ClientCredentials {
                 user.unwrap_or_default()
             }
         };
-        Sensitive::new(String::from_utf8_lossy(&bytes).into_owned())
+        Sensitive::new(Zeroizing::new(
+            String::from_utf8_lossy(user.expose()).into_owned(),
+        ))
     }
 
     /// The mechanism the client chose.
-    pub fn mechanism(&self) -> Mechanism {
+    pub(crate) fn mechanism(&self) -> Mechanism {
         match self {
-            ClientCredentials::Plain { .. } => Mechanism::Plain,
-            ClientCredentials::Login { .. } => Mechanism::Login,
-            ClientCredentials::Token { mechanism, .. } => *mechanism,
+            Credentials::Plain { .. } => Mechanism::Plain,
+            Credentials::Login { .. } => Mechanism::Login,
+            Credentials::Token { mechanism, .. } => *mechanism,
+        }
+    }
+
+    /// The user name and password, when the credentials are a pair without
+    /// an authorization identity (what a LOGIN step or command can carry).
+    fn user_password(&self) -> Option<(Secret, Secret)> {
+        match self {
+            Credentials::Plain {
+                authzid,
+                authcid,
+                password,
+                ..
+            } if authzid.expose().is_empty() => Some((authcid.clone(), password.clone())),
+            Credentials::Login {
+                user_encoded,
+                password_encoded,
+            } => Some((
+                decode_b64(user_encoded.expose()).ok()?,
+                decode_b64(password_encoded.expose()).ok()?,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The exchange as the client made it.
+    fn as_sent(&self) -> Plan {
+        match self {
+            Credentials::Plain { encoded, .. } => Plan::Authenticate {
+                mechanism: Mechanism::Plain,
+                initial: Some(encoded.clone()),
+                answers: Vec::new(),
+            },
+            Credentials::Login {
+                user_encoded,
+                password_encoded,
+            } => Plan::Authenticate {
+                mechanism: Mechanism::Login,
+                initial: None,
+                answers: vec![user_encoded.clone(), password_encoded.clone()],
+            },
+            Credentials::Token { mechanism, encoded } => Plan::Authenticate {
+                mechanism: *mechanism,
+                initial: Some(encoded.clone()),
+                answers: Vec::new(),
+            },
         }
     }
 }
 
+/// What a provider offers to authenticate with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Offered {
+    /// `AUTH PLAIN` / `AUTH=PLAIN`.
+    pub(crate) plain: bool,
+    /// `AUTH LOGIN`.
+    pub(crate) login: bool,
+    /// `XOAUTH2`.
+    pub(crate) xoauth2: bool,
+    /// `OAUTHBEARER`.
+    pub(crate) oauthbearer: bool,
+    /// IMAP's `LOGIN` command (not `LOGINDISABLED`).
+    pub(crate) login_command: bool,
+    /// When nothing fits, send the client's exchange as it was and let the
+    /// provider answer (SMTP), instead of refusing here (IMAP).
+    pub(crate) fall_back_as_sent: bool,
+}
+
+impl Offered {
+    fn has(&self, mechanism: Mechanism) -> bool {
+        match mechanism {
+            Mechanism::Plain => self.plain,
+            Mechanism::Login => self.login,
+            Mechanism::XOAuth2 => self.xoauth2,
+            Mechanism::OAuthBearer => self.oauthbearer,
+        }
+    }
+}
+
+/// How to present credentials to a provider.
+pub(crate) enum Plan {
+    /// A SASL exchange: the mechanism, its initial response (if any), then
+    /// the answers to give to the provider's challenges, in order.
+    Authenticate {
+        /// The mechanism to name.
+        mechanism: Mechanism,
+        /// The initial response, base64.
+        initial: Option<Secret>,
+        /// Answers to the provider's challenges, base64, in order.
+        answers: Vec<Secret>,
+    },
+    /// IMAP `LOGIN user password` (decoded).
+    LoginCommand {
+        /// The user name.
+        user: Secret,
+        /// The password.
+        password: Secret,
+    },
+    /// Nothing the provider offers can carry these credentials.
+    Unsupported,
+}
+
+/// How to present `credentials` to a provider that offers `offered`: the
+/// client's own mechanism when offered; else PLAIN and LOGIN converted into
+/// each other; else IMAP's `LOGIN` command; else as sent or not at all.
+pub(crate) fn plan(credentials: &Credentials, offered: Offered) -> Plan {
+    if offered.has(credentials.mechanism()) {
+        return credentials.as_sent();
+    }
+    let pair = credentials.user_password();
+    if let Some((user, password)) = &pair {
+        match credentials.mechanism() {
+            Mechanism::Plain if offered.login => {
+                return Plan::Authenticate {
+                    mechanism: Mechanism::Login,
+                    initial: None,
+                    answers: vec![encode_b64(user.expose()), encode_b64(password.expose())],
+                };
+            }
+            Mechanism::Login if offered.plain => {
+                return Plan::Authenticate {
+                    mechanism: Mechanism::Plain,
+                    initial: Some(plain_response(b"", user.expose(), password.expose())),
+                    answers: Vec::new(),
+                };
+            }
+            _ => {}
+        }
+    }
+    match pair {
+        Some((user, password)) if offered.login_command => Plan::LoginCommand { user, password },
+        _ if offered.fall_back_as_sent => credentials.as_sent(),
+        _ => Plan::Unsupported,
+    }
+}
+
+/// Collects a client's SASL responses for one mechanism, without I/O: the
+/// session sends each challenge this asks for and hands back the answer.
+pub(crate) struct Exchange {
+    mechanism: Mechanism,
+    answers: Vec<Secret>,
+}
+
+/// What an [`Exchange`] needs next.
+pub(crate) enum Step {
+    /// Send this base64 challenge and read the client's answer.
+    Challenge(&'static [u8]),
+    /// The exchange is over.
+    Done(Result<Credentials, SaslError>),
+}
+
+impl Exchange {
+    /// Starts an exchange; `initial` is the response sent with the command
+    /// (SASL-IR), if any.
+    pub(crate) fn start(mechanism: Mechanism, initial: Option<Secret>) -> (Exchange, Step) {
+        let mut exchange = Exchange {
+            mechanism,
+            answers: Vec::with_capacity(2),
+        };
+        let step = match initial {
+            Some(answer) => exchange.answer(answer),
+            None => exchange.next_step(),
+        };
+        (exchange, step)
+    }
+
+    /// The client's answer to the last challenge (`*` cancels).
+    pub(crate) fn answer(&mut self, answer: Secret) -> Step {
+        if answer.expose().trim_ascii() == b"*" {
+            return Step::Done(Err(SaslError::Cancelled));
+        }
+        self.answers.push(answer);
+        self.next_step()
+    }
+
+    fn next_step(&mut self) -> Step {
+        let challenges = self.mechanism.challenges();
+        if self.answers.len() < challenges.len() {
+            return Step::Challenge(challenges[self.answers.len()]);
+        }
+        let mut answers = std::mem::take(&mut self.answers).into_iter();
+        let first = answers.next().unwrap_or_default();
+        Step::Done(match self.mechanism {
+            Mechanism::Plain => parse_plain(first.expose()),
+            Mechanism::Login => parse_login(first, answers.next().unwrap_or_default()),
+            token => parse_token(token, first.expose()),
+        })
+    }
+}
+
 /// `user=<login>\x01auth=Bearer <token>\x01\x01` → the login.
-fn xoauth2_user(decoded: &[u8]) -> Option<Vec<u8>> {
+fn xoauth2_user(decoded: &[u8]) -> Option<Secret> {
     let mut user = None;
     let mut has_auth = false;
     for field in decoded.split(|b| *b == 1) {
         if let Some(u) = field.strip_prefix(b"user=") {
-            user = Some(u.to_vec());
+            user = Some(Secret::copy_of(u));
         } else if field.starts_with(b"auth=") {
             has_auth = true;
         }
@@ -214,7 +449,7 @@ fn xoauth2_user(decoded: &[u8]) -> Option<Vec<u8>> {
 
 /// `n,a=<authzid>,\x01…auth=Bearer <token>\x01\x01` → `Some(Some(login))`,
 /// `Some(None)` when well-formed without `a=`, `None` when malformed.
-fn oauthbearer_user(decoded: &[u8]) -> Option<Option<Vec<u8>>> {
+fn oauthbearer_user(decoded: &[u8]) -> Option<Option<Secret>> {
     let mut fields = decoded.split(|b| *b == 1);
     let gs2 = fields.next()?;
     if !fields.any(|f| f.starts_with(b"auth=")) {
@@ -229,10 +464,18 @@ fn oauthbearer_user(decoded: &[u8]) -> Option<Option<Vec<u8>>> {
     match authzid.strip_prefix(b"a=") {
         Some(name) => {
             // saslname: "=2C" is ',' and "=3D" is '='.
-            let text = String::from_utf8_lossy(name)
-                .replace("=2C", ",")
-                .replace("=3D", "=");
-            Some(Some(text.into_bytes()))
+            let mut login = WipedBuf::with_capacity(name.len());
+            let mut rest = name;
+            while let Some((&first, tail)) = rest.split_first() {
+                let (byte, after) = match (first, tail) {
+                    (b'=', [b'2', b'C', after @ ..]) => (b',', after),
+                    (b'=', [b'3', b'D', after @ ..]) => (b'=', after),
+                    _ => (first, tail),
+                };
+                login.push(byte);
+                rest = after;
+            }
+            Some(Some(Secret::from(login)))
         }
         None if authzid.is_empty() => Some(None),
         None => None,
@@ -243,19 +486,28 @@ fn oauthbearer_user(decoded: &[u8]) -> Option<Option<Vec<u8>>> {
 mod tests {
     use super::*;
 
+    fn b64(bytes: &[u8]) -> String {
+        B64.encode(bytes)
+    }
+
+    fn done(step: Step) -> Result<Credentials, SaslError> {
+        match step {
+            Step::Done(result) => result,
+            Step::Challenge(_) => panic!("expected the end of the exchange"),
+        }
+    }
+
     #[test]
     fn plain_login_is_the_authcid() {
-        let enc = B64.encode(b"\0alice@example.test\0secret");
-        let c = parse_plain(enc.as_bytes()).expect("valid");
-        assert_eq!(c.login().expose(), "alice@example.test");
+        let c = parse_plain(b64(b"\0alice@example.test\0secret").as_bytes()).expect("valid");
+        assert_eq!(c.login().expose().as_str(), "alice@example.test");
         assert_eq!(c.mechanism(), Mechanism::Plain);
     }
 
     #[test]
     fn plain_without_two_nuls_is_malformed() {
-        let enc = B64.encode(b"alice\0secret");
         assert_eq!(
-            parse_plain(enc.as_bytes()).err(),
+            parse_plain(b64(b"alice\0secret").as_bytes()).err(),
             Some(SaslError::Malformed)
         );
         assert_eq!(parse_plain(b"!!!").err(), Some(SaslError::Base64));
@@ -263,21 +515,158 @@ mod tests {
 
     #[test]
     fn xoauth2_login_is_the_user_field() {
-        let enc = B64.encode(b"user=bob@example.test\x01auth=Bearer tok\x01\x01");
+        let enc = b64(b"user=bob@example.test\x01auth=Bearer tok\x01\x01");
         let c = parse_token(Mechanism::XOAuth2, enc.as_bytes()).expect("valid");
-        assert_eq!(c.login().expose(), "bob@example.test");
+        assert_eq!(c.login().expose().as_str(), "bob@example.test");
     }
 
     #[test]
     fn oauthbearer_login_is_the_gs2_authzid() {
         let enc =
-            B64.encode(b"n,a=carol=2Cx@example.test,\x01host=h\x01port=1\x01auth=Bearer t\x01\x01");
+            b64(b"n,a=carol=2Cx=3Dy@example.test,\x01host=h\x01port=1\x01auth=Bearer t\x01\x01");
         let c = parse_token(Mechanism::OAuthBearer, enc.as_bytes()).expect("valid");
-        assert_eq!(c.login().expose(), "carol,x@example.test");
-        let no_authzid = B64.encode(b"n,,\x01auth=Bearer t\x01\x01");
+        assert_eq!(c.login().expose().as_str(), "carol,x=y@example.test");
+        let no_authzid = b64(b"n,,\x01auth=Bearer t\x01\x01");
         let c = parse_token(Mechanism::OAuthBearer, no_authzid.as_bytes()).expect("valid");
-        assert_eq!(c.login().expose(), "");
-        let broken = B64.encode(b"x,,\x01auth=Bearer t\x01\x01");
+        assert_eq!(c.login().expose().as_str(), "");
+        let broken = b64(b"x,,\x01auth=Bearer t\x01\x01");
         assert!(parse_token(Mechanism::OAuthBearer, broken.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn plain_response_is_assembled_once_and_decodes_back() {
+        let encoded = plain_response(b"", b"alice", b"pw");
+        assert_eq!(encoded.expose(), b64(b"\0alice\0pw").as_bytes());
+        assert_eq!(decode_b64(b" = ").expect("empty").expose(), b"");
+    }
+
+    #[test]
+    fn login_exchange_asks_for_user_then_password() {
+        let (mut exchange, step) = Exchange::start(Mechanism::Login, None);
+        assert!(matches!(step, Step::Challenge(b"VXNlcm5hbWU6")));
+        let step = exchange.answer(Secret::copy_of(b64(b"alice").as_bytes()));
+        assert!(matches!(step, Step::Challenge(b"UGFzc3dvcmQ6")));
+        let c = done(exchange.answer(Secret::copy_of(b64(b"pw").as_bytes()))).expect("ok");
+        assert_eq!(c.login().expose().as_str(), "alice");
+        // With the user name as initial response, only the password is asked.
+        let (mut exchange, step) = Exchange::start(
+            Mechanism::Login,
+            Some(Secret::copy_of(b64(b"bob").as_bytes())),
+        );
+        assert!(matches!(step, Step::Challenge(b"UGFzc3dvcmQ6")));
+        assert!(matches!(
+            exchange.answer(Secret::copy_of(b"*")),
+            Step::Done(Err(SaslError::Cancelled))
+        ));
+    }
+
+    #[test]
+    fn plain_exchange_without_initial_response_asks_once() {
+        let (mut exchange, step) = Exchange::start(Mechanism::Plain, None);
+        assert!(matches!(step, Step::Challenge(b"")));
+        let c = done(exchange.answer(Secret::copy_of(b64(b"\0u\0p").as_bytes()))).expect("ok");
+        assert_eq!(c.login().expose().as_str(), "u");
+        let (_, step) = Exchange::start(Mechanism::Plain, Some(Secret::copy_of(b"%%%")));
+        assert_eq!(done(step).err(), Some(SaslError::Base64));
+    }
+
+    fn mechanism_of(plan: &Plan) -> Option<(Mechanism, usize)> {
+        match plan {
+            Plan::Authenticate {
+                mechanism, answers, ..
+            } => Some((*mechanism, answers.len())),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn smtp_plans_convert_plain_and_login_or_send_as_sent() {
+        let plain = parse_plain(b64(b"\0u\0p").as_bytes()).expect("plain");
+        let login = parse_login(
+            Secret::copy_of(b64(b"u").as_bytes()),
+            Secret::copy_of(b64(b"p").as_bytes()),
+        )
+        .expect("login");
+        let smtp = |plain, login| Offered {
+            plain,
+            login,
+            fall_back_as_sent: true,
+            ..Offered::default()
+        };
+        assert_eq!(
+            mechanism_of(&plan(&plain, smtp(true, true))),
+            Some((Mechanism::Plain, 0))
+        );
+        assert_eq!(
+            mechanism_of(&plan(&plain, smtp(false, true))),
+            Some((Mechanism::Login, 2))
+        );
+        assert_eq!(
+            mechanism_of(&plan(&plain, smtp(false, false))),
+            Some((Mechanism::Plain, 0))
+        );
+        assert_eq!(
+            mechanism_of(&plan(&login, smtp(true, true))),
+            Some((Mechanism::Login, 2))
+        );
+        assert_eq!(
+            mechanism_of(&plan(&login, smtp(true, false))),
+            Some((Mechanism::Plain, 0))
+        );
+        match plan(&login, smtp(true, false)) {
+            Plan::Authenticate { initial, .. } => {
+                assert_eq!(
+                    initial.expect("initial").expose(),
+                    b64(b"\0u\0p").as_bytes()
+                )
+            }
+            _ => panic!("PLAIN expected"),
+        }
+        // An authorization identity cannot travel as LOGIN: sent as it was.
+        let authz = parse_plain(b64(b"admin\0u\0p").as_bytes()).expect("plain");
+        assert_eq!(
+            mechanism_of(&plan(&authz, smtp(false, true))),
+            Some((Mechanism::Plain, 0))
+        );
+    }
+
+    #[test]
+    fn imap_plans_use_plain_or_the_login_command_or_nothing() {
+        let plain = parse_plain(b64(b"\0u\0p").as_bytes()).expect("plain");
+        let authz = parse_plain(b64(b"admin\0u\0p").as_bytes()).expect("plain");
+        let token = parse_token(
+            Mechanism::XOAuth2,
+            b64(b"user=u\x01auth=Bearer t\x01\x01").as_bytes(),
+        )
+        .expect("token");
+        let imap = |plain, login_command| Offered {
+            plain,
+            login_command,
+            ..Offered::default()
+        };
+        assert_eq!(
+            mechanism_of(&plan(&plain, imap(true, true))),
+            Some((Mechanism::Plain, 0))
+        );
+        match plan(&plain, imap(false, true)) {
+            Plan::LoginCommand { user, password } => {
+                assert_eq!((user.expose(), password.expose()), (&b"u"[..], &b"p"[..]))
+            }
+            _ => panic!("LOGIN command expected"),
+        }
+        assert!(matches!(
+            plan(&plain, imap(false, false)),
+            Plan::Unsupported
+        ));
+        assert!(matches!(plan(&authz, imap(false, true)), Plan::Unsupported));
+        assert!(matches!(plan(&token, imap(true, true)), Plan::Unsupported));
+        let with_xoauth2 = Offered {
+            xoauth2: true,
+            ..imap(true, true)
+        };
+        assert_eq!(
+            mechanism_of(&plan(&token, with_xoauth2)),
+            Some((Mechanism::XOAuth2, 0))
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// What is counted. The order is the order of the report line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
+pub(crate) enum Counter {
     /// An SMTP connection was accepted.
     SmtpSession,
     /// An IMAP connection was accepted.
@@ -106,7 +106,7 @@ pub struct Stats {
 
 impl Stats {
     /// Adds one to `counter`.
-    pub fn count(&self, counter: Counter) {
+    pub(crate) fn count(&self, counter: Counter) {
         self.counts[counter as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -122,7 +122,7 @@ impl Stats {
     }
 
     /// Logs a report every `interval` until the task is dropped.
-    pub async fn report_every(&self, interval: Duration) {
+    pub(crate) async fn report_every(&self, interval: Duration) {
         let minutes = interval.as_secs() / 60;
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {

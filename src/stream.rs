@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The client connection, before or after STARTTLS.
-pub enum ClientStream<S> {
+pub(crate) enum ClientStream<S> {
     /// Before TLS (STARTTLS listeners only).
     Plain(S),
     /// After the TLS handshake.
@@ -61,10 +61,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
     }
 }
 
+/// Why a write to the client did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteFailed {
+    /// The connection failed.
+    Broken,
+    /// The client did not take the bytes within the deadline.
+    Stalled,
+}
+
+/// Writes `bytes` to the client and flushes, within `timeout`: the one way
+/// a session writes to its client outside the relay driver.
+pub(crate) async fn write_within<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    bytes: &[u8],
+    timeout: std::time::Duration,
+) -> Result<(), WriteFailed> {
+    use tokio::io::AsyncWriteExt;
+    let written = tokio::time::timeout(timeout, async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailed::Broken),
+        Err(_) => Err(WriteFailed::Stalled),
+    }
+}
+
 /// The client stream for a new connection: after a TLS handshake bounded by
 /// the handshake timeout on implicit-TLS listeners, plain otherwise. `None`
 /// when the handshake failed or timed out.
-pub async fn accept<S>(
+pub(crate) async fn accept<S>(
     relay: &crate::relay::Relay,
     stream: S,
     implicit_tls: bool,
@@ -88,7 +117,7 @@ where
 
 /// [`accept`] for an admitted session: gives up (`None`) if the relay
 /// evicts the session while its TLS handshake is still going on.
-pub async fn accept_admitted<S>(
+pub(crate) async fn accept_admitted<S>(
     relay: &crate::relay::Relay,
     stream: S,
     implicit_tls: bool,

@@ -128,7 +128,7 @@ pub fn server_identity(
             (certified, leaf, false)
         }
         _ => {
-            let names = vec![hostname.trim_matches(['[', ']']).to_string()];
+            let names = vec![crate::config::bare(hostname).to_string()];
             let made = rcgen::generate_simple_self_signed(names)?;
             let key = PrivateKeyDer::try_from(made.signing_key.serialize_der()).map_err(|e| {
                 TlsError::File {
@@ -167,7 +167,7 @@ pub fn server_identity(
 
 /// Builds a client configuration for talking to an upstream: web PKI roots,
 /// or only the given CA file when one is configured. No resumption.
-pub fn upstream_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+pub(crate) fn upstream_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(path) => {

@@ -6,6 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mailveil::smtp::data::{MessageReceiver, Progress, stuffed_pieces};
+use mailveil::smtp::message::MessageBuf;
 
 const MAX_SIZE: usize = 4096;
 const MAX_LINE: usize = 200;
@@ -14,29 +15,29 @@ const MAX_LINE: usize = 200;
 /// and where the terminator ended (in input bytes), if it was seen.
 fn receive_data(pieces: &[&[u8]]) -> (Vec<u8>, Option<String>, Option<usize>) {
     let mut r = MessageReceiver::data(MAX_SIZE, MAX_LINE);
-    let mut out = Vec::new();
+    let mut out = MessageBuf::new(0, 512);
     let mut offset = 0;
     for piece in pieces {
         if let Progress::Done { consumed } = r.feed(piece, &mut out) {
             return (
-                out,
+                out.whole().to_vec(),
                 r.refusal().map(|x| format!("{x:?}")),
                 Some(offset + consumed),
             );
         }
         offset += piece.len();
     }
-    (out, r.refusal().map(|x| format!("{x:?}")), None)
+    (out.whole().to_vec(), r.refusal().map(|x| format!("{x:?}")), None)
 }
 
 fn receive_bdat(pieces: &[&[u8]]) -> (Vec<u8>, Option<String>) {
     let mut r = MessageReceiver::bdat(MAX_SIZE, MAX_LINE);
-    let mut out = Vec::new();
+    let mut out = MessageBuf::new(0, 512);
     for piece in pieces {
         r.feed_chunk(piece, &mut out);
     }
     r.finish_chunks(&mut out);
-    (out, r.refusal().map(|x| format!("{x:?}")))
+    (out.whole().to_vec(), r.refusal().map(|x| format!("{x:?}")))
 }
 
 fn no_bare_line_endings(out: &[u8]) {

@@ -130,7 +130,7 @@ pub struct EgressConfig {
 
 impl EgressConfig {
     /// True when some endpoint uses the embedded Tor client.
-    pub fn uses(&self, upstreams: &[Upstream], mode: EgressMode) -> bool {
+    pub(crate) fn uses(&self, upstreams: &[Upstream], mode: EgressMode) -> bool {
         upstreams
             .iter()
             .flat_map(|u| [&u.smtp, &u.imap])

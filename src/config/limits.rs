@@ -3,7 +3,7 @@
 //!
 //! The `limits!` macro turns that table into the raw serde structure (one
 //! optional integer per key, unknown keys refused), the public [`Limits`],
-//! its validation and [`LIMITS`] for enumerating them. Adding a limit is one
+//! its validation and, for tests, `LIMITS` to enumerate them. Adding a limit is one
 //! row here plus its use. Nothing here may let a value outside its row's
 //! bounds through, or say a limit's default, bounds or error text anywhere
 //! but in its row.
@@ -18,6 +18,7 @@ use super::{ConfigError, bounded};
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 36_700_160;
 
 /// One limit as the configuration file sees it.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LimitSpec {
     /// The key in `[limits]`, e.g. `tls_handshake_timeout_secs`.
@@ -85,11 +86,9 @@ macro_rules! limits {
             $($key: Option<u64>,)*
         }
 
-        /// Every limit, in declaration order.
-        #[cfg_attr(
-            not(test),
-            expect(dead_code, reason = "enumerated by tests and documentation")
-        )]
+        /// Every limit, in declaration order (for the tests that hold the
+        /// table to the example configuration).
+        #[cfg(test)]
         pub(crate) const LIMITS: &[LimitSpec] = &[$(
             LimitSpec {
                 key: stringify!($key),

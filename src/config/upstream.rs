@@ -70,6 +70,19 @@ pub struct Endpoint {
     pub tls_server_name: Sensitive<String>,
 }
 
+impl Endpoint {
+    /// The host without the brackets of an IPv6 literal, as a connector
+    /// takes it.
+    pub(crate) fn bare_host(&self) -> &str {
+        super::bare(self.host.expose())
+    }
+
+    /// The certificate name without the brackets of an IPv6 literal.
+    pub(crate) fn bare_server_name(&self) -> &str {
+        super::bare(self.tls_server_name.expose())
+    }
+}
+
 /// A provider the relay can talk to.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -97,7 +110,7 @@ pub(super) struct Routes {
 }
 
 /// True for `.onion` host names.
-pub fn is_onion(host: &str) -> bool {
+pub(crate) fn is_onion(host: &str) -> bool {
     host.len() > 6 && host[host.len() - 6..].eq_ignore_ascii_case(".onion")
 }
 

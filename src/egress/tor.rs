@@ -35,7 +35,7 @@ use crate::config::{EgressConfig, TestingNetwork};
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(15);
 
 /// The running embedded Tor client.
-pub struct TorEgress {
+pub(crate) struct TorEgress {
     client: Arc<TorClient<PreferredRuntime>>,
     ready: Arc<AtomicBool>,
     dir: RuntimeDir,
@@ -43,7 +43,7 @@ pub struct TorEgress {
 
 impl TorEgress {
     /// Creates the client and starts bootstrapping in the background.
-    pub fn start(config: &EgressConfig) -> Result<Self, EgressSetupError> {
+    pub(crate) fn start(config: &EgressConfig) -> Result<Self, EgressSetupError> {
         crate::tls::install_process_provider();
         let dir = RuntimeDir::create(config.tor_runtime_dir.as_deref())
             .map_err(|e| EgressSetupError::Tor(format!("runtime directory: {e}")))?;
@@ -61,12 +61,12 @@ impl TorEgress {
     }
 
     /// True once bootstrapping has finished and Tor can carry traffic.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && self.client.bootstrap_status().ready_for_traffic()
     }
 
     /// Waits until Tor is ready, or until `timeout`. True when ready.
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+    pub(crate) async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
             if self.is_ready() {
@@ -78,13 +78,13 @@ impl TorEgress {
     }
 
     /// The private directory arti uses.
-    pub fn runtime_dir(&self) -> &Path {
+    pub(crate) fn runtime_dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// Opens a stream through Tor. `host` goes to the exit (or the onion
     /// service) as given; nothing is resolved here.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         host: &str,
         port: u16,

@@ -7,6 +7,8 @@
 //! (lines and the literals they announce) so that it always knows where one
 //! ends, and rewrites only what it must: capabilities, ID and APPEND.
 
+use crate::privacy::WipedBuf;
+
 /// Input that is not IMAP the relay can frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SyntaxError {
@@ -33,7 +35,7 @@ pub struct LiteralMarker {
 
 impl LiteralMarker {
     /// The marker as it would be written with another size and form.
-    pub fn render(size: u64, sync: bool, binary: bool) -> String {
+    pub(crate) fn render(size: u64, sync: bool, binary: bool) -> String {
         format!(
             "{}{{{size}{}}}",
             if binary { "~" } else { "" },
@@ -118,14 +120,14 @@ fn is_tag_char(b: u8) -> bool {
 }
 
 /// The tag at the start of a line, if the line starts with a valid one.
-pub fn leading_tag(line: &[u8]) -> Option<&[u8]> {
+pub(crate) fn leading_tag(line: &[u8]) -> Option<&[u8]> {
     let end = line.iter().position(|b| !is_tag_char(*b))?;
     (end > 0 && line[end] == b' ').then(|| &line[..end])
 }
 
 /// The tag to answer a malformed command with: its leading tag, a line that
 /// is nothing but a tag, or `*`.
-pub fn reply_tag(line: &[u8]) -> &[u8] {
+pub(crate) fn reply_tag(line: &[u8]) -> &[u8] {
     if let Some(tag) = leading_tag(line) {
         return tag;
     }
@@ -163,7 +165,7 @@ pub fn parse_head(line: &[u8]) -> Result<CommandHead<'_>, SyntaxError> {
 /// Reads SP-separated astrings (atom, quoted string or literal) from a
 /// command's arguments in wire form: literals appear as `{n}` CRLF followed
 /// by their `n` bytes, exactly as the client sent them.
-pub fn astrings(mut args: &[u8]) -> Result<Vec<Vec<u8>>, SyntaxError> {
+pub fn astrings(mut args: &[u8]) -> Result<Vec<WipedBuf>, SyntaxError> {
     let mut out = Vec::new();
     loop {
         args = line_body_prefix(args);
@@ -200,10 +202,10 @@ fn atom_len(s: &[u8]) -> Result<usize, SyntaxError> {
 }
 
 /// One astring at the start of `s`: its value and how many bytes it used.
-fn astring(s: &[u8]) -> Result<(Vec<u8>, usize), SyntaxError> {
+fn astring(s: &[u8]) -> Result<(WipedBuf, usize), SyntaxError> {
     match s.first() {
         Some(b'"') => {
-            let mut value = Vec::new();
+            let mut value = WipedBuf::with_capacity(s.len());
             let mut i = 1;
             while i < s.len() {
                 match s[i] {
@@ -243,26 +245,27 @@ fn astring(s: &[u8]) -> Result<(Vec<u8>, usize), SyntaxError> {
             };
             let start = close + 1 + skip;
             let value = s.get(start..start + n).ok_or(SyntaxError::Malformed)?;
-            Ok((value.to_vec(), start + n))
+            Ok((WipedBuf::copy_of(value), start + n))
         }
         Some(_) => {
             let len = atom_len(s)?;
-            Ok((s[..len].to_vec(), len))
+            Ok((WipedBuf::copy_of(&s[..len]), len))
         }
         None => Err(SyntaxError::Malformed),
     }
 }
 
-/// `value` as an IMAP quoted string, or `None` when it cannot be one (CR, LF,
-/// NUL or 8-bit bytes: those need a literal).
-pub fn quoted(value: &[u8]) -> Option<Vec<u8>> {
-    if value
+/// True when `value` can be an IMAP quoted string (no CR, LF, NUL or
+/// 8-bit bytes: those need a literal).
+pub(crate) fn is_quotable(value: &[u8]) -> bool {
+    !value
         .iter()
         .any(|b| matches!(b, b'\r' | b'\n' | 0) || *b >= 0x80)
-    {
-        return None;
-    }
-    let mut out = Vec::with_capacity(value.len() + 2);
+}
+
+/// Appends `value` (see [`is_quotable`]) as a quoted string.
+pub(crate) fn write_quoted(value: &[u8], out: &mut WipedBuf) {
+    out.reserve(value.len() + 2);
     out.push(b'"');
     for b in value {
         if matches!(b, b'"' | b'\\') {
@@ -271,7 +274,6 @@ pub fn quoted(value: &[u8]) -> Option<Vec<u8>> {
         out.push(*b);
     }
     out.push(b'"');
-    Some(out)
 }
 
 /// One token of command arguments after the mailbox in APPEND.
@@ -407,7 +409,7 @@ const ALLOWED_CAPABILITY_PREFIXES: &[&str] = &[
 ];
 
 /// True when the relay passes this capability to clients.
-pub fn capability_allowed(capability: &[u8]) -> bool {
+pub(crate) fn capability_allowed(capability: &[u8]) -> bool {
     let upper = capability.to_ascii_uppercase();
     let Ok(upper) = std::str::from_utf8(&upper) else {
         return false;
@@ -419,7 +421,7 @@ pub fn capability_allowed(capability: &[u8]) -> bool {
 }
 
 /// Filters a space-separated capability list through the allowlist.
-pub fn filter_capabilities(list: &[u8]) -> Vec<u8> {
+pub(crate) fn filter_capabilities(list: &[u8]) -> Vec<u8> {
     let kept: Vec<&[u8]> = list
         .split(|b| *b == b' ')
         .filter(|c| !c.is_empty() && capability_allowed(c))
@@ -430,7 +432,7 @@ pub fn filter_capabilities(list: &[u8]) -> Vec<u8> {
 /// Where a capability list sits in a response line, if it carries one:
 /// `* CAPABILITY …` or a `[CAPABILITY …]` response code after `OK`,
 /// `NO`, `BAD`, `PREAUTH` or `BYE`. Returns the byte range of the list.
-pub fn capability_span(line: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn capability_span(line: &[u8]) -> Option<(usize, usize)> {
     let body = line_body(line);
     let after_tag = body.iter().position(|b| *b == b' ')? + 1;
     let rest = &body[after_tag..];
@@ -473,7 +475,7 @@ pub fn filter_capability_line(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The capability names in a list, upper-cased (for the relay's own checks).
-pub fn capability_names(list: &[u8]) -> Vec<String> {
+pub(crate) fn capability_names(list: &[u8]) -> Vec<String> {
     list.split(|b| *b == b' ')
         .filter(|c| !c.is_empty())
         .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase())
@@ -544,23 +546,20 @@ mod tests {
     fn astrings_read_atoms_quoted_strings_and_literals() {
         let args = b"alice@example.test \"p\\\"w\\\\d\" {3}\r\nx y\r\n";
         let v = astrings(args).expect("astrings");
-        assert_eq!(
-            v,
-            vec![
-                b"alice@example.test".to_vec(),
-                b"p\"w\\d".to_vec(),
-                b"x y".to_vec()
-            ]
-        );
+        let v: Vec<&[u8]> = v.iter().map(|x| &x[..]).collect();
+        assert_eq!(v, [&b"alice@example.test"[..], b"p\"w\\d", b"x y"]);
         assert!(astrings(b"\"unterminated\r\n").is_err());
         assert!(astrings(b"{9}\r\nshort\r\n").is_err());
     }
 
     #[test]
     fn quoted_escapes_and_refuses_what_needs_a_literal() {
-        assert_eq!(quoted(b"a\"b\\c"), Some(b"\"a\\\"b\\\\c\"".to_vec()));
-        assert_eq!(quoted(b"caf\xc3\xa9"), None);
-        assert_eq!(quoted(b"a\r\nb"), None);
+        let mut out = WipedBuf::new();
+        write_quoted(b"a\"b\\c", &mut out);
+        assert_eq!(&out[..], b"\"a\\\"b\\\\c\"");
+        assert!(is_quotable(b"a\"b"));
+        assert!(!is_quotable(b"caf\xc3\xa9"));
+        assert!(!is_quotable(b"a\r\nb"));
     }
 
     #[test]

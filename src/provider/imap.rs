@@ -1,65 +1,65 @@
-//! The provider side of an IMAP session until authentication succeeds: connect
-//! through egress, TLS (implicit, or STARTTLS that must succeed — never plain
-//! text), read the greeting and capabilities, send the one generic ID every
-//! user shares, then authenticate with the client's credentials.
+//! The IMAP side of a provider until authentication succeeds: greeting and
+//! capabilities, the one generic ID every user shares, then authentication
+//! with the client's credentials as [`crate::sasl::plan`] presents them.
 //!
 //! Response texts from the provider are returned to the session for the
 //! client; nothing here logs them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
-use super::UpstreamError;
-use crate::config::{Endpoint, UpstreamTls};
-use crate::egress::{BoxedStream, Egress};
+use super::{ProviderStream, Target, UpstreamError};
+use crate::egress::BoxedStream;
 use crate::imap::framed::{Framed, ReadError};
-use crate::imap::syntax::{self, capability_names, line_body, literal_at_end};
-use crate::privacy::wipe;
-use crate::sasl::{ClientCredentials, Mechanism, decode_b64};
+use crate::imap::syntax::{self, capability_names, literal_at_end};
+use crate::privacy::{Secret, WipedBuf};
+use crate::sasl::{Credentials, Mechanism, Offered, Plan};
 
 /// The ID parameter list sent to every provider for every user (RFC 2971).
 /// Some providers refuse clients that send no ID; this one names no
 /// software, version, device or operating system.
-pub const GENERIC_ID: &[u8] = b"(\"name\" \"IMAP client\")";
+pub(crate) const GENERIC_ID: &[u8] = b"(\"name\" \"IMAP client\")";
 
 /// Largest response the relay reads whole before authentication (greeting,
 /// CAPABILITY, ID, the authentication reply).
 const MAX_SETUP_RESPONSE: usize = 64 * 1024;
 
-/// The stream to the provider once TLS is up.
-pub type UpstreamStream = TlsStream<BoxedStream>;
+/// Most untagged responses accepted before a command's completion.
+const MAX_UNTAGGED: usize = 256;
 
 /// A provider connection before or after authentication.
-pub struct UpstreamImap {
-    io: Framed<UpstreamStream>,
+pub(crate) struct UpstreamImap {
+    io: Framed<ProviderStream>,
     capabilities: Vec<String>,
     next_tag: u32,
     timeout: Duration,
 }
 
 /// How a command completed.
-pub struct Completion {
+pub(crate) struct Completion {
     /// Untagged responses that came before the tagged one, each a whole line
     /// (with any literals inline).
-    pub untagged: Vec<Vec<u8>>,
+    pub(crate) untagged: Vec<WipedBuf>,
     /// `OK`, `NO` or `BAD` and everything after it, line ending included.
-    pub status_and_text: Vec<u8>,
+    pub(crate) status_and_text: WipedBuf,
 }
 
 impl Completion {
     /// True for a tagged OK.
-    pub fn is_ok(&self) -> bool {
-        self.status_and_text.len() >= 2 && self.status_and_text[..2].eq_ignore_ascii_case(b"OK")
+    pub(crate) fn is_ok(&self) -> bool {
+        starts_with_ci(&self.status_and_text, b"OK")
+    }
+
+    /// True for a refusal that says the credentials were not judged
+    /// (RFC 5530 `[UNAVAILABLE]`).
+    pub(crate) fn is_temporary(&self) -> bool {
+        memchr::memmem::find(&self.status_and_text, b"[UNAVAILABLE]").is_some()
     }
 }
 
 /// Outcome of authentication.
-pub enum AuthOutcome {
+pub(crate) enum Authenticated {
     /// The provider said OK: its untagged responses and status line.
     Accepted(Completion),
     /// The provider said NO or BAD: the same, to relay to the client.
@@ -77,31 +77,21 @@ impl From<ReadError> for UpstreamError {
 impl UpstreamImap {
     /// Connects, secures, reads the greeting and capabilities and sends the
     /// generic ID if the provider takes one.
-    pub async fn connect(
-        endpoint: &Endpoint,
-        tls: Arc<ClientConfig>,
-        egress: &Egress,
-        isolation: &crate::egress::IsolationKey,
-        timeout: Duration,
-    ) -> Result<Self, UpstreamError> {
-        let (stream, server_name) = super::open(endpoint, egress, isolation, timeout).await?;
-        let connector = TlsConnector::from(tls);
-        let stream = match endpoint.tls {
-            UpstreamTls::Implicit => stream,
-            UpstreamTls::Starttls => starttls(stream, timeout).await?,
-        };
-        let secure = tokio::time::timeout(timeout, connector.connect(server_name, stream))
-            .await
-            .map_err(|_| UpstreamError::Tls)?
-            .map_err(|_| UpstreamError::Tls)?;
+    pub(crate) async fn connect(target: &Target<'_>) -> Result<Self, UpstreamError> {
+        let timeout = target.timeout;
+        let mut stream = target.open().await?;
+        if !target.implicit_tls() {
+            stream = starttls(stream, timeout).await?;
+        }
+        let secure = target.secure(stream).await?;
         let mut upstream = UpstreamImap {
             io: Framed::new(secure),
             capabilities: Vec::new(),
             next_tag: 0,
             timeout,
         };
-        if endpoint.tls == UpstreamTls::Implicit {
-            let greeting = upstream.read_response_line().await?;
+        if target.implicit_tls() {
+            let greeting = upstream.read_response().await?;
             if !starts_with_ci(&greeting, b"* OK") {
                 return Err(UpstreamError::Refused(0));
             }
@@ -113,7 +103,7 @@ impl UpstreamImap {
             upstream.refresh_capabilities().await?;
         }
         if upstream.has("ID") {
-            let mut command = b"ID ".to_vec();
+            let mut command = WipedBuf::copy_of(b"ID ");
             command.extend_from_slice(GENERIC_ID);
             // The provider's answer to ID is of no use to anybody here.
             upstream.command(&command).await?;
@@ -122,24 +112,34 @@ impl UpstreamImap {
     }
 
     /// True when the provider advertised `capability` (upper case).
-    pub fn has(&self, capability: &str) -> bool {
+    pub(crate) fn has(&self, capability: &str) -> bool {
         self.capabilities.iter().any(|c| c == capability)
     }
 
-    /// The provider's capabilities, upper-cased.
-    pub fn capabilities(&self) -> &[String] {
-        &self.capabilities
+    /// What the provider offers to authenticate with. AUTHENTICATE LOGIN is
+    /// never used towards an IMAP provider: LOGIN credentials go as PLAIN or
+    /// as the LOGIN command.
+    fn offered(&self) -> Offered {
+        Offered {
+            plain: self.has("AUTH=PLAIN"),
+            login: false,
+            xoauth2: self.has("AUTH=XOAUTH2"),
+            oauthbearer: self.has("AUTH=OAUTHBEARER"),
+            login_command: !self.has("LOGINDISABLED"),
+            fall_back_as_sent: false,
+        }
     }
 
-    /// Asks for CAPABILITY and remembers the answer.
-    pub async fn refresh_capabilities(&mut self) -> Result<Vec<u8>, UpstreamError> {
+    /// Asks for CAPABILITY and remembers the answer, which is returned as
+    /// the provider's list.
+    pub(crate) async fn refresh_capabilities(&mut self) -> Result<WipedBuf, UpstreamError> {
         let done = self.command(b"CAPABILITY").await?;
-        let mut list = Vec::new();
+        let mut list = WipedBuf::new();
         for line in &done.untagged {
             if let Some((s, e)) = syntax::capability_span(line)
                 && line.starts_with(b"* ")
             {
-                list = line[s..e].to_vec();
+                list = WipedBuf::copy_of(&line[s..e]);
             }
         }
         if !done.is_ok() || list.is_empty() {
@@ -149,170 +149,123 @@ impl UpstreamImap {
         Ok(list)
     }
 
-    /// Authenticates with the client's credentials, preferring the client's
-    /// own mechanism and converting between PLAIN, LOGIN and the LOGIN
-    /// command when the provider only offers another of them.
-    pub async fn authenticate(
+    /// Authenticates with the client's credentials, presented the way
+    /// [`crate::sasl::plan`] says.
+    pub(crate) async fn authenticate(
         &mut self,
-        credentials: &ClientCredentials,
-    ) -> Result<AuthOutcome, UpstreamError> {
-        let done = match credentials {
-            ClientCredentials::Token { mechanism, encoded } => {
-                if !self.has(&format!("AUTH={}", mechanism.name())) {
-                    return Ok(AuthOutcome::Unsupported);
-                }
-                self.authenticate_with(*mechanism, encoded.expose()).await?
-            }
-            ClientCredentials::Plain {
-                encoded,
-                authzid,
-                authcid,
-                password,
-            } => {
-                if self.has("AUTH=PLAIN") {
-                    self.authenticate_with(Mechanism::Plain, encoded.expose())
-                        .await?
-                } else if authzid.expose().is_empty() && !self.has("LOGINDISABLED") {
-                    self.login_command(authcid.expose(), password.expose())
-                        .await?
-                } else {
-                    return Ok(AuthOutcome::Unsupported);
-                }
-            }
-            ClientCredentials::Login {
-                user_encoded,
-                password_encoded,
-            } => {
-                let user = decode_b64(user_encoded.expose()).map_err(|_| UpstreamError::Lost)?;
-                let password =
-                    decode_b64(password_encoded.expose()).map_err(|_| UpstreamError::Lost)?;
-                if self.has("AUTH=PLAIN") {
-                    let mut plain =
-                        Vec::with_capacity(user.expose().len() + password.expose().len() + 2);
-                    plain.push(0);
-                    plain.extend_from_slice(user.expose());
-                    plain.push(0);
-                    plain.extend_from_slice(password.expose());
-                    let encoded = crate::sasl::encode_b64(&plain);
-                    wipe(&mut plain);
-                    self.authenticate_with(Mechanism::Plain, encoded.expose())
-                        .await?
-                } else if !self.has("LOGINDISABLED") {
-                    self.login_command(user.expose(), password.expose()).await?
-                } else {
-                    return Ok(AuthOutcome::Unsupported);
-                }
-            }
+        credentials: &Credentials,
+    ) -> Result<Authenticated, UpstreamError> {
+        let done = match crate::sasl::plan(credentials, self.offered()) {
+            Plan::Unsupported => return Ok(Authenticated::Unsupported),
+            Plan::Authenticate {
+                mechanism,
+                initial,
+                answers,
+            } => self.authenticate_with(mechanism, initial, answers).await?,
+            Plan::LoginCommand { user, password } => self.login_command(&user, &password).await?,
         };
-        if done.is_ok() {
-            Ok(AuthOutcome::Accepted(done))
+        Ok(if done.is_ok() {
+            Authenticated::Accepted(done)
         } else {
-            Ok(AuthOutcome::Refused(done))
-        }
+            Authenticated::Refused(done)
+        })
     }
 
-    /// `AUTHENTICATE mech` with the response as initial response (SASL-IR)
-    /// or after the first continuation.
+    /// `AUTHENTICATE mech`, with the initial response on the command line
+    /// (SASL-IR) or after the first continuation, then the answers to
+    /// further challenges.
     async fn authenticate_with(
         &mut self,
         mechanism: Mechanism,
-        encoded: &[u8],
+        initial: Option<Secret>,
+        answers: Vec<Secret>,
     ) -> Result<Completion, UpstreamError> {
         let tag = self.tag();
-        let mut line = format!("{tag} AUTHENTICATE {}", mechanism.name()).into_bytes();
-        let sasl_ir = self.has("SASL-IR");
-        if sasl_ir {
-            line.push(b' ');
-            line.extend_from_slice(if encoded.is_empty() { b"=" } else { encoded });
+        let mut line = WipedBuf::with_capacity(64);
+        line.extend_from_slices(&[
+            tag.as_bytes(),
+            b" AUTHENTICATE ",
+            mechanism.name().as_bytes(),
+        ]);
+        let mut pending = initial.into_iter().chain(answers);
+        if self.has("SASL-IR")
+            && let Some(first) = pending.next()
+        {
+            let response: &[u8] = if first.expose().is_empty() {
+                b"="
+            } else {
+                first.expose()
+            };
+            line.extend_from_slices(&[b" ", response]);
         }
         line.extend_from_slice(b"\r\n");
-        let written = self.write(&line).await;
-        wipe(&mut line);
-        written?;
-        let mut sent_response = sasl_ir;
+        self.write(&line).await?;
         let mut untagged = Vec::new();
         loop {
-            let response = self.read_response_line().await?;
+            let response = self.read_response().await?;
             if response.starts_with(b"+") {
-                // Before the response was sent: the server asks for it. After:
-                // an error challenge (XOAUTH2/OAUTHBEARER), answered with the
-                // empty/abort response so that the tagged NO follows.
-                let mut reply = if sent_response {
-                    match mechanism {
-                        Mechanism::OAuthBearer => b"AQ==".to_vec(),
-                        _ => Vec::new(),
-                    }
-                } else {
-                    encoded.to_vec()
+                // A challenge: the next answer if one is left; after that
+                // an error challenge (XOAUTH2, OAUTHBEARER), answered with
+                // the empty or abort response so that the tagged NO follows.
+                let mut reply = match pending.next() {
+                    Some(answer) => WipedBuf::copy_of(answer.expose()),
+                    None if mechanism == Mechanism::OAuthBearer => WipedBuf::copy_of(b"AQ=="),
+                    None => WipedBuf::new(),
                 };
-                sent_response = true;
                 reply.extend_from_slice(b"\r\n");
-                let written = self.write(&reply).await;
-                wipe(&mut reply);
-                written?;
+                self.write(&reply).await?;
                 continue;
             }
             if let Some(status) = tagged_status(&response, &tag) {
                 return Ok(Completion {
                     untagged,
-                    status_and_text: status.to_vec(),
+                    status_and_text: WipedBuf::copy_of(status),
                 });
             }
-            untagged.push(response);
+            push_untagged(&mut untagged, response)?;
         }
     }
 
     /// `LOGIN user password`, as quoted strings, or literals when needed.
     async fn login_command(
         &mut self,
-        user: &[u8],
-        password: &[u8],
+        user: &Secret,
+        password: &Secret,
     ) -> Result<Completion, UpstreamError> {
         let tag = self.tag();
-        let mut out = format!("{tag} LOGIN ").into_bytes();
         let literal_plus = self.has("LITERAL+");
-        let mut pieces: Vec<Vec<u8>> = Vec::new();
-        for (i, value) in [user, password].into_iter().enumerate() {
+        let mut pieces: Vec<WipedBuf> = Vec::new();
+        let mut out = WipedBuf::with_capacity(64);
+        out.extend_from_slices(&[tag.as_bytes(), b" LOGIN "]);
+        for (i, value) in [user.expose(), password.expose()].into_iter().enumerate() {
             if i > 0 {
                 out.push(b' ');
             }
-            match syntax::quoted(value) {
-                Some(mut q) => {
-                    out.extend_from_slice(&q);
-                    wipe(&mut q);
-                }
-                None => {
-                    out.extend_from_slice(
-                        format!(
-                            "{{{}{}}}\r\n",
-                            value.len(),
-                            if literal_plus { "+" } else { "" }
-                        )
-                        .as_bytes(),
-                    );
-                    pieces.push(std::mem::take(&mut out));
-                    out.extend_from_slice(value);
-                }
+            if syntax::is_quotable(value) {
+                syntax::write_quoted(value, &mut out);
+            } else {
+                let marker =
+                    syntax::LiteralMarker::render(value.len() as u64, !literal_plus, false);
+                out.extend_from_slices(&[marker.as_bytes(), b"\r\n"]);
+                pieces.push(out.take());
+                out.extend_from_slice(value);
             }
         }
         out.extend_from_slice(b"\r\n");
         pieces.push(out);
-        let mut untagged = Vec::new();
+        let untagged = Vec::new();
         let count = pieces.len();
-        for (i, mut piece) in pieces.into_iter().enumerate() {
-            let written = self.write(&piece).await;
-            wipe(&mut piece);
-            written?;
+        for (i, piece) in pieces.iter().enumerate() {
+            self.write(piece).await?;
             if i + 1 < count && !literal_plus {
-                let response = self.read_response_line().await?;
+                let response = self.read_response().await?;
                 if let Some(status) = tagged_status(&response, &tag) {
                     return Ok(Completion {
                         untagged,
-                        status_and_text: status.to_vec(),
+                        status_and_text: WipedBuf::copy_of(status),
                     });
                 }
                 if !response.starts_with(b"+") {
-                    untagged.push(response);
                     return Err(UpstreamError::Lost);
                 }
             }
@@ -321,11 +274,10 @@ impl UpstreamImap {
     }
 
     /// Sends `tag command` and reads up to its tagged completion.
-    pub async fn command(&mut self, command: &[u8]) -> Result<Completion, UpstreamError> {
+    pub(crate) async fn command(&mut self, command: &[u8]) -> Result<Completion, UpstreamError> {
         let tag = self.tag();
-        let mut line = format!("{tag} ").into_bytes();
-        line.extend_from_slice(command);
-        line.extend_from_slice(b"\r\n");
+        let mut line = WipedBuf::with_capacity(tag.len() + command.len() + 3);
+        line.extend_from_slices(&[tag.as_bytes(), b" ", command, b"\r\n"]);
         self.write(&line).await?;
         self.finish(&tag, Vec::new()).await
     }
@@ -333,23 +285,20 @@ impl UpstreamImap {
     async fn finish(
         &mut self,
         tag: &str,
-        mut untagged: Vec<Vec<u8>>,
+        mut untagged: Vec<WipedBuf>,
     ) -> Result<Completion, UpstreamError> {
         loop {
-            let response = self.read_response_line().await?;
+            let response = self.read_response().await?;
             if let Some(status) = tagged_status(&response, tag) {
                 return Ok(Completion {
                     untagged,
-                    status_and_text: status.to_vec(),
+                    status_and_text: WipedBuf::copy_of(status),
                 });
             }
             if response.starts_with(b"+") {
                 return Err(UpstreamError::Lost);
             }
-            if untagged.len() >= 256 {
-                return Err(UpstreamError::Lost);
-            }
-            untagged.push(response);
+            push_untagged(&mut untagged, response)?;
         }
     }
 
@@ -370,8 +319,8 @@ impl UpstreamImap {
     }
 
     /// One response with any literals it carries inline, bounded in size.
-    async fn read_response_line(&mut self) -> Result<Vec<u8>, UpstreamError> {
-        let mut out = Vec::new();
+    async fn read_response(&mut self) -> Result<WipedBuf, UpstreamError> {
+        let mut out = WipedBuf::new();
         tokio::time::timeout(self.timeout, read_response(&mut self.io, &mut out))
             .await
             .map_err(|_| UpstreamError::Lost)??;
@@ -379,15 +328,23 @@ impl UpstreamImap {
     }
 
     /// The TLS stream and whatever was read from it and not yet used.
-    pub fn into_parts(self) -> (UpstreamStream, Vec<u8>) {
+    pub(crate) fn into_parts(self) -> (ProviderStream, WipedBuf) {
         self.io.into_parts()
     }
+}
+
+fn push_untagged(untagged: &mut Vec<WipedBuf>, response: WipedBuf) -> Result<(), UpstreamError> {
+    if untagged.len() >= MAX_UNTAGGED {
+        return Err(UpstreamError::Lost);
+    }
+    untagged.push(response);
+    Ok(())
 }
 
 /// Reads one whole response (lines and literals) into `out`, bounded.
 async fn read_response<R: AsyncRead + Unpin>(
     io: &mut Framed<R>,
-    out: &mut Vec<u8>,
+    out: &mut WipedBuf,
 ) -> Result<(), UpstreamError> {
     loop {
         let room = MAX_SETUP_RESPONSE.saturating_sub(out.len());
@@ -407,7 +364,7 @@ async fn read_response<R: AsyncRead + Unpin>(
 async fn starttls(stream: BoxedStream, timeout: Duration) -> Result<BoxedStream, UpstreamError> {
     let mut io = Framed::new(stream);
     let exchange = async {
-        let mut greeting = Vec::new();
+        let mut greeting = WipedBuf::new();
         read_response(&mut io, &mut greeting).await?;
         if !starts_with_ci(&greeting, b"* OK") {
             return Err(UpstreamError::Refused(0));
@@ -418,7 +375,7 @@ async fn starttls(stream: BoxedStream, timeout: Duration) -> Result<BoxedStream,
             .map_err(|_| UpstreamError::Lost)?;
         w.flush().await.map_err(|_| UpstreamError::Lost)?;
         loop {
-            let mut line = Vec::new();
+            let mut line = WipedBuf::new();
             read_response(&mut io, &mut line).await?;
             if let Some(status) = tagged_status(&line, "m0") {
                 if starts_with_ci(status, b"OK") {
@@ -439,17 +396,10 @@ async fn starttls(stream: BoxedStream, timeout: Duration) -> Result<BoxedStream,
 }
 
 /// For a response tagged `tag`, what follows the tag and its space.
-pub fn tagged_status<'a>(line: &'a [u8], tag: &str) -> Option<&'a [u8]> {
+pub(crate) fn tagged_status<'a>(line: &'a [u8], tag: &str) -> Option<&'a [u8]> {
     line.strip_prefix(tag.as_bytes())?.strip_prefix(b" ")
 }
 
 fn starts_with_ci(line: &[u8], prefix: &[u8]) -> bool {
     line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
-}
-
-/// The status word of a completion (`OK`, `NO`, `BAD`), upper-cased.
-pub fn status_word(status_and_text: &[u8]) -> &[u8] {
-    let body = line_body(status_and_text);
-    let end = body.iter().position(|b| *b == b' ').unwrap_or(body.len());
-    &body[..end]
 }

@@ -1,27 +1,26 @@
-//! The SMTP side of a provider: a connection opened through [`Egress`],
-//! wrapped in TLS (implicit, or STARTTLS that must be offered and must
-//! succeed — never plaintext), greeted with one fixed neutral EHLO name, and
-//! then driven one command at a time with mail-send's `SmtpClient` over that
-//! stream. Reply texts stay inside [`smtp_proto::Response`] values handed
-//! back to the session; nothing here logs them.
+//! The SMTP side of a provider: greeted with one fixed neutral EHLO name,
+//! then driven one command at a time with mail-send's `SmtpClient` over a
+//! stream built by [`Target::connect`]. Messages go out as one `BDAT … LAST`
+//! when the provider offers CHUNKING, else as dot-stuffed DATA, staged
+//! through a [`WipedBuf`] so that no copy of the message is left in a
+//! write buffer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use mail_send::SmtpClient;
-use rustls::ClientConfig;
 use smtp_proto::{EhloResponse, Response};
-use tokio::io::AsyncWriteExt;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{UpstreamError, open};
-use crate::config::{Endpoint, UpstreamTls};
-use crate::egress::{BoxedStream, Egress, IsolationKey};
-use crate::smtp::data::write_stuffed;
+use super::{ProviderStream, Target, UpstreamError};
+use crate::privacy::WipedBuf;
+use crate::sasl::Offered;
+use crate::smtp::data::stuffed_pieces;
 
 /// Time allowed for the reply to the final dot (RFC 5321 §4.5.3.2.6: 10 min).
-pub const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Largest write staged at once while sending a message.
+const STAGE: usize = 64 * 1024;
 
 impl From<mail_send::Error> for UpstreamError {
     fn from(_: mail_send::Error) -> Self {
@@ -30,52 +29,34 @@ impl From<mail_send::Error> for UpstreamError {
 }
 
 /// An open, TLS-protected, greeted SMTP connection to a provider.
-pub struct UpstreamSmtp {
-    client: SmtpClient<TlsStream<BoxedStream>>,
+pub(crate) struct UpstreamSmtp {
+    client: SmtpClient<ProviderStream>,
     capabilities: EhloResponse<String>,
 }
 
 impl UpstreamSmtp {
-    /// Connects, secures and greets the upstream.
-    pub async fn connect(
-        endpoint: &Endpoint,
-        tls: Arc<ClientConfig>,
-        egress: &Egress,
-        isolation: &IsolationKey,
+    /// Connects, secures and greets the provider.
+    pub(crate) async fn connect(
+        target: &Target<'_>,
         ehlo_name: &str,
-        timeout: Duration,
     ) -> Result<Self, UpstreamError> {
-        let (stream, server_name) = open(endpoint, egress, isolation, timeout).await?;
-        let connector = TlsConnector::from(tls);
-        let secure = match endpoint.tls {
-            UpstreamTls::Implicit => {
-                tokio::time::timeout(timeout, connector.connect(server_name, stream))
-                    .await
-                    .map_err(|_| UpstreamError::Tls)?
-                    .map_err(|_| UpstreamError::Tls)?
+        let timeout = target.timeout;
+        let mut stream = target.open().await?;
+        if !target.implicit_tls() {
+            let mut plain = SmtpClient { stream, timeout };
+            expect_greeting(&mut plain, timeout).await?;
+            let ehlo = plain.ehlo(ehlo_name).await?;
+            if !ehlo.has_capability(smtp_proto::EXT_START_TLS) {
+                return Err(UpstreamError::NoStartTls);
             }
-            UpstreamTls::Starttls => {
-                let mut plain = SmtpClient { stream, timeout };
-                expect_greeting(&mut plain, timeout).await?;
-                let ehlo = plain.ehlo(ehlo_name).await?;
-                if !ehlo.has_capability(smtp_proto::EXT_START_TLS) {
-                    return Err(UpstreamError::NoStartTls);
-                }
-                let reply = plain.cmd(b"STARTTLS\r\n").await?;
-                if reply.code != 220 {
-                    return Err(UpstreamError::NoStartTls);
-                }
-                tokio::time::timeout(timeout, connector.connect(server_name, plain.stream))
-                    .await
-                    .map_err(|_| UpstreamError::Tls)?
-                    .map_err(|_| UpstreamError::Tls)?
+            if plain.cmd(b"STARTTLS\r\n").await?.code != 220 {
+                return Err(UpstreamError::NoStartTls);
             }
-        };
-        let mut client = SmtpClient {
-            stream: secure,
-            timeout,
-        };
-        if endpoint.tls == UpstreamTls::Implicit {
+            stream = plain.stream;
+        }
+        let stream = target.secure(stream).await?;
+        let mut client = SmtpClient { stream, timeout };
+        if target.implicit_tls() {
             expect_greeting(&mut client, timeout).await?;
         }
         let capabilities = client.ehlo(ehlo_name).await?;
@@ -85,41 +66,62 @@ impl UpstreamSmtp {
         })
     }
 
-    /// True when the upstream advertised an extension (`smtp_proto::EXT_*`).
-    pub fn supports(&self, extension: u32) -> bool {
+    /// True when the provider advertised an extension (`smtp_proto::EXT_*`).
+    pub(crate) fn supports(&self, extension: u32) -> bool {
         self.capabilities.has_capability(extension)
     }
 
-    /// The SASL mechanisms the upstream advertised (`smtp_proto::AUTH_*` bits).
-    pub fn auth_mechanisms(&self) -> u64 {
-        self.capabilities.auth_mechanisms
+    /// What the provider offers to authenticate with.
+    pub(crate) fn offered(&self) -> Offered {
+        let bits = self.capabilities.auth_mechanisms;
+        Offered {
+            plain: bits & smtp_proto::AUTH_PLAIN != 0,
+            login: bits & smtp_proto::AUTH_LOGIN != 0,
+            xoauth2: bits & smtp_proto::AUTH_XOAUTH2 != 0,
+            oauthbearer: bits & smtp_proto::AUTH_OAUTHBEARER != 0,
+            login_command: false,
+            fall_back_as_sent: true,
+        }
     }
 
     /// Sends one command line (CRLF included) and returns the reply.
-    pub async fn command(&mut self, line: &[u8]) -> Result<Response<String>, UpstreamError> {
+    pub(crate) async fn command(&mut self, line: &[u8]) -> Result<Response<String>, UpstreamError> {
         Ok(self.client.cmd(line).await?)
     }
 
-    /// Sends the message (header block, then the rest) and returns the
-    /// upstream's final reply. With CHUNKING it goes as one `BDAT n LAST`
+    /// Sends the message, given as consecutive pieces, and returns the
+    /// provider's final reply. With CHUNKING it goes as one `BDAT n LAST`
     /// (one round trip, bytes as they are); otherwise as DATA, dot-stuffed,
-    /// after the upstream's 354 (any other answer to DATA is the final reply).
-    /// A failure before the end leaves the upstream with nothing: the
-    /// connection is dropped with the chunk short or without a terminator.
-    pub async fn send_message(
+    /// after the provider's 354 (any other answer to DATA is the final
+    /// reply). A failure before the end leaves the provider with nothing:
+    /// the connection is dropped with the chunk short or unterminated.
+    pub(crate) async fn send_message(
         &mut self,
-        header: &[u8],
-        rest: &[u8],
+        pieces: &[&[u8]],
     ) -> Result<Response<String>, UpstreamError> {
         if self.supports(smtp_proto::EXT_CHUNKING) {
-            return self.send_message_bdat(header, rest).await;
+            let size: usize = pieces.iter().map(|p| p.len()).sum();
+            let command = format!("BDAT {size} LAST\r\n");
+            let mut all = Vec::with_capacity(pieces.len() + 1);
+            all.push(command.as_bytes());
+            all.extend_from_slice(pieces);
+            return self.write_then_read(&all).await;
         }
         let reply = self.client.cmd(b"DATA\r\n").await?;
         if reply.code != 354 {
             return Ok(reply);
         }
+        self.write_then_read(&stuffed_pieces(pieces)).await
+    }
+
+    /// Writes `pieces` in staged writes and reads the reply, within
+    /// [`DATA_END_TIMEOUT`].
+    async fn write_then_read(
+        &mut self,
+        pieces: &[&[u8]],
+    ) -> Result<Response<String>, UpstreamError> {
         tokio::time::timeout(DATA_END_TIMEOUT, async {
-            write_stuffed(&mut self.client.stream, &[header, rest])
+            write_staged(&mut self.client.stream, pieces)
                 .await
                 .map_err(|_| UpstreamError::Lost)?;
             Ok::<_, UpstreamError>(self.client.read().await?)
@@ -128,30 +130,8 @@ impl UpstreamSmtp {
         .map_err(|_| UpstreamError::Lost)?
     }
 
-    async fn send_message_bdat(
-        &mut self,
-        header: &[u8],
-        rest: &[u8],
-    ) -> Result<Response<String>, UpstreamError> {
-        let command = format!("BDAT {} LAST\r\n", header.len() + rest.len());
-        tokio::time::timeout(DATA_END_TIMEOUT, async {
-            let mut buffered =
-                tokio::io::BufWriter::with_capacity(64 * 1024, &mut self.client.stream);
-            for piece in [command.as_bytes(), header, rest] {
-                buffered
-                    .write_all(piece)
-                    .await
-                    .map_err(|_| UpstreamError::Lost)?;
-            }
-            buffered.flush().await.map_err(|_| UpstreamError::Lost)?;
-            Ok::<_, UpstreamError>(self.client.read().await?)
-        })
-        .await
-        .map_err(|_| UpstreamError::Lost)?
-    }
-
     /// Says QUIT and closes, ignoring the outcome.
-    pub async fn quit(mut self) {
+    pub(crate) async fn quit(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = self.client.stream.write_all(b"QUIT\r\n").await;
             let _ = self.client.stream.flush().await;
@@ -159,6 +139,34 @@ impl UpstreamSmtp {
         })
         .await;
     }
+}
+
+/// Writes `pieces` in order, gathering small ones into writes of up to
+/// [`STAGE`] bytes (one TLS record each rather than one per piece); the
+/// staging buffer is wiped. Large pieces are written directly.
+pub(crate) async fn write_staged<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    pieces: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut stage = WipedBuf::new();
+    for piece in pieces {
+        if stage.len() + piece.len() > STAGE && !stage.is_empty() {
+            writer.write_all(&stage).await?;
+            stage.clear();
+        }
+        if piece.len() >= STAGE {
+            writer.write_all(piece).await?;
+        } else {
+            if stage.capacity() == 0 {
+                stage.reserve_exact(STAGE);
+            }
+            stage.extend_from_slice(piece);
+        }
+    }
+    if !stage.is_empty() {
+        writer.write_all(&stage).await?;
+    }
+    writer.flush().await
 }
 
 async fn expect_greeting<S>(
@@ -175,4 +183,18 @@ where
         return Err(UpstreamError::Refused(greeting.code));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn staged_writes_keep_every_byte_in_order() {
+        let big = vec![b'x'; STAGE + 10];
+        let pieces: [&[u8]; 5] = [b"BDAT 9 LAST\r\n", b"head", &big, b"tail", b"."];
+        let mut out = Vec::new();
+        write_staged(&mut out, &pieces).await.expect("write");
+        assert_eq!(out, pieces.concat());
+    }
 }

@@ -4,8 +4,14 @@
 //! named zones, no seconds, trailing comments). Pure arithmetic, no time zone
 //! database.
 
+use std::io::Write as _;
+
+use zeroize::Zeroizing;
+
+use crate::privacy::WipedBuf;
+
 /// Seconds since the Unix epoch, UTC.
-pub type UnixTime = i64;
+pub(crate) type UnixTime = i64;
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -13,7 +19,7 @@ const MONTHS: [&str; 12] = [
 const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 
 /// Parses an RFC 5322 `date-time` (the value of a `Date:` field).
-pub fn parse_rfc5322(value: &str) -> Option<UnixTime> {
+pub(crate) fn parse_rfc5322(value: &str) -> Option<UnixTime> {
     let without_comments = strip_comments(value);
     let mut tokens = without_comments
         .split(|c: char| c.is_ascii_whitespace() || c == ',')
@@ -59,18 +65,22 @@ pub fn parse_rfc5322(value: &str) -> Option<UnixTime> {
 }
 
 /// Formats as `Tue, 24 Nov 2026 00:26:36 +0000`.
-pub fn format_utc(time: UnixTime) -> String {
+pub(crate) fn format_utc(time: UnixTime) -> WipedBuf {
     let days = time.div_euclid(86_400);
     let secs = time.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
     let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
-    format!(
+    let mut out = WipedBuf::with_capacity(32);
+    // Writing to memory cannot fail.
+    let _ = write!(
+        out,
         "{weekday}, {day} {} {year:04} {:02}:{:02}:{:02} +0000",
         MONTHS[(month - 1) as usize],
         secs / 3600,
         secs % 3600 / 60,
         secs % 60
-    )
+    );
+    out
 }
 
 fn zone_offset_seconds(zone: &str) -> Option<i64> {
@@ -101,8 +111,8 @@ fn zone_offset_seconds(zone: &str) -> Option<i64> {
     Some(hours * 3600)
 }
 
-fn strip_comments(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+fn strip_comments(value: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(value.len()));
     let mut depth = 0usize;
     let mut escaped = false;
     for c in value.chars() {
@@ -122,7 +132,7 @@ fn strip_comments(value: &str) -> String {
 }
 
 /// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -133,7 +143,7 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// The inverse of [`days_from_civil`].
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -151,7 +161,7 @@ mod tests {
     use super::*;
 
     fn utc(value: &str) -> String {
-        format_utc(parse_rfc5322(value).expect(value))
+        String::from_utf8(format_utc(parse_rfc5322(value).expect(value)).to_vec()).expect("ascii")
     }
 
     #[test]

@@ -5,10 +5,9 @@
 //! Only CRLF line endings are accepted. A bare CR or a bare LF anywhere in a
 //! message poisons it (SMTP smuggling: `\n.\n`, `\n.\r\n`, `\r.\r`,
 //! `\r\n.\r`, …): the receiver keeps reading to the real `CRLF.CRLF`, stores
-//! nothing more, and the session refuses the message. No I/O here except the
-//! final write of an already checked message.
+//! nothing more, and the session refuses the message. No I/O here.
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use super::message::MessageBuf;
 
 /// Why a received message is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +86,14 @@ impl MessageReceiver {
         self.refusal
     }
 
-    fn refuse(&mut self, why: Refusal, out: &mut Vec<u8>) {
+    fn refuse(&mut self, why: Refusal, out: &mut MessageBuf) {
         if self.refusal.is_none() {
             self.refusal = Some(why);
-            crate::privacy::wipe_appended(out);
+            out.clear();
         }
     }
 
-    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+    fn emit(&mut self, bytes: &[u8], out: &mut MessageBuf) {
         if self.refusal.is_some() {
             return;
         }
@@ -105,7 +104,7 @@ impl MessageReceiver {
         out.extend_from_slice(bytes);
     }
 
-    fn count_line_bytes(&mut self, n: usize, out: &mut Vec<u8>) {
+    fn count_line_bytes(&mut self, n: usize, out: &mut MessageBuf) {
         self.line_len += n;
         if self.line_len > self.max_line {
             self.refuse(Refusal::LineTooLong, out);
@@ -114,7 +113,7 @@ impl MessageReceiver {
 
     /// Feeds DATA bytes. Appends unstuffed content to `out` (nothing once the
     /// message is refused) and reports where the terminator ended.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Progress {
+    pub fn feed(&mut self, input: &[u8], out: &mut MessageBuf) -> Progress {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -187,14 +186,14 @@ impl MessageReceiver {
     }
 
     /// Feeds one BDAT chunk's bytes (all of them belong to the message).
-    pub fn feed_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+    pub fn feed_chunk(&mut self, chunk: &[u8], out: &mut MessageBuf) {
         debug_assert!(!self.dot_framed);
         let progress = self.feed(chunk, out);
         debug_assert_eq!(progress, Progress::NeedMore);
     }
 
     /// Ends a BDAT message: a trailing CR with no LF is a bare CR.
-    pub fn finish_chunks(&mut self, out: &mut Vec<u8>) {
+    pub fn finish_chunks(&mut self, out: &mut MessageBuf) {
         if self.state == State::Cr {
             self.refuse(Refusal::BareLineEnding, out);
         }
@@ -233,28 +232,19 @@ pub fn stuffed_pieces<'a>(parts: &[&'a [u8]]) -> Vec<&'a [u8]> {
     pieces
 }
 
-/// Writes a message dot-stuffed and terminated with `.CRLF`, then flushes.
-/// The message is never copied whole: pieces go through a 64 KiB buffer.
-pub async fn write_stuffed<W: AsyncWrite + Unpin>(
-    writer: W,
-    parts: &[&[u8]],
-) -> std::io::Result<()> {
-    let mut buffered = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
-    for piece in stuffed_pieces(parts) {
-        buffered.write_all(piece).await?;
-    }
-    buffered.flush().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn buffer() -> MessageBuf {
+        MessageBuf::new(0, 1024)
+    }
+
     fn receive(wire: &[u8]) -> (Vec<u8>, Option<Refusal>, Progress) {
         let mut r = MessageReceiver::data(1 << 20, 1000);
-        let mut out = Vec::new();
+        let mut out = buffer();
         let p = r.feed(wire, &mut out);
-        (out, r.refusal(), p)
+        (out.whole().to_vec(), r.refusal(), p)
     }
 
     fn stuff(parts: &[&[u8]]) -> Vec<u8> {
@@ -288,7 +278,7 @@ mod tests {
         let wire = b"a\r\nb\r\n.\r\n";
         for split in 0..wire.len() {
             let mut r = MessageReceiver::data(1 << 20, 1000);
-            let mut out = Vec::new();
+            let mut out = buffer();
             assert_eq!(
                 r.feed(&wire[..split], &mut out),
                 Progress::NeedMore,
@@ -301,7 +291,7 @@ mod tests {
                 },
                 "split {split}"
             );
-            assert_eq!(out, b"a\r\nb\r\n", "split {split}");
+            assert_eq!(&out.whole()[..], b"a\r\nb\r\n", "split {split}");
         }
     }
 
@@ -335,7 +325,7 @@ mod tests {
     #[test]
     fn size_limit_is_enforced_while_receiving() {
         let mut r = MessageReceiver::data(10, 1000);
-        let mut out = Vec::new();
+        let mut out = buffer();
         assert_eq!(
             r.feed(b"0123456789abc\r\n.\r\n", &mut out),
             Progress::Done { consumed: 18 }
@@ -347,7 +337,7 @@ mod tests {
     #[test]
     fn line_length_limit_counts_crlf() {
         let mut r = MessageReceiver::data(1 << 20, 10);
-        let mut out = Vec::new();
+        let mut out = buffer();
         r.feed(b"12345678\r\n.\r\n", &mut out);
         assert_eq!(r.refusal(), None);
         let mut r = MessageReceiver::data(1 << 20, 10);
@@ -358,12 +348,12 @@ mod tests {
     #[test]
     fn bdat_chunks_are_verbatim_but_checked_across_boundaries() {
         let mut r = MessageReceiver::bdat(1 << 20, 1000);
-        let mut out = Vec::new();
+        let mut out = buffer();
         r.feed_chunk(b".dot stays\r", &mut out);
         r.feed_chunk(b"\nend\r\n", &mut out);
         r.finish_chunks(&mut out);
         assert_eq!(r.refusal(), None);
-        assert_eq!(out, b".dot stays\r\nend\r\n");
+        assert_eq!(&out.whole()[..], b".dot stays\r\nend\r\n");
 
         let mut r = MessageReceiver::bdat(1 << 20, 1000);
         r.feed_chunk(b"ends in cr\r", &mut out);

@@ -8,16 +8,25 @@
 
 use smtp_proto::Response;
 
+use crate::privacy::WipedBuf;
+
 /// A reply to write to the client. Its `Debug` shows the codes only: the
 /// text may be the provider's, which can name the user.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// Three-digit code.
-    pub code: u16,
+    pub(crate) code: u16,
     /// Enhanced status code, `[0, 0, 0]` when absent.
-    pub esc: [u8; 3],
+    pub(crate) esc: [u8; 3],
     /// Text lines (at least one).
-    pub lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        // A provider's text may name the user or echo an address.
+        self.lines.iter_mut().for_each(zeroize::Zeroize::zeroize);
+    }
 }
 
 impl std::fmt::Debug for Reply {
@@ -29,7 +38,7 @@ impl std::fmt::Debug for Reply {
 
 impl Reply {
     /// A one-line reply.
-    pub fn new(code: u16, esc: [u8; 3], text: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, esc: [u8; 3], text: impl Into<String>) -> Self {
         Reply {
             code,
             esc,
@@ -38,11 +47,16 @@ impl Reply {
     }
 
     /// The client-facing form of an upstream reply.
-    pub fn from_upstream(response: &Response<String>) -> Self {
+    pub(crate) fn from_upstream(response: &Response<String>) -> Self {
         let lines: Vec<String> = response
             .message
             .split('\n')
-            .map(|l| l.chars().filter(|c| !c.is_control()).collect())
+            .map(|l| {
+                // Sized once: a provider's text may echo an address.
+                let mut line = String::with_capacity(l.len());
+                line.extend(l.chars().filter(|c| !c.is_control()));
+                line
+            })
             .collect();
         Reply {
             code: response.code,
@@ -56,12 +70,12 @@ impl Reply {
     }
 
     /// True for 2xx.
-    pub fn is_positive(&self) -> bool {
+    pub(crate) fn is_positive(&self) -> bool {
         (200..300).contains(&self.code)
     }
 
     /// Appends the wire form (one or more CRLF-terminated lines) to `out`.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_to(&self, out: &mut WipedBuf) {
         let has_esc = self.esc != [0, 0, 0];
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
@@ -81,7 +95,7 @@ macro_rules! fixed {
     ($($(#[$doc:meta])* $name:ident = $code:literal, [$a:literal, $b:literal, $c:literal], $text:literal;)*) => {
         $(
             $(#[$doc])*
-            pub fn $name() -> Reply {
+            pub(crate) fn $name() -> Reply {
                 Reply::new($code, [$a, $b, $c], $text)
             }
         )*
@@ -123,8 +137,6 @@ fixed! {
     auth_required = 530, [5, 7, 0], "Authentication required";
     /// Second AUTH.
     already_authenticated = 503, [5, 5, 1], "Already authenticated";
-    /// AUTH during a transaction.
-    auth_in_transaction = 503, [5, 5, 1], "AUTH not allowed during a mail transaction";
     /// Mechanism not offered.
     unknown_mechanism = 504, [5, 5, 4], "Unrecognized authentication mechanism";
     /// Client cancelled with `*`.
@@ -187,7 +199,7 @@ fixed! {
 
 /// Syntax errors from smtp-proto, mapped to generic replies that never echo
 /// client input.
-pub fn from_parse_error(err: &smtp_proto::Error) -> Reply {
+pub(crate) fn from_parse_error(err: &smtp_proto::Error) -> Reply {
     use smtp_proto::Error as E;
     match err {
         E::UnknownCommand => unknown_command(),
@@ -216,9 +228,9 @@ mod tests {
     }
 
     fn wire(reply: &Reply) -> String {
-        let mut out = Vec::new();
+        let mut out = WipedBuf::new();
         reply.write_to(&mut out);
-        String::from_utf8(out).expect("ascii")
+        String::from_utf8(out.to_vec()).expect("ascii")
     }
 
     #[test]

@@ -84,7 +84,7 @@ async fn smtp_lockout_answers_every_password_alike_without_asking_the_provider()
     assert!(
         !relay
             .relay
-            .stats
+            .stats()
             .take_report()
             .contains("logins locked out 0,")
     );
@@ -164,7 +164,7 @@ async fn connection_rate_and_concurrency_per_prefix() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(served);
-    let report = relay.relay.stats.take_report();
+    let report = relay.relay.stats().take_report();
     assert!(
         !report.contains("connections refused per prefix 0,"),
         "{report}"
@@ -390,7 +390,7 @@ async fn an_imap_literal_trickled_below_the_rate_floor_is_cut_and_never_stored()
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let report = relay.relay.stats.take_report();
+    let report = relay.relay.stats().take_report();
     assert!(report.contains("client timeouts 1,"), "counted: {report}");
     assert!(
         upstream

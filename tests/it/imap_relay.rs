@@ -740,7 +740,7 @@ async fn at_the_cap_the_oldest_unauthenticated_session_makes_room() {
     assert!(
         !relay
             .relay
-            .stats
+            .stats()
             .take_report()
             .contains("unauthenticated sessions evicted 0")
     );

@@ -17,7 +17,7 @@ fn with_limits(text: String, limits: &str) -> String {
 
 /// The "client timeouts" count of the relay's report (which it resets).
 fn client_timeouts(relay: &TestRelay) -> u64 {
-    let report = relay.relay.stats.take_report();
+    let report = relay.relay.stats().take_report();
     report
         .split(", ")
         .find_map(|part| part.strip_prefix("client timeouts "))

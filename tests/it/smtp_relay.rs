@@ -694,7 +694,7 @@ async fn aggregate_counters_count_logins_and_messages_and_nothing_else() {
     assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye");
 
     assert_eq!(
-        relay.relay.stats.take_report(),
+        relay.relay.stats().take_report(),
         "SMTP sessions 2, IMAP sessions 0, logins 1, logins refused by provider 1, \
          logins for no configured provider 0, provider unreachable 0, Tor not ready 0, \
          messages relayed 2, messages refused by provider 0, messages refused here 0, \
@@ -739,7 +739,7 @@ async fn connections_over_the_cap_are_told_421_and_served_once_there_is_room() {
     assert!(
         !relay
             .relay
-            .stats
+            .stats()
             .take_report()
             .contains("connections refused at the cap 0"),
         "the refusal is counted"

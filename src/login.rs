@@ -1,0 +1,336 @@
+//! One login policy for both protocols. [`log_in`] runs the whole sequence
+//! — the network's turn, the lockout gate, routing, connecting to the
+//! provider, authenticating, charging the right allowance, counting — and
+//! returns one [`Outcome`]. SMTP and IMAP only bring what differs (how to
+//! connect and authenticate, through [`Provider`]) and render the outcome
+//! in their own words.
+//!
+//! Charges follow one rule: a refusal that judged the credentials is
+//! charged to the login and its network, and is answered no sooner than
+//! `auth_failure_delay`; a failure that did not judge them (temporary, or
+//! the provider lost mid-login) is charged to the network only. Nothing
+//! here logs.
+
+use crate::admission::{LoginGate, Peer};
+use crate::config::{Endpoint, Upstream};
+use crate::egress::{EgressError, IsolationKey};
+use crate::provider::{Target, UpstreamError};
+use crate::relay::Relay;
+use crate::sasl::Credentials;
+use crate::stats::Counter;
+
+/// What a protocol brings to a login.
+pub(crate) trait Provider {
+    /// The open provider session a successful login hands over.
+    type Session;
+    /// The provider's verdict, as the client is to be shown it.
+    type Reply;
+
+    /// This protocol's endpoint of `upstream`, if it has one.
+    fn endpoint(upstream: &Upstream) -> Option<&Endpoint>;
+
+    /// Connects to the provider and greets it.
+    fn connect(
+        &mut self,
+        target: &Target<'_>,
+    ) -> impl Future<Output = Result<Self::Session, UpstreamError>> + Send;
+
+    /// Presents the credentials and reads the verdict.
+    fn authenticate(
+        &mut self,
+        session: &mut Self::Session,
+        credentials: Credentials,
+    ) -> impl Future<Output = Result<Verdict<Self::Reply>, UpstreamError>> + Send;
+
+    /// Ends a session whose login did not succeed.
+    fn close(&mut self, session: Self::Session) -> impl Future<Output = ()> + Send;
+}
+
+/// The provider's answer to the credentials.
+pub(crate) enum Verdict<R> {
+    /// Accepted.
+    Accepted(R),
+    /// Refused; `temporary` when the credentials were not judged.
+    Refused {
+        /// The provider's reply.
+        reply: R,
+        /// The refusal does not judge the password (try again later).
+        temporary: bool,
+    },
+    /// The provider said it is going away.
+    Lost,
+    /// The provider offers nothing that can carry these credentials.
+    Unsupported,
+    /// The client went away while the provider was asking it something.
+    Abandoned,
+}
+
+/// Why the provider could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    /// Its TLS (certificate, protocol, no STARTTLS) failed.
+    Tls,
+    /// The embedded Tor client is still bootstrapping.
+    TorNotReady,
+    /// The network, the proxy or Tor failed.
+    Network,
+}
+
+impl From<&UpstreamError> for Unreachable {
+    fn from(e: &UpstreamError) -> Self {
+        match e {
+            UpstreamError::Tls | UpstreamError::NoStartTls => Unreachable::Tls,
+            UpstreamError::Egress(EgressError::TorNotReady) => Unreachable::TorNotReady,
+            _ => Unreachable::Network,
+        }
+    }
+}
+
+/// How a login ended.
+pub(crate) enum Outcome<S, R> {
+    /// The provider accepted: its session and its reply.
+    Accepted {
+        /// The provider session, authenticated.
+        session: S,
+        /// The provider's reply.
+        reply: R,
+    },
+    /// The provider refused.
+    Refused {
+        /// The provider's reply.
+        reply: R,
+        /// The credentials were not judged.
+        temporary: bool,
+    },
+    /// The login or its network is locked out; the provider was not asked.
+    Locked,
+    /// No upstream serves this login for this protocol.
+    NoRoute,
+    /// The provider could not be reached.
+    Unreachable(Unreachable),
+    /// The provider went away or fell silent mid-login.
+    Lost,
+    /// The provider cannot take these credentials.
+    Unsupported,
+    /// The client went away mid-login.
+    Abandoned,
+}
+
+/// Which allowance a login attempt is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Charge {
+    /// Nothing.
+    Nothing,
+    /// The login and its network: the credentials were judged wrong.
+    LoginAndNetwork,
+    /// The network only: the credentials were not judged.
+    Network,
+}
+
+impl<S, R> Outcome<S, R> {
+    /// True when the client should try again later with the same
+    /// credentials.
+    pub(crate) fn is_temporary(&self) -> bool {
+        match self {
+            Outcome::Refused { temporary, .. } => *temporary,
+            Outcome::Locked | Outcome::Unreachable(_) | Outcome::Lost | Outcome::Abandoned => true,
+            Outcome::Accepted { .. } | Outcome::NoRoute | Outcome::Unsupported => false,
+        }
+    }
+
+    /// The counter this outcome adds one to.
+    pub(crate) fn counter(&self) -> Option<Counter> {
+        Some(match self {
+            Outcome::Accepted { .. } => Counter::Login,
+            Outcome::Refused { .. } => Counter::LoginRefusedByProvider,
+            Outcome::Locked => Counter::LoginLocked,
+            Outcome::NoRoute => Counter::LoginNoRoute,
+            Outcome::Unreachable(Unreachable::TorNotReady) => Counter::TorNotReady,
+            Outcome::Unreachable(_) => Counter::ProviderUnreachable,
+            Outcome::Lost => Counter::ProviderLost,
+            Outcome::Unsupported | Outcome::Abandoned => return None,
+        })
+    }
+
+    /// The allowance it is charged to. A lockout is not charged, so that
+    /// it ends even while a client (perhaps the owner's own, with the right
+    /// password) keeps retrying.
+    pub(crate) fn charge(&self) -> Charge {
+        match self {
+            Outcome::Refused { .. } | Outcome::Lost if self.is_temporary() => Charge::Network,
+            Outcome::Refused { .. } | Outcome::NoRoute => Charge::LoginAndNetwork,
+            _ => Charge::Nothing,
+        }
+    }
+
+    /// True when the answer waits out the failure delay: every answer that
+    /// could tell a right password from a wrong one looks alike in time.
+    pub(crate) fn delayed(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Refused {
+                temporary: false,
+                ..
+            } | Outcome::NoRoute
+                | Outcome::Locked
+        )
+    }
+}
+
+/// Runs the login policy for `credentials` on behalf of `peer`.
+pub(crate) async fn log_in<P: Provider>(
+    relay: &Relay,
+    peer: &mut Peer,
+    credentials: Credentials,
+    provider: &mut P,
+) -> Outcome<P::Session, P::Reply> {
+    let _turn = peer.auth_turn().await;
+    let failure_at = tokio::time::Instant::now() + relay.config.limits.auth_failure_delay;
+    let login = credentials.login();
+    let outcome = if peer.login_gate(&login) == LoginGate::Locked {
+        Outcome::Locked
+    } else {
+        attempt(relay, &login, credentials, provider).await
+    };
+    if let Some(counter) = outcome.counter() {
+        relay.stats.count(counter);
+    }
+    match outcome.charge() {
+        Charge::LoginAndNetwork => peer.login_failed(&login),
+        Charge::Network => peer.login_failed_temporarily(),
+        Charge::Nothing => {}
+    }
+    if let Outcome::Accepted { .. } = outcome {
+        peer.logged_in(&login);
+    }
+    if outcome.delayed() {
+        tokio::time::sleep_until(failure_at).await;
+    }
+    outcome
+}
+
+/// Routes, connects and authenticates.
+async fn attempt<P: Provider>(
+    relay: &Relay,
+    login: &crate::privacy::Login,
+    credentials: Credentials,
+    provider: &mut P,
+) -> Outcome<P::Session, P::Reply> {
+    let config = &relay.config;
+    let route = config
+        .route(login.expose())
+        .and_then(|i| Some((i, P::endpoint(&config.upstreams[i])?)));
+    let Some((index, endpoint)) = route else {
+        return Outcome::NoRoute;
+    };
+    let isolation = IsolationKey::for_session(config.egress.isolate, login);
+    let target = relay.target(index, endpoint, &isolation);
+    let mut session = match provider.connect(&target).await {
+        Ok(session) => session,
+        Err(e) => return Outcome::Unreachable(Unreachable::from(&e)),
+    };
+    match provider.authenticate(&mut session, credentials).await {
+        Ok(Verdict::Accepted(reply)) => Outcome::Accepted { session, reply },
+        Ok(Verdict::Refused { reply, temporary }) => {
+            provider.close(session).await;
+            Outcome::Refused { reply, temporary }
+        }
+        Ok(Verdict::Unsupported) => {
+            provider.close(session).await;
+            Outcome::Unsupported
+        }
+        Ok(Verdict::Lost) => {
+            provider.close(session).await;
+            Outcome::Lost
+        }
+        Ok(Verdict::Abandoned) => Outcome::Abandoned,
+        // Broken or silent: nothing more is said to it.
+        Err(_) => Outcome::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type O = Outcome<(), ()>;
+
+    #[test]
+    fn every_outcome_knows_its_counter_charge_delay_and_kind() {
+        let cases: [(O, Option<Counter>, Charge, bool, bool); 10] = [
+            (
+                Outcome::Accepted {
+                    session: (),
+                    reply: (),
+                },
+                Some(Counter::Login),
+                Charge::Nothing,
+                false,
+                false,
+            ),
+            (
+                Outcome::Refused {
+                    reply: (),
+                    temporary: false,
+                },
+                Some(Counter::LoginRefusedByProvider),
+                Charge::LoginAndNetwork,
+                true,
+                false,
+            ),
+            (
+                Outcome::Refused {
+                    reply: (),
+                    temporary: true,
+                },
+                Some(Counter::LoginRefusedByProvider),
+                Charge::Network,
+                false,
+                true,
+            ),
+            (
+                Outcome::Locked,
+                Some(Counter::LoginLocked),
+                Charge::Nothing,
+                true,
+                true,
+            ),
+            (
+                Outcome::NoRoute,
+                Some(Counter::LoginNoRoute),
+                Charge::LoginAndNetwork,
+                true,
+                false,
+            ),
+            (
+                Outcome::Unreachable(Unreachable::Tls),
+                Some(Counter::ProviderUnreachable),
+                Charge::Nothing,
+                false,
+                true,
+            ),
+            (
+                Outcome::Unreachable(Unreachable::TorNotReady),
+                Some(Counter::TorNotReady),
+                Charge::Nothing,
+                false,
+                true,
+            ),
+            (
+                Outcome::Lost,
+                Some(Counter::ProviderLost),
+                Charge::Network,
+                false,
+                true,
+            ),
+            (Outcome::Unsupported, None, Charge::Nothing, false, false),
+            (Outcome::Abandoned, None, Charge::Nothing, false, true),
+        ];
+        for (i, (outcome, counter, charge, delayed, temporary)) in cases.into_iter().enumerate() {
+            assert_eq!(outcome.counter(), counter, "case {i}");
+            assert_eq!(outcome.charge(), charge, "case {i}");
+            assert_eq!(outcome.delayed(), delayed, "case {i}");
+            assert_eq!(outcome.is_temporary(), temporary, "case {i}");
+        }
+    }
+}

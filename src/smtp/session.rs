@@ -1,0 +1,402 @@
+//! The SMTP submission session without I/O: one [`Mode`] value says where
+//! the session is, and every client command line, provider reply and
+//! received message is turned into the [`Next`] thing for the driver to do.
+//!
+//! The driver (`super`) reads lines and messages, talks to the provider and
+//! writes replies; this core decides. It never sees a socket, so it is
+//! tested by feeding it lines and provider replies. Before AUTH the relay
+//! answers for itself, with texts that name neither the software nor the
+//! provider; after it, MAIL, RCPT and the final reply to DATA/BDAT are the
+//! provider's replies for the same transaction. Nothing here logs.
+
+use smtp_proto::Request;
+use tokio::time::{Duration, Instant};
+
+pub(crate) use super::command::Line;
+use super::command::{bdat_size_token, parse};
+use super::data::MessageReceiver;
+use super::message::MessageBuf;
+use super::reply::{self, Reply};
+use crate::admission::Peer;
+use crate::config::Limits;
+use crate::privacy::{Secret, WipedBuf};
+use crate::sanitize::Policy;
+use crate::sasl::{Credentials, Exchange, Mechanism, SaslError, Step};
+use crate::stats::Stats;
+
+/// What the session core needs from the relay.
+#[derive(Clone, Copy)]
+pub(crate) struct Context<'r> {
+    /// The name in the greeting and EHLO reply.
+    pub(crate) hostname: &'r str,
+    /// The configured limits.
+    pub(crate) limits: &'r Limits,
+    /// The header policy.
+    pub(crate) policy: &'r Policy,
+    /// Aggregate counters.
+    pub(crate) stats: &'r Stats,
+}
+
+/// What the provider offers for the transaction commands.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProviderCaps {
+    /// SIZE.
+    pub(crate) size: bool,
+    /// 8BITMIME.
+    pub(crate) eight_bit: bool,
+    /// SMTPUTF8.
+    pub(crate) smtputf8: bool,
+}
+
+/// A message being received: the framing state and the bytes so far.
+pub(crate) struct Incoming {
+    /// Framing and limits.
+    pub(crate) receiver: MessageReceiver,
+    /// The content.
+    pub(crate) message: MessageBuf,
+}
+
+/// A checked message on its way to the provider: the sanitized header
+/// block, then the message from where its own header ended.
+pub(crate) struct Outgoing {
+    header: WipedBuf,
+    message: MessageBuf,
+    rest_from: usize,
+}
+
+impl Outgoing {
+    /// The bytes to send, in order.
+    pub(crate) fn pieces(&self) -> Vec<&[u8]> {
+        let mut pieces = Vec::with_capacity(2 + self.message.len() / super::message::SEGMENT);
+        pieces.push(&self.header[..]);
+        pieces.push(&self.message.head()[self.rest_from..]);
+        pieces.extend(self.message.tail());
+        pieces
+    }
+}
+
+/// What the driver must do next.
+pub(crate) enum Next {
+    /// Write this reply; read the next command.
+    Reply(Reply),
+    /// Write this reply and end the session.
+    Close(Reply),
+    /// Say 220, drop anything pipelined, run the TLS handshake, then call
+    /// [`Session::tls_started`].
+    StartTls,
+    /// Run the login policy with these credentials, then call
+    /// [`Session::logged_in`] if the provider accepted.
+    LogIn(Credentials),
+    /// Send this command line to the provider; give its reply to
+    /// [`Session::provider_replied`].
+    Upstream(WipedBuf),
+    /// Say 354 and receive a DATA message into this; then call
+    /// [`Session::message_received`].
+    ReceiveData(Incoming),
+    /// Read a BDAT chunk of `size` bytes, into `incoming` when given (else
+    /// the bytes are read and dropped); then call [`Session::chunk_received`].
+    ReceiveChunk {
+        /// Bytes that follow the command.
+        size: usize,
+        /// The last chunk of the message.
+        last: bool,
+        /// Where the bytes go, unless the chunk is refused.
+        incoming: Option<Incoming>,
+    },
+    /// Send this message to the provider; give its reply to
+    /// [`Session::provider_replied`].
+    SendMessage(Outgoing),
+}
+
+/// Which deadline a read from the client runs into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slow {
+    /// Silent between commands for the command timeout.
+    Idle,
+    /// Not logged in by the pre-authentication deadline.
+    Preauth,
+    /// A message arriving below the transfer rate floor.
+    Transfer,
+    /// Not reading the relay's replies.
+    Write,
+}
+
+impl Slow {
+    /// The reply that ends a session for being slow.
+    pub(crate) fn reply(self) -> Reply {
+        match self {
+            Slow::Idle | Slow::Write => reply::idle_timeout(),
+            Slow::Preauth => reply::preauth_timeout(),
+            Slow::Transfer => reply::too_slow(),
+        }
+    }
+}
+
+/// Where the session is.
+enum Mode {
+    /// Before TLS (STARTTLS listeners only).
+    Plain { greeted: bool },
+    /// TLS is up; not logged in.
+    Secure { greeted: bool },
+    /// Reading the client's SASL responses (TLS up, greeted).
+    Sasl(Exchange),
+    /// Logged in; no transaction.
+    Ready,
+    /// MAIL accepted by the provider.
+    Transaction(Transaction),
+}
+
+/// A mail transaction in progress.
+struct Transaction {
+    /// The SIZE the client declared (0 if none).
+    declared_size: usize,
+    recipients: usize,
+    accepted: usize,
+    /// Set once the first BDAT chunk arrived.
+    bdat: Option<Incoming>,
+    /// When MAIL was accepted, and bytes read from the client since: the
+    /// transfer rate floor is measured over the whole transaction.
+    started: Instant,
+    received: u64,
+}
+
+/// What the provider's next reply answers.
+enum Pending {
+    Mail {
+        declared_size: usize,
+    },
+    Rcpt,
+    /// RSET ending a transaction, then this reply to the client.
+    Reset {
+        then: Reply,
+    },
+    Message,
+}
+
+/// One client's submission session.
+pub(crate) struct Session<'r> {
+    cx: Context<'r>,
+    mode: Mode,
+    pending: Option<Pending>,
+    /// A refusal for the BDAT chunk being read.
+    chunk_refusal: Option<Reply>,
+    provider: ProviderCaps,
+    preauth_deadline: Instant,
+}
+
+impl<'r> Session<'r> {
+    /// A new session; `tls` when the connection started with TLS.
+    pub(crate) fn new(cx: Context<'r>, tls: bool, started: Instant) -> Self {
+        Session {
+            preauth_deadline: started + cx.limits.preauth_timeout,
+            cx,
+            mode: if tls {
+                Mode::Secure { greeted: false }
+            } else {
+                Mode::Plain { greeted: false }
+            },
+            pending: None,
+            chunk_refusal: None,
+            provider: ProviderCaps::default(),
+        }
+    }
+
+    /// The greeting.
+    pub(crate) fn greeting(&self) -> Reply {
+        Reply::new(220, [0, 0, 0], format!("{} ESMTP", self.cx.hostname))
+    }
+
+    /// True once the provider accepted a login.
+    pub(crate) fn is_logged_in(&self) -> bool {
+        matches!(self.mode, Mode::Ready | Mode::Transaction(_))
+    }
+
+    /// True inside a mail transaction.
+    pub(crate) fn in_transaction(&self) -> bool {
+        matches!(self.mode, Mode::Transaction(_))
+    }
+
+    /// When the next read from the client must end, and which limit that
+    /// is: the command timeout; the pre-authentication deadline before
+    /// login; the rate floor inside a transaction (a command timeout's
+    /// grace plus one second per `min_transfer_bytes_per_sec` bytes).
+    pub(crate) fn read_deadline(&self, now: Instant) -> (Instant, Slow) {
+        let limits = self.cx.limits;
+        let mut deadline = (now + limits.command_timeout, Slow::Idle);
+        if !self.is_logged_in() && self.preauth_deadline < deadline.0 {
+            deadline = (self.preauth_deadline, Slow::Preauth);
+        }
+        if let Mode::Transaction(tx) = &self.mode {
+            let floor = u64::from(limits.min_transfer_bytes_per_sec.max(1));
+            let allowed = limits.command_timeout
+                + Duration::from_millis(tx.received.saturating_mul(1000) / floor);
+            if tx.started + allowed < deadline.0 {
+                deadline = (tx.started + allowed, Slow::Transfer);
+            }
+        }
+        deadline
+    }
+
+    /// `n` bytes arrived from the client.
+    pub(crate) fn received(&mut self, n: usize) {
+        if let Mode::Transaction(tx) = &mut self.mode {
+            tx.received += n as u64;
+        }
+    }
+
+    /// TLS is up after STARTTLS: everything learnt before is forgotten
+    /// (RFC 3207).
+    pub(crate) fn tls_started(&mut self) {
+        self.mode = Mode::Secure { greeted: false };
+    }
+
+    /// The provider accepted the login.
+    pub(crate) fn logged_in(&mut self, provider: ProviderCaps) {
+        self.provider = provider;
+        self.mode = Mode::Ready;
+    }
+
+    /// Handles one line from the client.
+    pub(crate) fn command(&mut self, line: Line, peer: &Peer) -> Next {
+        if let Mode::Sasl(_) = self.mode {
+            return self.sasl_answer(line);
+        }
+        match line {
+            Line::Complete(line) => self.dispatch(&line, peer),
+            Line::BareLf => Next::Reply(reply::bare_lf_command()),
+            Line::TooLong => Next::Close(reply::line_too_long()),
+        }
+    }
+
+    fn dispatch(&mut self, line: &[u8], peer: &Peer) -> Next {
+        // smtp-proto 0.2 wraps a BDAT size too large for 64 bits around to
+        // a small number; such a chunk is over any limit.
+        if bdat_size_token(line).is_some_and(|t| t.len() > 19) {
+            return self.refuse_oversized_chunk();
+        }
+        let request = match parse(line) {
+            Ok(request) => request,
+            Err(e) => return Next::Reply(reply::from_parse_error(&e)),
+        };
+        match &request.0 {
+            Request::Ehlo { .. } => self.greet(true),
+            Request::Helo { .. } | Request::Lhlo { .. } => self.greet(false),
+            Request::StartTls => match self.mode {
+                Mode::Plain { .. } => Next::StartTls,
+                _ => Next::Reply(reply::already_tls()),
+            },
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(*mechanism, initial_response),
+            Request::Mail { from } => self.mail(from, peer),
+            Request::Rcpt { to } => self.rcpt(to),
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(*chunk_size, *is_last),
+            Request::Rset => self.reset_then(reply::ok()),
+            Request::Noop { .. } => Next::Reply(reply::ok()),
+            Request::Quit => Next::Close(reply::bye()),
+            Request::Vrfy { .. } => Next::Reply(reply::no_vrfy()),
+            Request::Expn { .. } => Next::Reply(reply::no_expn()),
+            Request::Help { .. } => Next::Reply(reply::help()),
+            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                Next::Reply(reply::not_implemented())
+            }
+        }
+    }
+
+    /// EHLO, HELO, LHLO: the end of any transaction, then the greeting.
+    fn greet(&mut self, extended: bool) -> Next {
+        if let Mode::Plain { greeted } | Mode::Secure { greeted } = &mut self.mode {
+            *greeted = true;
+        }
+        let answer = if extended {
+            self.ehlo_reply()
+        } else {
+            Reply::new(250, [0, 0, 0], self.cx.hostname.to_string())
+        };
+        self.reset_then(answer)
+    }
+
+    /// The EHLO reply: what the relay itself handles, nothing
+    /// provider-specific, never CLIENTID, no software name.
+    fn ehlo_reply(&self) -> Reply {
+        let mut lines = vec![
+            self.cx.hostname.to_string(),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.cx.limits.max_message_bytes),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+        ];
+        if let Mode::Plain { .. } = self.mode {
+            lines.push("STARTTLS".into());
+        } else {
+            let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+            lines.push(format!("AUTH {}", names.join(" ")));
+        }
+        Reply {
+            code: 250,
+            esc: [0, 0, 0],
+            lines,
+        }
+    }
+
+    fn auth(&mut self, mechanism: u64, initial: &str) -> Next {
+        match self.mode {
+            Mode::Plain { .. } => return Next::Reply(reply::auth_needs_tls()),
+            Mode::Ready | Mode::Transaction(_) => {
+                return Next::Reply(reply::already_authenticated());
+            }
+            Mode::Secure { greeted: false } => return Next::Reply(reply::ehlo_first()),
+            Mode::Secure { greeted: true } | Mode::Sasl(_) => {}
+        }
+        let Some(mechanism) = Mechanism::from_smtp_proto(mechanism) else {
+            return Next::Reply(reply::unknown_mechanism());
+        };
+        let initial = (!initial.is_empty()).then(|| Secret::copy_of(initial.as_bytes()));
+        let (exchange, step) = Exchange::start(mechanism, initial);
+        self.mode = Mode::Sasl(exchange);
+        self.sasl_step(step)
+    }
+
+    /// A line read while a SASL exchange is going on is an answer.
+    fn sasl_answer(&mut self, line: Line) -> Next {
+        let step = match line {
+            Line::Complete(line) => match &mut self.mode {
+                Mode::Sasl(exchange) => exchange.answer(Secret::copy_of(line.trim_ascii())),
+                _ => Step::Done(Err(SaslError::Malformed)),
+            },
+            Line::BareLf => Step::Done(Err(SaslError::Malformed)),
+            Line::TooLong => return Next::Close(reply::line_too_long()),
+        };
+        self.sasl_step(step)
+    }
+
+    fn sasl_step(&mut self, step: Step) -> Next {
+        match step {
+            Step::Challenge(challenge) => Next::Reply(Reply::new(
+                334,
+                [0, 0, 0],
+                String::from_utf8_lossy(challenge).into_owned(),
+            )),
+            Step::Done(done) => {
+                self.mode = Mode::Secure { greeted: true };
+                match done {
+                    Ok(credentials) => Next::LogIn(credentials),
+                    Err(SaslError::Cancelled) => Next::Reply(reply::auth_cancelled()),
+                    Err(_) => Next::Reply(reply::auth_malformed()),
+                }
+            }
+        }
+    }
+}
+
+mod transaction;
+
+#[cfg(test)]
+mod tests;
