@@ -11,7 +11,10 @@
 # With BASELINE_BIN, a second mailveil from that binary (same config, ports
 # 127.0.0.1:15xxx) is measured as one more peer, "baseline", in every round,
 # alternating with the others; the summary adds its figures and the ratio
-# mailveil/baseline. MAILVEIL_BIN chooses the binary under test (see lib.sh).
+# mailveil/baseline (as a ratio of medians and as the median of the rounds'
+# ratios), and a one-session latency run that alternates message by message
+# between the two. Rounds run the peers in turn, the order reversed every
+# other round. MAILVEIL_BIN chooses the binary under test (see lib.sh).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -56,7 +59,7 @@ if [ -n "$BASELINE" ]; then
     BL_SYS_START="$(sys_ticks "$BL_PID")"
 fi
 for round in $(seq 1 "$ROUNDS"); do
-    for p in "${PEERS[@]}"; do
+    for p in $(round_order "$round" "${PEERS[@]}"); do
         python3 "$HERE/bench_smtp.py" --host "${HOST[$p]}" --port "${PORT[$p]}" --sessions "$SESSIONS" \
             --messages "$MESSAGES" --size "$SIZE" --label "$p" | tee -a "$OUT"
     done
@@ -73,11 +76,19 @@ fi
 
 log "latency: $ROUNDS rounds x 200 messages, one session, one message at a time"
 for round in $(seq 1 "$ROUNDS"); do
-    for p in "${PEERS[@]}"; do
+    for p in $(round_order "$round" "${PEERS[@]}"); do
         python3 "$HERE/bench_smtp.py" --host "${HOST[$p]}" --port "${PORT[$p]}" --sessions 1 \
             --messages 200 --size "$SIZE" --label "$p-seq" | tee -a "$OUT"
     done
 done
+
+if [ -n "$BASELINE" ]; then
+    log "latency against the baseline: $ROUNDS rounds x 200 messages, one session each, alternating message by message"
+    for round in $(seq 1 "$ROUNDS"); do
+        python3 "$HERE/bench_smtp.py" --host 127.0.0.1 --port "${PORT[mailveil]}" --versus-port "${PORT[baseline]}" \
+            --messages 200 --size "$SIZE" --label versus | tee -a "$OUT"
+    done
+fi
 
 log "peak RSS relaying one 25 MB message (fresh mailveil process)"
 stop_mailveil
@@ -150,7 +161,12 @@ def vs_baseline(direct, label, key, mailveil, kind):
         return
     b = med(label, key)
     if kind == "ratio":
-        print(f"  baseline            {direct:10.1f} {b:12.1f}   ratio {b / direct:.3f}; mailveil/baseline {mailveil / b:.3f}")
+        # The k-th rows of mailveil and the baseline are the same round.
+        ms = [r[key] for r in rows if r["label"] == "mailveil"]
+        bs = [r[key] for r in rows if r["label"] == label]
+        paired = statistics.median(x / y for x, y in zip(ms, bs))
+        print(f"  baseline            {direct:10.1f} {b:12.1f}   ratio {b / direct:.3f}; mailveil/baseline {mailveil / b:.3f} "
+              f"(ratio of medians), {paired:.3f} (median of the rounds' ratios)")
     else:
         print(f"  baseline            {direct:10.3f} {b:12.3f}   added {b - direct:+.3f} ms; mailveil/baseline {mailveil / b:.3f}")
 print()
@@ -167,6 +183,14 @@ print(f"p50, one session (ms) {s50:10.3f} {q50:12.3f}   added {q50 - s50:+.3f} m
 vs_baseline(s50, "baseline-seq", "p50_ms", q50, "added")
 print(f"p99, one session (ms) {s99:10.3f} {q99:12.3f}   added {q99 - s99:+.3f} ms")
 vs_baseline(s99, "baseline-seq", "p99_ms", q99, "added")
+versus = [r for r in rows if r["label"] == "versus"]
+if versus:
+    # Each round pairs the two under the same noise: the median of the
+    # rounds' ratios, not the ratio of two medians from different rounds.
+    a, b = statistics.median(r["p50_ms"] for r in versus), statistics.median(r["versus_p50_ms"] for r in versus)
+    ratio = statistics.median(r["ratio"] for r in versus)
+    print(f"p50, one session, alternating message by message with the baseline: "
+          f"mailveil {a:.3f} ms, baseline {b:.3f} ms (medians); mailveil/baseline {ratio:.3f} (median of the rounds' ratios)")
 print(f"errors: {errors}")
 if baseline:
     print(f"baseline errors: {sum(r.get('errors', 0) for r in rows if r['label'].startswith('baseline'))}")

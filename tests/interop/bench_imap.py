@@ -3,6 +3,9 @@
     bench_imap.py seed  --port P --mailbox M --count N --size BYTES
     bench_imap.py fetch --port P --mailbox M --sessions S --label L
     bench_imap.py mixed --port P --mailbox M --sessions S --commands C --label L
+    bench_imap.py versus --port P --versus-port Q --mailbox M --commands C --label L
+        (the mixed workload on one session to each of two relays, alternating
+        command by command, so that the machine's noise falls on both alike)
     bench_imap.py idle  --port P --sessions N --label L   (holds the sessions
         until stdin closes; prints a JSON line once all of them are idling)
 
@@ -18,6 +21,7 @@ import random
 import re
 import socket
 import ssl
+import statistics
 import sys
 import time
 
@@ -136,6 +140,20 @@ def fetch(a):
                       "MB_per_s": round(total / slowest / 1e6, 1), "wall_s": round(wall, 2)}))
 
 
+# One round of the mixed workload: what clients do, one command at a time.
+MIXED_SCRIPT = [
+    lambda u: b"UID FETCH " + u + b" (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)",
+    lambda u: b"UID STORE " + u + b" +FLAGS (\\Flagged)",
+    lambda u: b"UID FETCH " + u + b" BODY.PEEK[HEADER]",
+    lambda u: b"UID STORE " + u + b" -FLAGS (\\Flagged)",
+    lambda u: b"STATUS INBOX (MESSAGES UNSEEN)",
+    lambda u: b"UID SEARCH UNFLAGGED SINCE 1-Jan-2020",
+    lambda u: b"NOOP",
+    lambda u: b'LIST "" "*"',
+    lambda u: b"UID FETCH " + u + b" BODY.PEEK[]",
+]
+
+
 def mixed_one(args):
     host, port, mailbox, commands, seed_value = args
     rnd = random.Random(seed_value)
@@ -145,24 +163,49 @@ def mixed_one(args):
     uids = lines[0].split()[2:]
     done = 0
     start = time.perf_counter()
-    script = [
-        lambda u: b"UID FETCH " + u + b" (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)",
-        lambda u: b"UID STORE " + u + b" +FLAGS (\\Flagged)",
-        lambda u: b"UID FETCH " + u + b" BODY.PEEK[HEADER]",
-        lambda u: b"UID STORE " + u + b" -FLAGS (\\Flagged)",
-        lambda u: b"STATUS INBOX (MESSAGES UNSEEN)",
-        lambda u: b"UID SEARCH UNFLAGGED SINCE 1-Jan-2020",
-        lambda u: b"NOOP",
-        lambda u: b'LIST "" "*"',
-        lambda u: b"UID FETCH " + u + b" BODY.PEEK[]",
-    ]
     while done < commands:
-        for step in script:
+        for step in MIXED_SCRIPT:
             c.cmd(step(rnd.choice(uids)))
             done += 1
     elapsed = time.perf_counter() - start
     c.cmd(b"LOGOUT")
     return done, elapsed
+
+
+MIXED_NAMES = ["fetch-envelope", "store+", "fetch-header", "store-", "status", "search",
+               "noop", "list", "fetch-body"]
+
+
+def versus(a):
+    conns = {}
+    for k, port in (("a", a.port), ("b", a.versus_port)):
+        conns[k] = Conn(a.host, port).login()
+        conns[k].cmd(b"SELECT " + a.mailbox.encode())
+    uids = conns["a"].cmd(b"UID SEARCH ALL")[0].split()[2:]
+    rnd = random.Random(0)
+    spent = {(k, n): [] for k in conns for n in MIXED_NAMES}
+    done = 0
+    loop = 0
+    while done < a.commands:
+        for i, (name, step) in enumerate(zip(MIXED_NAMES, MIXED_SCRIPT)):
+            command = step(rnd.choice(uids))
+            # Each command type goes first on one relay, then on the other.
+            # (Both sessions use one mailbox, so each also sees the other's
+            # flag changes; that falls on both alike.)
+            for k in ("a", "b") if (loop + i) % 2 else ("b", "a"):
+                start = time.perf_counter()
+                conns[k].cmd(command)
+                spent[(k, name)].append(time.perf_counter() - start)
+            done += 1
+        loop += 1
+    for c in conns.values():
+        c.cmd(b"LOGOUT")
+    total = {k: sum(sum(spent[(k, n)]) for n in MIXED_NAMES) for k in conns}
+    print(json.dumps({"label": a.label, "test": "versus", "commands": done,
+                      "seconds": round(total["a"], 3), "versus_seconds": round(total["b"], 3),
+                      "ratio": round(total["b"] / total["a"], 3),
+                      "median_us": {n: [round(statistics.median(spent[(k, n)]) * 1e6, 1) for k in ("a", "b")]
+                                    for n in MIXED_NAMES}}))
 
 
 def mixed(a):
@@ -211,7 +254,7 @@ async def idle(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["seed", "fetch", "mixed", "idle"])
+    p.add_argument("mode", choices=["seed", "fetch", "mixed", "versus", "idle"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--mailbox", default="INBOX")
@@ -220,11 +263,12 @@ def main():
     p.add_argument("--sessions", type=int, default=1)
     p.add_argument("--commands", type=int, default=900)
     p.add_argument("--label", default="")
+    p.add_argument("--versus-port", type=int)
     a = p.parse_args()
     if a.mode == "idle":
         asyncio.run(idle(a))
     else:
-        {"seed": seed, "fetch": fetch, "mixed": mixed}[a.mode](a)
+        {"seed": seed, "fetch": fetch, "mixed": mixed, "versus": versus}[a.mode](a)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@
 #            fewer than mailveil, and not a setup mailveil would accept)
 #   baseline client -TLS-> mailveil from $BASELINE_BIN 127.0.0.1:15993 -TLS-> Dovecot
 #            (only with BASELINE_BIN: another mailveil binary, same config,
-#            measured in the same rounds; the summary adds mailveil/baseline)
+#            measured in the same rounds; the summary adds mailveil/baseline,
+#            and a mixed run on one session to each, alternating command by
+#            command, with each command's median latency)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -109,14 +111,14 @@ done
 
 # ------------------------------------------------------------------ throughput
 log "bulk FETCH: UID FETCH 1:* BODY.PEEK[] of 200 x 1 MB, $ROUNDS rounds"
-for _ in $(seq 1 "$ROUNDS"); do
-    for p in "${PEERS[@]}"; do
+for round in $(seq 1 "$ROUNDS"); do
+    for p in $(round_order "$round" "${PEERS[@]}"); do
         "${B[@]}" fetch --host "${HOST[$p]}" --port "${PORT[$p]}" --mailbox BenchBig --label "$p" | tee -a "$OUT"
     done
 done
 log "bulk FETCH, 4 sessions at once, $ROUNDS rounds"
-for _ in $(seq 1 "$ROUNDS"); do
-    for p in "${PEERS[@]}"; do
+for round in $(seq 1 "$ROUNDS"); do
+    for p in $(round_order "$round" "${PEERS[@]}"); do
         "${B[@]}" fetch --host "${HOST[$p]}" --port "${PORT[$p]}" --mailbox BenchBig --sessions 4 --label "$p-x4" | tee -a "$OUT"
     done
 done
@@ -129,8 +131,8 @@ BL_COMMANDS=0
 [ -n "$BASELINE" ] && BL_PID="$(cat "$W/baseline.pid")"
 for sessions in "$MIXED_SESSIONS" 1; do
     log "mixed workload: $sessions session(s) x $MIXED_COMMANDS commands, $ROUNDS rounds"
-    for _ in $(seq 1 "$ROUNDS"); do
-        for p in "${PEERS[@]}"; do
+    for round in $(seq 1 "$ROUNDS"); do
+        for p in $(round_order "$round" "${PEERS[@]}"); do
             before="$(cpu_ticks "$MV_PID")"
             [ "$p" = baseline ] && before="$(cpu_ticks "$BL_PID")"
             "${B[@]}" mixed --host "${HOST[$p]}" --port "${PORT[$p]}" --mailbox BenchSmall \
@@ -145,6 +147,13 @@ for sessions in "$MIXED_SESSIONS" 1; do
         done
     done
 done
+if [ -n "$BASELINE" ]; then
+    log "mixed workload against the baseline: $ROUNDS rounds x 900 commands, one session each, alternating command by command"
+    for _ in $(seq 1 "$ROUNDS"); do
+        "${B[@]}" versus --host 127.0.0.1 --port "${PORT[mailveil]}" --versus-port "${PORT[baseline]}" --mailbox BenchSmall \
+            --commands 900 --label versus | tee -a "$OUT"
+    done
+fi
 cpu_line() { # label ticks commands
     python3 -c 'import sys; t=int(sys.argv[2])/int(sys.argv[3]); n=int(sys.argv[4]); print("{\"label\": \"%s\", \"test\": \"cpu\", \"cpu_s\": %.2f, \"commands\": %d, \"us_per_command\": %.0f}" % (sys.argv[1], t, n, t / n * 1e6))' \
         "$1" "$2" "$(getconf CLK_TCK)" "$3"
@@ -214,7 +223,27 @@ for test, key, unit, suffix in [("fetch", "MB_per_s", "MB/s", ""), ("fetch", "MB
             print(f"{test}{suffix or ''} {peer:9s} {v:9.1f} {unit}  ({v / d:.2f}x direct)")
     m, b = med(test, "mailveil" + suffix, key), med(test, "baseline" + suffix, key)
     if m is not None and b is not None:
-        print(f"{test}{suffix or ''} mailveil/baseline {m / b:.3f}")
+        # The k-th rows of the two are the same round: pairs under the
+        # same noise. Both statistics are printed; neither is hidden.
+        ms = [r[key] for r in rows if r.get("test") == test and r["label"] == "mailveil" + suffix]
+        bs = [r[key] for r in rows if r.get("test") == test and r["label"] == "baseline" + suffix]
+        paired = statistics.median(x / y for x, y in zip(ms, bs))
+        print(f"{test}{suffix or ''} mailveil/baseline {m / b:.3f} (ratio of medians), "
+              f"{paired:.3f} (median of the rounds' ratios)")
+versus = [r for r in rows if r.get("test") == "versus"]
+if versus:
+    ratio = statistics.median(r["ratio"] for r in versus)
+    print(f"mixed, one session each, alternating command by command: mailveil/baseline {ratio:.3f} "
+          f"(commands/s over the whole run; median of the rounds)")
+    names = list(versus[0]["median_us"])
+    per = {}
+    for name in names:
+        a = statistics.median(r["median_us"][name][0] for r in versus)
+        b = statistics.median(r["median_us"][name][1] for r in versus)
+        per[name] = a / b
+        print(f"  {name:15s} latency mailveil {a:7.1f} us  baseline {b:7.1f} us  mailveil/baseline {a / b:.3f}")
+    print(f"  median over the command types of the latency ratio: {statistics.median(per.values()):.3f} "
+          f"(below 1: mailveil faster)")
 by_label = {r["label"]: r for r in rows}
 for r in rows:
     if r.get("test") == "cpu" and r["label"] == "mailveil-cpu":

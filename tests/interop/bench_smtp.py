@@ -2,6 +2,11 @@
 each sending N/M messages; prints messages/s and per-message latency
 (MAIL FROM to the final reply) as one JSON line.
 
+With --versus-port Q it compares two relays instead: one session to each,
+the N messages sent alternately to one and the other (the order swapped
+every message), so that the machine's noise falls on both alike. Prints the
+median latency of each and their ratio.
+
 Used by bench.sh to measure the same Postfix directly and through mailveil in
 one run. Bounded: a fixed number of messages, then it exits."""
 
@@ -21,6 +26,7 @@ ap.add_argument("--sessions", type=int, default=8)
 ap.add_argument("--messages", type=int, default=400)
 ap.add_argument("--size", type=int, default=4096)
 ap.add_argument("--label", required=True)
+ap.add_argument("--versus-port", type=int, help="a second relay on --host, compared message by message")
 args = ap.parse_args()
 
 ctx = ssl.create_default_context(cafile=os.environ["CA"])
@@ -50,6 +56,29 @@ def worker():
         with lock:
             errors.append(type(e).__name__)
 
+
+def versus():
+    ports = {"a": args.port, "b": args.versus_port}
+    sessions = {}
+    for k, port in ports.items():
+        sessions[k] = smtplib.SMTP_SSL(args.host, port, context=ctx, timeout=60)
+        sessions[k].login("alice@example.test", "alice-pw")
+    mine = {k: [] for k in ports}
+    for i in range(args.messages):
+        for k in ("a", "b") if i % 2 else ("b", "a"):
+            t0 = time.perf_counter()
+            sessions[k].sendmail("alice@example.test", ["sink@example.test"], message)
+            mine[k].append(time.perf_counter() - t0)
+    for s in sessions.values():
+        s.quit()
+    a50, b50 = (statistics.median(mine[k]) * 1000 for k in ("a", "b"))
+    print(json.dumps({"label": args.label, "messages": args.messages, "p50_ms": round(a50, 3),
+                      "versus_p50_ms": round(b50, 3), "ratio": round(a50 / b50, 3)}))
+
+
+if args.versus_port:
+    versus()
+    raise SystemExit(0)
 
 threads = [threading.Thread(target=worker) for _ in range(args.sessions)]
 t0 = time.perf_counter()

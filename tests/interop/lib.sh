@@ -154,6 +154,17 @@ stop_baseline() {
         rm -f "$W/baseline.pid"
     fi
 }
+# The benchmark peers in the order of round $1: as given on odd rounds,
+# reversed on even ones, so that no peer always runs right after another.
+round_order() { # round peers...
+    local round="$1" i
+    shift
+    if [ $((round % 2)) = 1 ]; then
+        printf '%s\n' "$@"
+    else
+        for ((i = $#; i > 0; i--)); do printf '%s\n' "${!i}"; done
+    fi
+}
 # "path (sha256 prefix)" of a binary, for the benchmark logs.
 describe_bin() { printf '%s (sha256 %s)' "$1" "$(sha256sum "$1" | cut -c1-12)"; }
 
