@@ -2,7 +2,8 @@
 //!
 //! [`Core`] decides (both directions, no I/O); [`run`] moves bytes and
 //! keeps time: it reads from whichever side has something and the core can
-//! take, writes what the core has for each side, and enforces every
+//! take, writes what the core has for each side (a provider response once
+//! it is complete, or in parts when it is long), and enforces every
 //! deadline — the client's idle timeout, the rate floor for its literals,
 //! a client that stops reading, a provider that stops answering or reading.
 //! Each way the session can end is one [`Ended`] value, returned to the one
@@ -97,6 +98,12 @@ const READ_SMALL: usize = 4 * 1024;
 const READ_LARGE: usize = 32 * 1024;
 /// Output held for one side before reading more from the other.
 const HIGH_WATER: usize = 64 * 1024;
+/// Part of a provider response held for the client before it is written:
+/// a response goes out whole (one write, one TLS record for a typical
+/// FETCH) unless it is longer than this.
+const OUT_PART: usize = 16 * 1024;
+// Reading stops at `HIGH_WATER`: by then what is held must be going out.
+const _: () = assert!(OUT_PART < HIGH_WATER);
 /// Output buffer capacity kept while idle, once it grew past `OUT_SHRINK`.
 const OUT_KEEP: usize = 1024;
 const OUT_SHRINK: usize = 4 * 1024;
@@ -144,7 +151,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         read
     }
 
-    /// Writes from `out`; Ready when some bytes went or the flush is done.
+    /// Writes from `out`, or flushes when it is empty; Ready when some
+    /// bytes went or the flush is done.
     fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
@@ -170,6 +178,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
     fn wants_write(&self, out: &WipedBuf) -> bool {
         !out.is_empty() || self.unflushed
     }
+}
+
+/// True when the client has something to be written now: a flush owed, or
+/// output that ends at a response boundary or is long enough to go on its
+/// own. Holding the start of a response until its end arrives saves the
+/// client a wake-up and a TLS record per split response.
+fn client_wants_write<C>(client: &Side<C>, core: &mut Core<'_>) -> bool {
+    client.unflushed || client_output_due(core)
+}
+
+/// Output for the client that may go now: it ends at a response boundary
+/// or is long enough to go on its own.
+fn client_output_due(core: &mut Core<'_>) -> bool {
+    !core.to_client().is_empty() && (!core.mid_response() || core.to_client().len() >= OUT_PART)
 }
 
 /// What woke the driver.
@@ -222,7 +244,7 @@ where
                 &mut provider.stalled_since,
             ),
             (
-                client.wants_write(core.to_client()),
+                client_wants_write(&client, &mut core),
                 &mut client.stalled_since,
             ),
         ] {
@@ -418,10 +440,16 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     P: AsyncRead + AsyncWrite + Unpin,
 {
-    if client.wants_write(core.to_client())
-        && let Poll::Ready(r) = client.poll_write(cx, core.to_client())
-    {
-        return Poll::Ready(Event::ClientWrote(r));
+    if client_wants_write(client, core) {
+        // Only a flush while the output is held.
+        let write = if client_output_due(core) {
+            client.poll_write(cx, core.to_client())
+        } else {
+            client.poll_write(cx, &mut WipedBuf::new())
+        };
+        if let Poll::Ready(r) = write {
+            return Poll::Ready(Event::ClientWrote(r));
+        }
     }
     if provider.wants_write(core.to_provider())
         && let Poll::Ready(r) = provider.poll_write(cx, core.to_provider())

@@ -156,6 +156,12 @@ impl<'p> Core<'p> {
         self.commands.literal()
     }
 
+    /// True while the output for the client ends inside a provider
+    /// response: the response's end has not arrived yet.
+    pub(crate) fn mid_response(&self) -> bool {
+        !self.responses.output_at_boundary()
+    }
+
     /// Bytes for the client.
     pub fn to_client(&mut self) -> &mut WipedBuf {
         &mut self.to_client

@@ -57,6 +57,13 @@ impl Responses {
     pub(super) fn at_boundary(&self) -> bool {
         self.state == State::Head && self.line.is_empty()
     }
+
+    /// True when what has been passed to the client so far ends between
+    /// two responses. The start of a next response may be gathering: it is
+    /// not output until its line is complete.
+    pub(super) fn output_at_boundary(&self) -> bool {
+        self.state == State::Head
+    }
 }
 
 impl Core<'_> {

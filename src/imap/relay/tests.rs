@@ -563,24 +563,74 @@ async fn a_provider_that_never_invites_a_literal_is_given_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_goodbye_waits_for_the_providers_response_but_not_for_ever() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client, mut provider, task) = drive(true);
     // The provider starts a response and stalls inside its literal.
     provider
         .write_all(b"* 1 FETCH (BODY[] {100}\r\nabc")
         .await
         .expect("write");
-    assert_eq!(
-        read_some(&mut client).await,
-        "* 1 FETCH (BODY[] {100}\r\nabc"
-    );
-    // The idle timeout comes; the goodbye waits for the response to end,
-    // which it never does: it goes out after the provider's timeout.
+    // The start of the response is held for its end. The idle timeout
+    // comes; the goodbye waits for the response to end, which it never
+    // does: both go out after the provider's timeout.
     let started = Instant::now();
-    assert_eq!(
-        read_some(&mut client).await,
-        "* BYE [UNAVAILABLE] Autologout: idle for too long\r\n"
-    );
     assert_eq!(task.await.expect("task"), Ended::IdleTimeout);
     assert_eq!(started.elapsed(), Duration::from_secs(1800 + 60));
+    let mut seen = String::new();
+    client.read_to_string(&mut seen).await.expect("read");
+    assert_eq!(
+        seen,
+        "* 1 FETCH (BODY[] {100}\r\nabc* BYE [UNAVAILABLE] Autologout: idle for too long\r\n"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_split_by_the_provider_reaches_the_client_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, mut provider, task) = drive(true);
+    client
+        .write_all(b"a FETCH 1 BODY[]\r\n")
+        .await
+        .expect("write");
+    assert_eq!(read_some(&mut provider).await, "a FETCH 1 BODY[]\r\n");
+    // Dovecot ends a FETCH in a second write: the client gets one, not two.
+    provider
+        .write_all(b"* 1 FETCH (BODY[] {3}\r\nabc")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    provider
+        .write_all(b")\r\na OK done\r\n")
+        .await
+        .expect("write");
+    assert_eq!(
+        read_some(&mut client).await,
+        "* 1 FETCH (BODY[] {3}\r\nabc)\r\na OK done\r\n"
+    );
+    // A complete response is not held for the start of the next one.
+    client.write_all(b"b NOOP\r\n").await.expect("write");
+    assert_eq!(read_some(&mut provider).await, "b NOOP\r\n");
+    let sent = Instant::now();
+    provider
+        .write_all(b"b OK done\r\n* 5 EXI")
+        .await
+        .expect("write");
+    assert_eq!(read_some(&mut client).await, "b OK done\r\n");
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    provider.write_all(b"STS\r\n").await.expect("write");
+    assert_eq!(read_some(&mut client).await, "* 5 EXISTS\r\n");
+    // A long response is not held whole: its first part goes out before
+    // its end arrives.
+    let literal = "x".repeat(40 * 1024);
+    provider
+        .write_all(format!("* 2 FETCH (BODY[] {{{}}}\r\n{literal}", literal.len() + 1).as_bytes())
+        .await
+        .expect("write");
+    let mut seen = vec![0u8; 20 * 1024];
+    client
+        .read_exact(&mut seen)
+        .await
+        .expect("part before the end");
+    drop(provider);
+    assert_eq!(task.await.expect("task"), Ended::ProviderLost);
 }
