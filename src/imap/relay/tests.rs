@@ -634,3 +634,22 @@ async fn a_response_split_by_the_provider_reaches_the_client_whole() {
     drop(provider);
     assert_eq!(task.await.expect("task"), Ended::ProviderLost);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_stops_reading_is_given_up() {
+    use tokio::io::AsyncWriteExt;
+    let (mut client, _provider, task) = drive(true);
+    // The provider never reads: its connection fills and the relay's
+    // write to it waits until the provider timeout.
+    let started = Instant::now();
+    client
+        .write_all(format!("a SEARCH TEXT {{99000+}}\r\n{}", "x".repeat(99_000)).as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(
+        read_some(&mut client).await,
+        "* BYE [UNAVAILABLE] Connection to the mail server was lost\r\n"
+    );
+    assert_eq!(task.await.expect("task"), Ended::ProviderLost);
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+}
