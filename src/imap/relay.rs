@@ -378,33 +378,54 @@ impl Clocks {
 }
 
 /// The three timers: the client's, the provider's, the client's writes.
+///
+/// Most deadlines only ever move later (each command pushes the idle
+/// timeout on), so a timer is reset only when its deadline moves earlier:
+/// one that fires before its deadline is set again to the deadline and
+/// keeps waiting. That saves the runtime's timer wheel a reset per
+/// deadline per command.
 struct Sleeps {
     sleeps: [Pin<Box<Sleep>>; 3],
-    armed: [bool; 3],
+    due: [Option<Instant>; 3],
 }
 
 impl Sleeps {
     fn new(now: Instant) -> Self {
         Sleeps {
             sleeps: std::array::from_fn(|_| Box::pin(tokio::time::sleep_until(now))),
-            armed: [false; 3],
+            due: [None; 3],
         }
     }
 
     fn arm(&mut self, deadlines: [Option<Instant>; 3]) {
-        for (i, deadline) in deadlines.into_iter().enumerate() {
-            self.armed[i] = deadline.is_some();
-            if let Some(deadline) = deadline
-                && self.sleeps[i].deadline() != deadline
+        self.due = deadlines;
+        for (sleep, due) in self.sleeps.iter_mut().zip(deadlines) {
+            if let Some(due) = due
+                && due < sleep.deadline()
             {
-                self.sleeps[i].as_mut().reset(deadline);
+                sleep.as_mut().reset(due);
             }
         }
     }
 
-    /// The first armed timer that has fired.
+    /// The first armed timer whose deadline has passed.
     fn poll(&mut self, cx: &mut Context<'_>) -> Option<usize> {
-        (0..3).find(|&i| self.armed[i] && self.sleeps[i].as_mut().poll(cx).is_ready())
+        (0..3).find(|&i| {
+            let Some(due) = self.due[i] else {
+                return false;
+            };
+            let sleep = &mut self.sleeps[i];
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if sleep.deadline() >= due {
+                return true;
+            }
+            // Fired early, at a deadline since moved on: wait for the
+            // real one.
+            sleep.as_mut().reset(due);
+            sleep.as_mut().poll(cx).is_ready()
+        })
     }
 }
 

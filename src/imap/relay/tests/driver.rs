@@ -57,6 +57,26 @@ async fn an_idle_client_is_logged_out_after_the_idle_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_command_starts_the_idle_timeout_again() {
+    use tokio::io::AsyncWriteExt;
+    let (mut client, mut provider, task) = drive(true);
+    let started = Instant::now();
+    // A command at 1,000 s moves the idle deadline from 1,800 s to 2,800 s:
+    // the timer set for 1,800 s must not end the session.
+    tokio::time::sleep(Duration::from_secs(1000)).await;
+    client.write_all(b"a NOOP\r\n").await.expect("write");
+    assert_eq!(read_some(&mut provider).await, "a NOOP\r\n");
+    provider.write_all(b"a OK done\r\n").await.expect("write");
+    assert_eq!(read_some(&mut client).await, "a OK done\r\n");
+    assert_eq!(
+        read_some(&mut client).await,
+        "* BYE [UNAVAILABLE] Autologout: idle for too long\r\n"
+    );
+    assert_eq!(task.await.expect("task"), Ended::IdleTimeout);
+    assert_eq!(started.elapsed(), Duration::from_secs(2800));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
     use tokio::io::AsyncWriteExt;
     let (client, mut provider, task) = drive(true);
