@@ -61,11 +61,8 @@ fn subkeys() -> &'static [hmac::Key; 3] {
 }
 
 fn subkey(purpose: Purpose) -> &'static hmac::Key {
-    let index = Purpose::ALL
-        .iter()
-        .position(|p| *p == purpose)
-        .unwrap_or_else(|| std::process::abort());
-    &subkeys()[index]
+    // `Purpose::ALL` lists the purposes in declaration order.
+    &subkeys()[purpose as usize]
 }
 
 /// HMAC-SHA256 of `parts`, concatenated, under `purpose`'s subkey, cut to
@@ -85,6 +82,13 @@ pub(crate) fn keyed_hash(purpose: Purpose, parts: &[&[u8]]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_purposes_are_listed_in_declaration_order() {
+        for (index, purpose) in Purpose::ALL.iter().enumerate() {
+            assert_eq!(*purpose as usize, index);
+        }
+    }
 
     #[test]
     fn one_input_hashes_differently_for_every_purpose() {

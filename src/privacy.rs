@@ -58,7 +58,7 @@ pub(crate) fn lowercase(login: &Login) -> Zeroizing<String> {
 
 /// Secret bytes (a password, a token, a SASL response): no `Debug`, no
 /// `Display`, wiped when dropped.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 pub(crate) struct Secret(WipedBuf);
 
 impl Secret {
@@ -76,12 +76,6 @@ impl Secret {
 impl From<WipedBuf> for Secret {
     fn from(bytes: WipedBuf) -> Self {
         Self(bytes)
-    }
-}
-
-impl PartialEq for Secret {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
     }
 }
 

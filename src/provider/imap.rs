@@ -308,14 +308,9 @@ impl UpstreamImap {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        let io = self.io.get_mut();
-        tokio::time::timeout(self.timeout, async {
-            io.write_all(bytes).await?;
-            io.flush().await
-        })
-        .await
-        .map_err(|_| UpstreamError::Lost)?
-        .map_err(|_| UpstreamError::Lost)
+        crate::stream::write_within(self.io.get_mut(), bytes, self.timeout)
+            .await
+            .map_err(|_| UpstreamError::Lost)
     }
 
     /// One response with any literals it carries inline, bounded in size.

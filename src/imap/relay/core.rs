@@ -268,7 +268,7 @@ impl<'p> Core<'p> {
     /// A tagged reply of the relay's own.
     pub(super) fn reply(&mut self, tag: &[u8], text: &str) {
         let mut line = WipedBuf::with_capacity(tag.len() + text.len() + 3);
-        line.extend_from_slices(&[tag, b" ", text.as_bytes(), b"\r\n"]);
+        crate::imap::reply::write_tagged(&mut line, tag, text);
         self.local(&line);
     }
 
