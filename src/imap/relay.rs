@@ -165,8 +165,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
             }
             out.consume(n);
             self.unflushed = true;
-            if out.is_empty() && out.capacity() > OUT_SHRINK {
+            if !out.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if out.capacity() > OUT_SHRINK {
                 out.shrink_to(OUT_KEEP);
+            }
+            // All of it went: flush now rather than on another turn of the
+            // loop. A flush still pending stays owed (its waker is set).
+            if let Poll::Ready(flushed) = Pin::new(&mut self.stream).poll_flush(cx) {
+                flushed?;
+                self.unflushed = false;
             }
             return Poll::Ready(Ok(()));
         }
