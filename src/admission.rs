@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 
 use crate::config::Limits;
 use crate::keys::{Purpose, keyed_hash};
-use crate::privacy::{Login, lowercase};
+use crate::privacy::{Login, normalized};
 
 /// Most tags a rate table holds before new keys share an overflow bucket.
 pub(crate) const MAX_KEYS: usize = 100_000;
@@ -75,7 +75,7 @@ impl Tag {
 
     /// The tag of a login (case-insensitive).
     pub(crate) fn for_login(login: &Login) -> Tag {
-        Tag::keyed(b"mailveil login\0", lowercase(login).as_bytes())
+        Tag::keyed(b"mailveil login\0", normalized(login).as_bytes())
     }
 
     /// The tag every overflowing key shares.

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod egress;
+mod imap;
 mod limits;
 mod listen;
 mod logging;
@@ -34,6 +35,7 @@ pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
 pub use listen::{Listener, ListenerTls, Protocol};
 pub use logging::{DEFAULT_STATS_INTERVAL_MINUTES, MIN_STATS_INTERVAL_MINUTES};
 pub use sanitize::{SanitizeConfig, SanitizeMode};
+pub(crate) use upstream::normalize_domain;
 pub use upstream::{Endpoint, Upstream, UpstreamTls};
 
 /// A configuration problem, naming the key it is about.
@@ -89,6 +91,8 @@ struct RawConfig {
     sanitize: sanitize::RawSanitize,
     #[serde(default)]
     logging: logging::RawLogging,
+    #[serde(default)]
+    imap: imap::RawImap,
 }
 
 /// A validated configuration.
@@ -106,10 +110,15 @@ pub struct Config {
     pub private_key: Option<PathBuf>,
     /// Upstreams by position; routing refers to them by index.
     pub upstreams: Vec<Upstream>,
-    /// Index of the upstream for logins whose domain matches none.
-    pub default_upstream: Option<usize>,
-    /// Login domain (lower case) → upstream index.
+    /// Index of the upstream for logins without `@` (`[routing] bare_logins`).
+    pub bare_upstream: Option<usize>,
+    /// Index of the upstream for logins whose domain no upstream lists
+    /// (`domains = ["*"]`).
+    pub catch_all: Option<usize>,
+    /// Login domain (normalized) → upstream index.
     pub domain_routes: HashMap<String, usize>,
+    /// Delta Chat push passes (`[imap] deltachat_push`).
+    pub deltachat_push: bool,
     /// Egress.
     pub egress: EgressConfig,
     /// Limits.
@@ -136,17 +145,16 @@ impl Config {
         validate(raw)
     }
 
-    /// The upstream a login goes to: by the domain after the last `@`, else
-    /// the default. `None` when neither matches.
+    /// The upstream a login goes to: by the domain after the last `@`
+    /// (normalized), else the catch-all; a login without `@` to
+    /// `bare_logins`. `None` when none applies: the login is refused.
     pub fn route(&self, login: &str) -> Option<usize> {
-        login
-            .rsplit_once('@')
-            .and_then(|(_, domain)| {
-                // The domain names the user's provider: wiped once used.
-                let domain = zeroize::Zeroizing::new(domain.to_ascii_lowercase());
-                self.domain_routes.get(domain.as_str()).copied()
-            })
-            .or(self.default_upstream)
+        match login.rsplit_once('@') {
+            Some((_, domain)) => upstream::normalize_domain(domain)
+                .and_then(|d| self.domain_routes.get(d.as_str()).copied())
+                .or(self.catch_all),
+            None => self.bare_upstream,
+        }
     }
 }
 
@@ -174,8 +182,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         certificate: tls.certificate,
         private_key: tls.private_key,
         upstreams: routes.upstreams,
-        default_upstream: routes.default_upstream,
+        bare_upstream: routes.bare_upstream,
+        catch_all: routes.catch_all,
         domain_routes: routes.domain_routes,
+        deltachat_push: imap::deltachat_push(&raw.imap),
         egress,
         limits,
         sanitize,
@@ -242,7 +252,8 @@ fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    /// Two SMTP upstreams, one routed by domain, the other the default: the
+    /// Two SMTP upstreams, one routed by domain, the other for every other
+    /// domain and for logins without `@`: the
     /// base most section tests edit.
     pub(super) const MINIMAL: &str = r#"
 [[listen]]
@@ -258,9 +269,10 @@ domains = ["a.example", "A2.example"]
 [[upstream]]
 name = "b"
 smtp = { host = "smtp.b.example", port = 587, tls = "starttls" }
+domains = ["*"]
 
 [routing]
-default = "b"
+bare_logins = "b"
 "#;
 
     /// What `Config::parse` says when it refuses `text`.
@@ -269,7 +281,7 @@ default = "b"
     }
 
     #[test]
-    fn minimal_config_routes_by_login_domain_with_default() {
+    fn minimal_config_routes_by_login_domain_then_catch_all() {
         let c = Config::parse(MINIMAL).expect("valid");
         assert_eq!(c.route("alice@a.example"), Some(0));
         assert_eq!(c.route("alice@a2.EXAMPLE"), Some(0));

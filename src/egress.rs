@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{EgressConfig, EgressMode, Endpoint, Isolate, Upstream};
 use crate::keys::{Purpose, keyed_hash};
-use crate::privacy::{Login, lowercase};
+use crate::privacy::{Login, normalized};
 
 /// Identifies an account to the egress layer without naming it: a keyed
 /// hash of the login under the isolation subkey. Equal for one account's
@@ -45,7 +45,7 @@ impl IsolationKey {
     pub(crate) fn for_login(login: &Login) -> Self {
         IsolationKey(keyed_hash(
             Purpose::Isolation,
-            &[lowercase(login).as_bytes()],
+            &[normalized(login).as_bytes()],
         ))
     }
 

@@ -96,6 +96,8 @@ where
         has_id: upstream.has("ID"),
         max_header_bytes: limits.max_header_bytes,
         max_header_fields: limits.max_header_fields,
+        clock: crate::sanitize::date::now,
+        deltachat_push: relay.config.deltachat_push,
     };
     let timeouts = relay::Timeouts {
         idle: limits.imap_idle_timeout,
@@ -334,6 +336,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                     self.tagged(tag, tagged::SASL_CANCELLED);
                     return Ok(None);
                 }
+                Step::Done(Err(SaslError::NoAuthzid)) => {
+                    self.tagged(tag, tagged::OAUTHBEARER_WITHOUT_AUTHZID);
+                    return Ok(None);
+                }
                 Step::Done(Err(_)) => {
                     self.tagged(tag, tagged::SASL_MALFORMED);
                     return Ok(None);
@@ -412,8 +418,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         }
         if let Ok(Some(list)) = verdict.capabilities {
             self.out.extend_from_slice(b"* CAPABILITY ");
-            self.out
-                .extend_from_slice(&syntax::filter_capabilities(&list));
+            self.out.extend_from_slice(&syntax::filter_capabilities(
+                &list,
+                self.relay.config.deltachat_push,
+            ));
             self.out.extend_from_slice(b"\r\n");
         }
         let mut line =
@@ -423,7 +431,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
     }
 
     fn relay_line(&mut self, line: &[u8]) {
-        match filter_capability_line(line) {
+        match filter_capability_line(line, self.relay.config.deltachat_push) {
             Some(filtered) => self.out.extend_from_slice(&filtered),
             None => self.out.extend_from_slice(line),
         }
@@ -527,7 +535,7 @@ impl Provider for ImapProvider {
                 // verdict itself does not.
                 let mut probe = WipedBuf::copy_of(b"m ");
                 probe.extend_from_slice(&completion.status_and_text);
-                let capabilities = match filter_capability_line(&probe) {
+                let capabilities = match filter_capability_line(&probe, false) {
                     Some(_) => Ok(None),
                     None => upstream.refresh_capabilities().await.map(Some),
                 };

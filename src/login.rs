@@ -229,6 +229,7 @@ async fn attempt<P: Provider>(
         Ok(session) => session,
         Err(e) => return Outcome::Unreachable(Unreachable::from(&e)),
     };
+    let credentials = credentials.for_endpoint(endpoint.bare_server_name(), endpoint.port);
     match provider.authenticate(&mut session, credentials).await {
         Ok(Verdict::Accepted(reply)) => Outcome::Accepted { session, reply },
         Ok(Verdict::Refused { reply, temporary }) => {

@@ -51,9 +51,25 @@ impl<T> fmt::Debug for Sensitive<T> {
 /// A login as the relay holds it: never printed, wiped when dropped.
 pub(crate) type Login = Sensitive<Zeroizing<String>>;
 
-/// `login` in lower case (for tags and isolation keys), wiped when dropped.
-pub(crate) fn lowercase(login: &Login) -> Zeroizing<String> {
-    Zeroizing::new(login.expose().to_lowercase())
+/// `login` as tags and isolation keys see it, wiped when dropped: in lower
+/// case, its domain normalized as routing normalizes it (no trailing dot,
+/// internationalized names in ASCII), so that one account is one tag
+/// however its domain is written.
+pub(crate) fn normalized(login: &Login) -> Zeroizing<String> {
+    let lower = Zeroizing::new(login.expose().to_lowercase());
+    let Some((local, domain)) = lower.rsplit_once('@') else {
+        return lower;
+    };
+    match crate::config::normalize_domain(domain) {
+        Some(domain) => {
+            let mut out = Zeroizing::new(String::with_capacity(local.len() + 1 + domain.len()));
+            out.push_str(local);
+            out.push('@');
+            out.push_str(&domain);
+            out
+        }
+        None => lower,
+    }
 }
 
 /// Secret bytes (a password, a token, a SASL response): no `Debug`, no

@@ -8,12 +8,14 @@
 //! module does no I/O and keeps no state; replacement Message-IDs are
 //! derived under the Message-ID subkey of [`crate::keys`].
 
+pub(crate) mod composed;
 pub(crate) mod date;
+mod message_id;
 
 use crate::config::{SanitizeConfig, SanitizeMode};
 use zeroize::Zeroizing;
 
-use crate::keys::{Purpose, keyed_hash};
+use self::date::UnixTime;
 use crate::privacy::WipedBuf;
 
 /// Header names removed by default (lower case; a trailing `*` is a prefix).
@@ -54,11 +56,10 @@ pub(crate) const DEFAULT_REMOVE: &[&str] = &[
     "thread-topic",
     "accept-language",
     "msip_labels",
+    "x-msmail-priority",
+    "x-unsent",
     // Thunderbird and other Mozilla clients.
-    "x-mozilla-draft-info",
-    "x-mozilla-status*",
-    "x-mozilla-keys",
-    "x-mozilla-cloud-part",
+    "x-mozilla-*",
     "x-identity-key",
     "x-account-key",
     // Apple Mail / iOS Mail.
@@ -71,6 +72,10 @@ pub(crate) const DEFAULT_REMOVE: &[&str] = &[
     "x-k9mail-identity",
     "x-evolution-*",
     "x-claws-*",
+    "x-sylpheed-*",
+    // Webmail: Roundcube names the login, SOGo the client's address.
+    "x-sender",
+    "x-forward",
     // Locale and affiliation.
     "content-language",
     "organization",
@@ -99,6 +104,12 @@ pub(crate) const STRICT_ALLOW: &[&str] = &[
     "content-description",
     "autocrypt",
     "openpgp",
+    // Delta Chat's protocol headers, which it sends outside the encryption
+    // (Chat-Version marks a chat message; Secure-Join* set up verified
+    // contacts and groups); they name the protocol, not the device.
+    "chat-*",
+    "secure-join*",
+    "auto-submitted",
 ];
 
 /// A compiled sanitizer policy.
@@ -266,8 +277,13 @@ fn strip_line_end(line: &[u8]) -> &[u8] {
         .unwrap_or(line)
 }
 
-/// Removes and rewrites identifying header fields according to `policy`.
-pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sanitized<'a> {
+/// Removes and rewrites identifying header fields according to `policy`;
+/// `now` stands in for a `Date` that cannot be read.
+pub fn strip_identifying_headers<'a>(
+    message: &'a [u8],
+    policy: &Policy,
+    now: UnixTime,
+) -> Sanitized<'a> {
     let (fields, rest_start) = split_fields(message);
     // The From field that will be in the output, so that sanitizing the
     // output again picks the same one (idempotence).
@@ -276,22 +292,38 @@ pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sani
         .find(|f| f.name.eq_ignore_ascii_case(b"from") && !f.bare_cr)
         .filter(|_| policy.keeps("from"))
         .and_then(|f| address_domain(f.value));
+    let sender_domain = sender_domain.as_ref().map(|d| d.as_str());
+    // The Message-ID that will be in the output decides, as above.
+    let id = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case(b"message-id") && !f.bare_cr)
+        .filter(|_| policy.keeps("message-id"))
+        .and_then(|f| std::str::from_utf8(f.value).ok())
+        .map(|text| message_id::rewrite(&unfold(text), sender_domain));
+    let own_host = id.as_ref().and_then(|d| d.own_host.as_deref());
     let mut header = WipedBuf::with_capacity(rest_start);
     for field in &fields {
         let lower = String::from_utf8_lossy(field.name).to_ascii_lowercase();
         if !policy.keeps(&lower) || field.bare_cr {
             continue;
         }
-        let rewritten = match lower.as_str() {
-            "date" => rewrite_date(field.value),
-            "message-id" => {
-                rewrite_message_id(field.value, sender_domain.as_ref().map(|d| d.as_str()))
-            }
-            "mime-version" => rewrite_mime_version(field.value),
-            _ => None,
+        let (separator, rewritten) = match lower.as_str() {
+            "date" => (&b": "[..], rewrite_date(field.value, now)),
+            "message-id" => (
+                &b": "[..],
+                std::str::from_utf8(field.value)
+                    .ok()
+                    .and_then(|text| message_id::rewrite(&unfold(text), sender_domain).value),
+            ),
+            "references" | "in-reply-to" => (
+                &b":"[..],
+                own_host.and_then(|host| message_id::map_own_ids(field.value, host, sender_domain)),
+            ),
+            "mime-version" => (&b": "[..], rewrite_mime_version(field.value)),
+            _ => (&b""[..], None),
         };
         match rewritten {
-            Some(value) => header.extend_from_slices(&[field.name, b": ", &value, b"\r\n"]),
+            Some(value) => header.extend_from_slices(&[field.name, separator, &value, b"\r\n"]),
             None => header.extend_from_slice(field.raw),
         }
     }
@@ -301,39 +333,16 @@ pub fn strip_identifying_headers<'a>(message: &'a [u8], policy: &Policy) -> Sani
     }
 }
 
-/// `Date:` → the same instant in UTC. Unparseable dates are left alone.
-fn rewrite_date(value: &[u8]) -> Option<WipedBuf> {
-    let text = std::str::from_utf8(value).ok()?;
-    let time = date::parse_rfc5322(&unfold(text))?;
-    let utc = date::format_utc(time);
-    (utc[..] != *text.trim().as_bytes()).then_some(utc)
+/// `Date:` → the same instant in UTC, rounded down to the minute; a date
+/// that cannot be read → `now`'s minute.
+fn rewrite_date(value: &[u8], now: UnixTime) -> Option<WipedBuf> {
+    let time = std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| date::parse_rfc5322(&unfold(text)))
+        .unwrap_or(now);
+    let utc = date::format_utc(date::minute_of(time));
+    (utc[..] != *value.trim_ascii()).then_some(utc)
 }
-
-/// `Message-ID: <x@host>` whose right side is not the sender's domain → a
-/// replacement derived from the original under the Message-ID subkey, at the
-/// sender's domain. Derived rather than random so the copy submitted over SMTP
-/// and the Sent copy appended over IMAP keep one id.
-fn rewrite_message_id(value: &[u8], sender_domain: Option<&str>) -> Option<WipedBuf> {
-    let sender_domain = sender_domain?;
-    let text = std::str::from_utf8(value).ok()?;
-    let id = unfold(text);
-    let id = id.trim();
-    let inner = id.strip_prefix('<')?.strip_suffix('>')?;
-    let (_, right) = inner.rsplit_once('@')?;
-    if right.eq_ignore_ascii_case(sender_domain) {
-        return None;
-    }
-    let tag = keyed_hash(Purpose::MessageId, &[inner.as_bytes()]);
-    let mut out = WipedBuf::with_capacity(2 * tag.len() + sender_domain.len() + 3);
-    out.push(b'<');
-    for b in tag {
-        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-    }
-    out.extend_from_slices(&[b"@", sender_domain.as_bytes(), b">"]);
-    Some(out)
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `MIME-Version: 1.0 (Mac OS X Mail 16.0 \(3774\))` → `1.0`.
 fn rewrite_mime_version(value: &[u8]) -> Option<WipedBuf> {
@@ -384,6 +393,9 @@ fn unfold(text: &str) -> Zeroizing<String> {
 mod tests {
     use super::*;
 
+    /// 2026-11-30 10:00:00 UTC.
+    const NOW: UnixTime = 1_796_032_800;
+
     #[test]
     fn a_dropped_from_field_does_not_decide_the_message_id() {
         // Found by fuzzing: the first From (bare CR, dropped) had no domain,
@@ -391,8 +403,8 @@ mod tests {
         // decided and the Message-ID changed.
         let p = Policy::new(&SanitizeConfig::default());
         let m = b"From:\r0\nMessage-ID:<@>\nFrom:<@n>";
-        let once = strip_identifying_headers(m, &p).whole().to_vec();
-        let twice = strip_identifying_headers(&once, &p).whole().to_vec();
+        let once = strip_identifying_headers(m, &p, NOW).whole().to_vec();
+        let twice = strip_identifying_headers(&once, &p, NOW).whole().to_vec();
         assert_eq!(twice, once);
     }
 
@@ -402,13 +414,13 @@ mod tests {
         // the sanitizer, or they pass it unseen.
         let p = Policy::new(&SanitizeConfig::default());
         let bare_lf = b"Subject: a\nUser-Agent: Canary/1.0\r\n\r\nbody\r\n";
-        let s = strip_identifying_headers(bare_lf, &p);
+        let s = strip_identifying_headers(bare_lf, &p, NOW);
         assert_eq!(s.whole().to_vec(), b"Subject: a\n\r\nbody\r\n".to_vec());
         let lf_only = b"Subject: a\nUser-Agent: Canary/1.0\n\nbody\n";
-        let s = strip_identifying_headers(lf_only, &p);
+        let s = strip_identifying_headers(lf_only, &p, NOW);
         assert_eq!(s.whole().to_vec(), b"Subject: a\n\nbody\n".to_vec());
         let unterminated = b"Subject: a\r\nUser-Agent: Canary/1.0";
-        let s = strip_identifying_headers(unterminated, &p);
+        let s = strip_identifying_headers(unterminated, &p, NOW);
         assert_eq!(s.whole().to_vec(), b"Subject: a\r\n".to_vec());
     }
 
@@ -416,7 +428,7 @@ mod tests {
     fn a_field_with_a_bare_cr_is_dropped() {
         let p = Policy::new(&SanitizeConfig::default());
         let m = b"Subject: a\rUser-Agent: Canary/1.0\r\nTo: b@example.test\r\n\r\nbody";
-        let s = strip_identifying_headers(m, &p);
+        let s = strip_identifying_headers(m, &p, NOW);
         assert_eq!(
             s.whole().to_vec(),
             b"To: b@example.test\r\n\r\nbody".to_vec()
@@ -427,7 +439,7 @@ mod tests {
     fn an_8_bit_display_name_does_not_keep_the_message_id_host() {
         let p = Policy::new(&SanitizeConfig::default());
         let m = b"From: Jos\xe9 <jose@example.org>\r\nMessage-ID: <1@laptop.local>\r\n\r\nbody";
-        let out = strip_identifying_headers(m, &p).whole().to_vec();
+        let out = strip_identifying_headers(m, &p, NOW).whole().to_vec();
         let text = String::from_utf8_lossy(&out);
         assert!(!text.contains("laptop.local"), "{text}");
         assert!(text.contains("@example.org>"), "{text}");
@@ -446,7 +458,7 @@ mod tests {
     }
 
     fn sanitize(message: &[u8]) -> Vec<u8> {
-        strip_identifying_headers(message, &Policy::default())
+        strip_identifying_headers(message, &Policy::default(), NOW)
             .whole()
             .to_vec()
     }
@@ -524,7 +536,9 @@ mod tests {
     fn real_client_samples_lose_identifying_headers_and_keep_bodies() {
         let policy = Policy::default();
         for (client, message, gone) in SAMPLES {
-            let out = strip_identifying_headers(message, &policy).whole().to_vec();
+            let out = strip_identifying_headers(message, &policy, NOW)
+                .whole()
+                .to_vec();
             let names = header_names(&out);
             for g in *gone {
                 assert!(
@@ -571,13 +585,54 @@ mod tests {
     }
 
     #[test]
-    fn date_is_rewritten_to_utc_with_the_same_instant() {
+    fn date_is_rewritten_to_utc_rounded_down_to_the_minute() {
         let out =
             sanitize(b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 01:26:36 +0100\r\n\r\nx\r\n");
         assert_eq!(
             out,
-            b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 00:26:36 +0000\r\n\r\nx\r\n"
+            b"From: a@example.test\r\nDate: Tue, 24 Nov 2026 00:26:00 +0000\r\n\r\nx\r\n"
         );
+    }
+
+    #[test]
+    fn an_unreadable_date_becomes_the_relays_current_minute() {
+        let out = sanitize(b"Date: Mon, 30 Nov 2026 11:11:09 CET\r\n\r\nx\r\n");
+        assert_eq!(out, b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nx\r\n");
+    }
+
+    #[test]
+    fn program_headers_are_removed() {
+        let out = sanitize(
+            b"X-MSMail-Priority: Normal\r\nX-Unsent: 1\r\nX-Mozilla-Anything: 1\r\nX-Forward: 192.0.2.7\r\nSubject: s\r\n\r\nx",
+        );
+        assert_eq!(out, b"Subject: s\r\n\r\nx".to_vec());
+    }
+
+    #[test]
+    fn the_users_earlier_ids_at_the_same_host_are_mapped_and_others_kept() {
+        let msg = b"From: alice@example.org\r\nMessage-ID: <20261130.GA1@alices-macbook.local>\r\nIn-Reply-To: <20261129093011.GB77@alices-macbook.local>\r\nReferences: <bob1@example.net>\r\n <20261129093011.GB77@alices-macbook.local>\r\n\r\nx";
+        let out = String::from_utf8(sanitize(msg)).expect("ascii");
+        assert!(!out.contains("alices-macbook"), "{out}");
+        assert!(
+            out.contains("References: <bob1@example.net>\r\n <"),
+            "{out}"
+        );
+        // The earlier message went out under the id its own Message-ID
+        // was mapped to: the reply's references name that one.
+        let earlier = sanitize(
+            b"From: alice@example.org\r\nMessage-ID: <20261129093011.GB77@alices-macbook.local>\r\n\r\nx",
+        );
+        let earlier = String::from_utf8(earlier).expect("ascii");
+        let mapped = earlier
+            .split("Message-ID: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .expect("id");
+        assert!(out.contains(&format!("In-Reply-To: {mapped}\r\n")), "{out}");
+        assert!(out.contains(&format!(" {mapped}\r\n\r\n")), "{out}");
+        // An opaque id at the sender's domain maps nothing.
+        let kept = b"From: alice@example.org\r\nMessage-ID: <4b3e2f10-9c1d-4e8a-b7f2-0a1b2c3d4e5f@example.org>\r\nIn-Reply-To: <1@alices-macbook.local>\r\n\r\nx";
+        assert_eq!(sanitize(kept), kept.to_vec());
     }
 
     #[test]
@@ -596,7 +651,7 @@ mod tests {
 
     #[test]
     fn message_id_at_sender_domain_is_kept_byte_exact() {
-        let msg = b"From: alice@Example.test\r\nMessage-ID:  <abc@example.test>\r\n\r\nx\r\n";
+        let msg = b"From: alice@Example.test\r\nMessage-ID:  <Gh5_kQ2-zXw9LmPa@example.test>\r\n\r\nx\r\n";
         assert_eq!(sanitize(msg), msg.to_vec());
     }
 
@@ -637,7 +692,7 @@ mod tests {
             ..SanitizeConfig::default()
         };
         let msg = b"From: a@example.test\r\nX-Custom: 1\r\nList-Id: x\r\nSubject: s\r\nX-Priority: 3\r\n\r\nb\r\n";
-        let out = strip_identifying_headers(msg, &Policy::new(&config))
+        let out = strip_identifying_headers(msg, &Policy::new(&config), NOW)
             .whole()
             .to_vec();
         assert_eq!(
@@ -654,7 +709,7 @@ mod tests {
             ..SanitizeConfig::default()
         };
         let msg = b"Organization: Collective\r\nX-Internal-Ticket: 7\r\nSubject: s\r\n\r\nb\r\n";
-        let out = strip_identifying_headers(msg, &Policy::new(&config))
+        let out = strip_identifying_headers(msg, &Policy::new(&config), NOW)
             .whole()
             .to_vec();
         assert_eq!(out, b"Organization: Collective\r\nSubject: s\r\n\r\nb\r\n");

@@ -123,6 +123,10 @@ pub(crate) enum SaslError {
     /// The client answered `*`.
     #[error("cancelled")]
     Cancelled,
+    /// OAUTHBEARER without an `a=` authorization identity: the relay would
+    /// have no login to route, tag and isolate the session by.
+    #[error("OAUTHBEARER without a=")]
+    NoAuthzid,
 }
 
 /// Decodes one base64 SASL text (surrounding white space ignored; `=` is
@@ -202,12 +206,14 @@ pub(crate) fn parse_login(user: Secret, password: Secret) -> Result<Credentials,
 /// Parses an XOAUTH2 or OAUTHBEARER response far enough to find the login.
 pub(crate) fn parse_token(mechanism: Mechanism, encoded: &[u8]) -> Result<Credentials, SaslError> {
     let decoded = decode_b64(encoded)?;
-    let valid = match mechanism {
-        Mechanism::XOAuth2 => xoauth2_user(decoded.expose()).is_some(),
-        _ => oauthbearer_user(decoded.expose()).is_some(),
-    };
-    if !valid {
-        return Err(SaslError::Malformed);
+    match mechanism {
+        Mechanism::XOAuth2 => xoauth2_user(decoded.expose())
+            .map(drop)
+            .ok_or(SaslError::Malformed)?,
+        _ => oauthbearer_user(decoded.expose())
+            .ok_or(SaslError::Malformed)?
+            .map(drop)
+            .ok_or(SaslError::NoAuthzid)?,
     }
     Ok(Credentials::Token {
         mechanism,
@@ -216,8 +222,7 @@ pub(crate) fn parse_token(mechanism: Mechanism, encoded: &[u8]) -> Result<Creden
 }
 
 impl Credentials {
-    /// The login the upstream is chosen by. For OAUTHBEARER without an `a=`
-    /// authorization identity, the login is empty and routing uses the default.
+    /// The login the upstream is chosen by.
     pub(crate) fn login(&self) -> Login {
         let user = match self {
             Credentials::Plain { authcid, .. } => authcid.clone(),
@@ -236,6 +241,41 @@ impl Credentials {
         Sensitive::new(Zeroizing::new(
             String::from_utf8_lossy(user.expose()).into_owned(),
         ))
+    }
+
+    /// The credentials as the provider at `host` and `port` is to see them:
+    /// an OAUTHBEARER message names the provider it is meant for (RFC 7628
+    /// §3.1), not the relay, which would name the relay to every provider
+    /// and link its accounts. Other credentials are unchanged.
+    pub(crate) fn for_endpoint(self, host: &str, port: u16) -> Credentials {
+        let Credentials::Token {
+            mechanism: Mechanism::OAuthBearer,
+            encoded,
+        } = &self
+        else {
+            return self;
+        };
+        let Ok(decoded) = decode_b64(encoded.expose()) else {
+            return self;
+        };
+        let port = port.to_string();
+        let mut message = WipedBuf::with_capacity(decoded.expose().len() + host.len() + 8);
+        for (i, field) in decoded.expose().split(|b| *b == 1).enumerate() {
+            if i > 0 {
+                message.push(1);
+            }
+            if field.starts_with(b"host=") {
+                message.extend_from_slices(&[b"host=", host.as_bytes()]);
+            } else if field.starts_with(b"port=") {
+                message.extend_from_slices(&[b"port=", port.as_bytes()]);
+            } else {
+                message.extend_from_slice(field);
+            }
+        }
+        Credentials::Token {
+            mechanism: Mechanism::OAuthBearer,
+            encoded: encode_b64(&message),
+        }
     }
 
     /// The mechanism the client chose.
@@ -526,11 +566,42 @@ mod tests {
             b64(b"n,a=carol=2Cx=3Dy@example.test,\x01host=h\x01port=1\x01auth=Bearer t\x01\x01");
         let c = parse_token(Mechanism::OAuthBearer, enc.as_bytes()).expect("valid");
         assert_eq!(c.login().expose().as_str(), "carol,x=y@example.test");
+        // Without a=, every such user would share one login tag, one
+        // circuit and one message allowance: refused.
         let no_authzid = b64(b"n,,\x01auth=Bearer t\x01\x01");
-        let c = parse_token(Mechanism::OAuthBearer, no_authzid.as_bytes()).expect("valid");
-        assert_eq!(c.login().expose().as_str(), "");
+        assert_eq!(
+            parse_token(Mechanism::OAuthBearer, no_authzid.as_bytes()).err(),
+            Some(SaslError::NoAuthzid)
+        );
         let broken = b64(b"x,,\x01auth=Bearer t\x01\x01");
         assert!(parse_token(Mechanism::OAuthBearer, broken.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn oauthbearer_names_the_provider_not_the_relay() {
+        let enc = b64(b"n,a=carol@example.test,\x01host=relay.collective.example\x01port=465\x01auth=Bearer t\x01\x01");
+        let c = parse_token(Mechanism::OAuthBearer, enc.as_bytes()).expect("valid");
+        let Credentials::Token { encoded, .. } = c.for_endpoint("smtp.provider.example", 587)
+        else {
+            panic!("still a token");
+        };
+        assert_eq!(
+            decode_b64(encoded.expose()).expect("b64").expose(),
+            b"n,a=carol@example.test,\x01host=smtp.provider.example\x01port=587\x01auth=Bearer t\x01\x01"
+        );
+        // Without host= and port=, nothing is added; other mechanisms pass.
+        let bare = b64(b"n,a=c@example.test,\x01auth=Bearer t\x01\x01");
+        let c = parse_token(Mechanism::OAuthBearer, bare.as_bytes()).expect("valid");
+        let Credentials::Token { encoded, .. } = c.for_endpoint("h", 1) else {
+            panic!("still a token");
+        };
+        assert_eq!(encoded.expose(), bare.as_bytes());
+        let x = b64(b"user=u\x01auth=Bearer t\x01host=relay\x01\x01");
+        let c = parse_token(Mechanism::XOAuth2, x.as_bytes()).expect("valid");
+        let Credentials::Token { encoded, .. } = c.for_endpoint("h", 1) else {
+            panic!("still a token");
+        };
+        assert_eq!(encoded.expose(), x.as_bytes());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod client_io;
 mod command;
 pub mod data;
+mod envelope;
 pub mod message;
 mod reply;
 mod session;
@@ -254,7 +255,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                 reply,
             } => {
                 self.session.logged_in(ProviderCaps {
-                    size: upstream.supports(smtp_proto::EXT_SIZE),
                     eight_bit: upstream.supports(smtp_proto::EXT_8BIT_MIME),
                     smtputf8: upstream.supports(smtp_proto::EXT_SMTP_UTF8),
                 });

@@ -32,6 +32,9 @@ impl Config {
                 .map(|(d, _)| d.as_str())
                 .collect();
             domains.sort_unstable();
+            if self.catch_all == Some(i) {
+                domains.insert(0, super::upstream::CATCH_ALL);
+            }
             let show = |e: &Option<Endpoint>| match e {
                 Some(e) => format!(
                     "{}:{} ({:?} TLS{}, via {})",
@@ -55,8 +58,8 @@ impl Config {
                 u.ca.as_ref()
                     .map_or("public roots".to_string(), |p| p.display().to_string()),
                 domains.join(", "),
-                if self.default_upstream == Some(i) {
-                    ", default"
+                if self.bare_upstream == Some(i) {
+                    ", logins without @"
                 } else {
                     ""
                 }
@@ -114,7 +117,7 @@ mod tests {
                  listen: Smtp on 127.0.0.1:1465 (Implicit TLS)\n\
                  certificate: ephemeral self-signed, made at start-up\n\
                  upstream a: smtp smtp.a.example:465 (Implicit TLS, via {via}), imap none, CA: public roots, domains: [a.example, a2.example]\n\
-                 upstream b: smtp smtp.b.example:587 (Starttls TLS, via {via}), imap none, CA: public roots, domains: [], default\n\
+                 upstream b: smtp smtp.b.example:587 (Starttls TLS, via {via}), imap none, CA: public roots, domains: [*], logins without @\n\
                  egress: {via} (isolation per account)\n\
                  limits: message 36700160 bytes, 100 recipients, 1000 connections\n\
                  sanitize: Default\n\
@@ -159,9 +162,10 @@ domains = ["Z.example", "y.example"]
 name = "plain"
 imap = {{ host = "imap.plain.example", port = 143, tls = "starttls" }}
 egress = "direct"
+domains = ["*"]
 
 [routing]
-default = "plain"
+bare_logins = "plain"
 
 [egress]
 mode = "socks5"
@@ -197,7 +201,7 @@ stats_interval_minutes = 0
                  upstream hidden: smtp {onion}:465 (Implicit TLS, certificate name mail.hidden.example, via socks5), \
                  imap {onion}:993 (Implicit TLS, certificate name mail.hidden.example, via socks5), \
                  CA: /etc/mailveil/ca.pem, domains: [y.example, z.example]\n\
-                 upstream plain: smtp none, imap imap.plain.example:143 (Starttls TLS, via direct), CA: public roots, domains: [], default\n\
+                 upstream plain: smtp none, imap imap.plain.example:143 (Starttls TLS, via direct), CA: public roots, domains: [*], logins without @\n\
                  egress: socks5 (isolation per session)\n\
                  socks5 proxy: 127.0.0.1:9050\n\
                  tor: PRIVATE TESTING NETWORK (1 authorities, 1 fallbacks), local addresses allowed\n\

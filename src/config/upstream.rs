@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use super::egress::mode as egress_mode;
 use super::{ConfigError, EgressMode, check_host, invalid};
+use zeroize::Zeroizing;
+
 use crate::privacy::Sensitive;
 
 /// One `[[upstream]]` table as written.
@@ -39,8 +41,14 @@ struct RawEndpoint {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRouting {
+    bare_logins: Option<String>,
+    /// Removed: it sent the password of any login no upstream claimed to
+    /// one provider. Read only to say what replaces it.
     default: Option<String>,
 }
+
+/// The `domains` entry that routes every domain no other upstream lists.
+pub(crate) const CATCH_ALL: &str = "*";
 
 /// How the relay reaches an upstream with TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -95,17 +103,17 @@ pub struct Upstream {
     /// Extra CA certificates (PEM) trusted for this upstream instead of the
     /// public web PKI roots.
     pub ca: Option<PathBuf>,
-    /// Login domains routed here.
-    pub domains: Vec<String>,
 }
 
 /// The validated upstreams and how logins are routed to them.
 pub(super) struct Routes {
     /// Upstreams by position.
     pub(super) upstreams: Vec<Upstream>,
-    /// Index of the upstream for logins whose domain matches none.
-    pub(super) default_upstream: Option<usize>,
-    /// Login domain (lower case) → upstream index.
+    /// Index of the upstream for logins without `@`.
+    pub(super) bare_upstream: Option<usize>,
+    /// Index of the upstream with `domains = ["*"]`.
+    pub(super) catch_all: Option<usize>,
+    /// Login domain (normalized) → upstream index.
     pub(super) domain_routes: HashMap<String, usize>,
 }
 
@@ -126,15 +134,29 @@ pub(super) fn require_some(raw: &[RawUpstream]) -> Result<(), ConfigError> {
 }
 
 /// Checks every upstream in order (endpoints reached by `global_mode` unless
-/// the upstream names its own), builds the domain routes and resolves
-/// `routing.default`; a single upstream is the default without it.
+/// the upstream names its own), builds the domain routes (normalized: lower
+/// case, no trailing dot, IDNA), the catch-all and the upstream for bare
+/// logins.
 pub(super) fn validate(
     raw: Vec<RawUpstream>,
     routing: Option<RawRouting>,
     global_mode: EgressMode,
 ) -> Result<Routes, ConfigError> {
+    let routing = routing.unwrap_or(RawRouting {
+        bare_logins: None,
+        default: None,
+    });
+    if routing.default.is_some() {
+        return Err(invalid(
+            "routing.default",
+            "was removed: it sent the password of any login no upstream claims to one \
+             provider. Logins without @ now go to `bare_logins = \"NAME\"`; a login whose \
+             domain no upstream lists is refused, unless one upstream has `domains = [\"*\"]`",
+        ));
+    }
     let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.len());
     let mut domain_routes = HashMap::new();
+    let mut catch_all = None;
     for (i, u) in raw.into_iter().enumerate() {
         let key = format!("upstream[{i}]");
         if u.name.is_empty() {
@@ -165,14 +187,29 @@ pub(super) fn validate(
             .map(|e| endpoint(&format!("{key}.imap"), e, mode, &u.tls_server_name))
             .transpose()?;
         for (j, d) in u.domains.iter().enumerate() {
-            let d = d.trim().to_ascii_lowercase();
-            if d.is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
+            let d = d.trim();
+            if d == CATCH_ALL {
+                if catch_all.replace(i).is_some() {
+                    return Err(invalid(
+                        format!("{key}.domains[{j}]"),
+                        "another upstream already has the catch-all \"*\"",
+                    ));
+                }
+                continue;
+            }
+            let normalized = (!d.contains('@') && !d.contains(char::is_whitespace))
+                .then(|| normalize_domain(d))
+                .flatten();
+            let Some(normalized) = normalized else {
                 return Err(invalid(
                     format!("{key}.domains[{j}]"),
-                    "expected a bare domain like \"example.org\"",
+                    "expected a bare domain like \"example.org\", or \"*\" for every other domain",
                 ));
-            }
-            if domain_routes.insert(d, i).is_some() {
+            };
+            if domain_routes
+                .insert(normalized.as_str().to_string(), i)
+                .is_some()
+            {
                 return Err(invalid(
                     format!("{key}.domains[{j}]"),
                     "domain already routed to another upstream",
@@ -184,25 +221,50 @@ pub(super) fn validate(
             smtp,
             imap,
             ca: u.ca,
-            domains: u.domains,
         });
     }
-
-    let default_upstream = match routing.and_then(|r| r.default) {
+    let bare_upstream = match routing.bare_logins {
         Some(name) => Some(
             upstreams
                 .iter()
                 .position(|u| u.name == name)
-                .ok_or_else(|| invalid("routing.default", "names no [[upstream]]"))?,
+                .ok_or_else(|| invalid("routing.bare_logins", "names no [[upstream]]"))?,
         ),
-        None if upstreams.len() == 1 => Some(0),
         None => None,
     };
+    for (i, u) in upstreams.iter().enumerate() {
+        let reached = bare_upstream == Some(i)
+            || catch_all == Some(i)
+            || domain_routes.values().any(|&r| r == i);
+        if !reached {
+            return Err(invalid(
+                format!("upstream[{i}]"),
+                format!(
+                    "no login reaches \"{}\": give it `domains = [...]` (or [\"*\"] for every \
+                     other domain), or name it in `[routing] bare_logins`",
+                    u.name
+                ),
+            ));
+        }
+    }
     Ok(Routes {
         upstreams,
-        default_upstream,
+        bare_upstream,
+        catch_all,
         domain_routes,
     })
+}
+
+/// A domain as routing, tags and isolation compare it: lower case, without
+/// a trailing dot, internationalized names in their ASCII form. `None`
+/// when it is not a valid domain name.
+pub(crate) fn normalize_domain(domain: &str) -> Option<Zeroizing<String>> {
+    let trimmed = domain.strip_suffix('.').unwrap_or(domain);
+    if trimmed.is_empty() {
+        return None;
+    }
+    let ascii = Zeroizing::new(idna::domain_to_ascii(trimmed).ok()?);
+    (!ascii.is_empty()).then_some(ascii)
 }
 
 fn endpoint(
@@ -255,8 +317,8 @@ mod tests {
             )
             .replace("smtp.a.example\", port = 465", &format!("{onion}\", port = 465"))
             .replace(
-                "default = \"b\"",
-                "default = \"b\"\n\n[egress]\nmode = \"direct\"\nsocks5 = \"127.0.0.1:9050\"\nisolate = \"session\"",
+                "bare_logins = \"b\"",
+                "bare_logins = \"b\"\n\n[egress]\nmode = \"direct\"\nsocks5 = \"127.0.0.1:9050\"\nisolate = \"session\"",
             );
         let c = Config::parse(&text).expect("valid");
         let a = c.upstreams[0].smtp.as_ref().expect("smtp");
@@ -282,29 +344,84 @@ mod tests {
     }
 
     #[test]
-    fn routing_default_must_name_an_upstream() {
-        let text = MINIMAL.replace("default = \"b\"", "default = \"c\"");
-        let err = Config::parse(&text).expect_err("bad default").to_string();
+    fn bare_logins_must_name_an_upstream() {
+        let text = MINIMAL.replace("bare_logins = \"b\"", "bare_logins = \"c\"");
+        let err = Config::parse(&text).expect_err("bad name").to_string();
+        assert!(err.contains("routing.bare_logins"), "{err}");
+    }
+
+    #[test]
+    fn routing_default_is_refused_with_what_replaces_it() {
+        let text = MINIMAL.replace("bare_logins = \"b\"", "default = \"b\"");
+        let err = refusal(&text);
         assert!(err.contains("routing.default"), "{err}");
+        assert!(
+            err.contains("bare_logins") && err.contains("domains = [\"*\"]"),
+            "{err}"
+        );
     }
 
     #[test]
     fn domain_routed_twice_is_refused() {
-        let text = MINIMAL.replace(
-            "port = 587, tls = \"starttls\" }",
-            "port = 587, tls = \"starttls\" }\ndomains = [\"a.example\"]",
-        );
+        let text = MINIMAL.replace("domains = [\"*\"]", "domains = [\"A.example.\"]");
         let err = Config::parse(&text).expect_err("dup domain").to_string();
         assert!(err.contains("upstream[1].domains[0]"), "{err}");
     }
 
     #[test]
-    fn two_upstreams_without_routing_default_have_no_default() {
-        let text = MINIMAL.replace("[routing]\ndefault = \"b\"\n", "");
+    fn without_a_catch_all_an_unlisted_domain_is_refused() {
+        let text = MINIMAL.replace("domains = [\"*\"]\n", "");
         let c = Config::parse(&text).expect("valid");
-        assert_eq!(c.default_upstream, None);
+        assert_eq!(c.catch_all, None);
         assert_eq!(c.route("bob@elsewhere.example"), None);
         assert_eq!(c.route("alice@a.example"), Some(0));
+        assert_eq!(c.route("bare-login"), Some(1));
+        // And without bare_logins, a bare name goes nowhere either.
+        let text = text
+            .replace(
+                "[[upstream]]\nname = \"b\"",
+                "[[upstream]]\nname = \"b\"\ndomains = [\"b.example\"]",
+            )
+            .replace("[routing]\nbare_logins = \"b\"\n", "");
+        let c = Config::parse(&text).expect("valid");
+        assert_eq!(c.route("bare-login"), None);
+    }
+
+    #[test]
+    fn an_upstream_no_login_reaches_is_refused() {
+        let text = MINIMAL
+            .replace("domains = [\"*\"]\n", "")
+            .replace("[routing]\nbare_logins = \"b\"\n", "");
+        let err = refusal(&text);
+        assert!(
+            err.contains("upstream[1]") && err.contains("no login reaches"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_one_upstream_may_catch_all() {
+        let text = MINIMAL.replace(
+            "domains = [\"a.example\", \"A2.example\"]",
+            "domains = [\"*\"]",
+        );
+        let err = refusal(&text);
+        assert!(err.contains("upstream[1].domains[0]"), "{err}");
+    }
+
+    #[test]
+    fn domains_are_compared_normalized() {
+        let text = MINIMAL.replace("\"A2.example\"", "\"Bücher.example.\"");
+        let c = Config::parse(&text).expect("valid");
+        for login in [
+            "u@bücher.example",
+            "u@BÜCHER.example",
+            "u@xn--bcher-kva.example",
+            "u@bücher.example.",
+            "u@A.Example.",
+        ] {
+            assert_eq!(c.route(login), Some(0), "{login}");
+        }
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct Settings<'a> {
     pub max_header_bytes: usize,
     /// Most header fields in an APPENDed message.
     pub max_header_fields: usize,
+    /// The time now, in seconds since the Unix epoch: whether an APPENDed
+    /// message was just composed depends on it.
+    pub clock: fn() -> i64,
+    /// Delta Chat push is turned on: `XDELTAPUSH` passes, and device tokens
+    /// may be registered.
+    pub deltachat_push: bool,
 }
 
 /// The deadlines of a relayed session.

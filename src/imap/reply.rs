@@ -53,6 +53,8 @@ pub(crate) mod tagged {
     pub(crate) const ALREADY_AUTHENTICATED: &str = "BAD Already authenticated";
     /// Commands whose data the relay would not see (REPLACE, URLAUTH, …).
     pub(crate) const NOT_HERE: &str = "BAD Command not available through this relay";
+    /// A push device token while Delta Chat push is off.
+    pub(crate) const NO_PUSH: &str = "NO [NOPERM] Push notifications are turned off on this relay";
     /// An ID command over the relay's limit.
     pub(crate) const ID_TOO_LONG: &str = "BAD [TOOBIG] ID parameters too long";
     /// APPEND that is not one.
@@ -77,6 +79,9 @@ pub(crate) mod tagged {
     pub(crate) const SASL_TOO_LONG: &str = "BAD [TOOBIG] Authentication response too long";
     /// The client answered `*`.
     pub(crate) const SASL_CANCELLED: &str = "BAD Authentication cancelled";
+    /// OAUTHBEARER without the authorization identity.
+    pub(crate) const OAUTHBEARER_WITHOUT_AUTHZID: &str =
+        "NO OAUTHBEARER needs a= (the authorization identity): set it to your address";
 }
 
 /// Untagged lines, line ending included.

@@ -345,8 +345,9 @@ impl Token {
 /// (the relay handles those itself), referrals (they would send the client
 /// to the provider directly), `REPLACE`/`CATENATE`/`URLAUTH`/`UTF8=*`
 /// (message data the APPEND sanitizer would not see), `UNAUTHENTICATE`
-/// (the session is bound to one account) and Apple push registration (a
-/// device token).
+/// (the session is bound to one account), Apple push registration (a
+/// device token) and Delta Chat's `XDELTAPUSH` unless the operator turns it
+/// on (see [`DELTACHAT_PUSH`]).
 const ALLOWED_CAPABILITIES: &[&str] = &[
     "IMAP4REV1",
     "IMAP4REV2",
@@ -389,7 +390,14 @@ const ALLOWED_CAPABILITIES: &[&str] = &[
     "APPENDLIMIT",
     "XLIST",
     "X-GM-EXT-1",
+    // chatmail servers: changes how Delta Chat deletes; static, no user data.
+    "XCHATMAIL",
 ];
+
+/// Delta Chat's push capability: a client that sees it registers a device
+/// token (`SETMETADATA … /private/devicetoken`), which names a phone to a
+/// push service. Passed only with `[imap] deltachat_push = true`.
+pub(crate) const DELTACHAT_PUSH: &str = "XDELTAPUSH";
 
 /// Capability prefixes the relay passes (`THREAD=REFERENCES`, …).
 const ALLOWED_CAPABILITY_PREFIXES: &[&str] = &[
@@ -408,23 +416,25 @@ const ALLOWED_CAPABILITY_PREFIXES: &[&str] = &[
     "SAVELIMIT=",
 ];
 
-/// True when the relay passes this capability to clients.
-pub(crate) fn capability_allowed(capability: &[u8]) -> bool {
+/// True when the relay passes this capability to clients; `push`: Delta
+/// Chat push is turned on.
+pub(crate) fn capability_allowed(capability: &[u8], push: bool) -> bool {
     let upper = capability.to_ascii_uppercase();
     let Ok(upper) = std::str::from_utf8(&upper) else {
         return false;
     };
     ALLOWED_CAPABILITIES.contains(&upper)
+        || (push && upper == DELTACHAT_PUSH)
         || ALLOWED_CAPABILITY_PREFIXES
             .iter()
             .any(|p| upper.len() > p.len() && upper.starts_with(p))
 }
 
 /// Filters a space-separated capability list through the allowlist.
-pub(crate) fn filter_capabilities(list: &[u8]) -> Vec<u8> {
+pub(crate) fn filter_capabilities(list: &[u8], push: bool) -> Vec<u8> {
     let kept: Vec<&[u8]> = list
         .split(|b| *b == b' ')
-        .filter(|c| !c.is_empty() && capability_allowed(c))
+        .filter(|c| !c.is_empty() && capability_allowed(c, push))
         .collect();
     kept.join(&b' ')
 }
@@ -461,11 +471,11 @@ pub(crate) fn capability_span(line: &[u8]) -> Option<(usize, usize)> {
 
 /// The line with any capability list it carries filtered; `None` when it
 /// carries none.
-pub fn filter_capability_line(line: &[u8]) -> Option<Vec<u8>> {
+pub fn filter_capability_line(line: &[u8], push: bool) -> Option<Vec<u8>> {
     let (start, end) = capability_span(line)?;
     let mut out = Vec::with_capacity(line.len());
     out.extend_from_slice(&line[..start]);
-    let filtered = filter_capabilities(&line[start..end]);
+    let filtered = filter_capabilities(&line[start..end], push);
     if filtered.is_empty() && line[..start].ends_with(b" ") && start == end {
         out.pop();
     }
@@ -568,7 +578,7 @@ mod tests {
 THREAD=REFERENCES LITERAL+ COMPRESS=DEFLATE AUTH=PLAIN AUTH=SCRAM-SHA-256-PLUS STARTTLS \
 UTF8=ACCEPT CATENATE URLAUTH REPLACE UNAUTHENTICATE XAPPLEPUSHSERVICE MOVE X-UNKNOWN";
         assert_eq!(
-            filter_capabilities(list),
+            filter_capabilities(list, false),
             b"IMAP4rev1 ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES LITERAL+ MOVE".to_vec()
         );
     }
@@ -576,25 +586,39 @@ UTF8=ACCEPT CATENATE URLAUTH REPLACE UNAUTHENTICATE XAPPLEPUSHSERVICE MOVE X-UNK
     #[test]
     fn capability_responses_and_codes_are_rewritten() {
         assert_eq!(
-            filter_capability_line(b"* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\n"),
+            filter_capability_line(b"* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\n", false),
             Some(b"* CAPABILITY IMAP4rev1 IDLE\r\n".to_vec())
         );
         assert_eq!(
             filter_capability_line(
-                b"a1 OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE MOVE] Logged in\r\n"
+                b"a1 OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE MOVE] Logged in\r\n",
+                false
             ),
             Some(b"a1 OK [CAPABILITY IMAP4rev1 MOVE] Logged in\r\n".to_vec())
         );
         assert_eq!(
-            filter_capability_line(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"),
+            filter_capability_line(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n", false),
             Some(b"* OK [CAPABILITY IMAP4rev1] ready\r\n".to_vec())
         );
-        assert_eq!(filter_capability_line(b"* 3 EXISTS\r\n"), None);
-        assert_eq!(filter_capability_line(b"a OK [READ-WRITE] done\r\n"), None);
+        assert_eq!(filter_capability_line(b"* 3 EXISTS\r\n", false), None);
         assert_eq!(
-            filter_capability_line(b"* 1 FETCH (BODY[] {3}\r\n"),
+            filter_capability_line(b"a OK [READ-WRITE] done\r\n", false),
+            None
+        );
+        assert_eq!(
+            filter_capability_line(b"* 1 FETCH (BODY[] {3}\r\n", false),
             None,
             "a FETCH is never a capability response"
         );
+    }
+
+    #[test]
+    fn delta_chat_capabilities_pass_as_configured() {
+        let line = b"* CAPABILITY IMAP4rev1 XCHATMAIL XDELTAPUSH METADATA\r\n";
+        assert_eq!(
+            filter_capability_line(line, false),
+            Some(b"* CAPABILITY IMAP4rev1 XCHATMAIL METADATA\r\n".to_vec())
+        );
+        assert_eq!(filter_capability_line(line, true), Some(line.to_vec()));
     }
 }

@@ -57,6 +57,13 @@ pub(crate) fn parse_rfc5322(value: &str) -> Option<UnixTime> {
         return None;
     }
     let offset = zone_offset_seconds(tokens.next().unwrap_or("-0000"))?;
+    unix_time([year, month, day, hour, minute, second], offset)
+}
+
+/// `[year, month, day, hour, minute, second]` at `offset` seconds east of
+/// UTC, as seconds since the epoch; `None` when a field is out of range.
+/// A leap second counts as the second before it.
+fn unix_time([year, month, day, hour, minute, second]: [i64; 6], offset: i64) -> Option<UnixTime> {
     if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 || year < 1900 {
         return None;
     }
@@ -64,21 +71,85 @@ pub(crate) fn parse_rfc5322(value: &str) -> Option<UnixTime> {
     Some(days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset)
 }
 
-/// Formats as `Tue, 24 Nov 2026 00:26:36 +0000`.
-pub(crate) fn format_utc(time: UnixTime) -> WipedBuf {
+/// `time` broken down in UTC: the month's name, `[year, day, hour, minute,
+/// second]` and the weekday's name.
+fn civil_utc(time: UnixTime) -> (&'static str, [i64; 5], &'static str) {
     let days = time.div_euclid(86_400);
     let secs = time.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
+    (
+        MONTHS[(month - 1) as usize],
+        [year, day, secs / 3600, secs % 3600 / 60, secs % 60],
+        WEEKDAYS[days.rem_euclid(7) as usize],
+    )
+}
+
+/// Formats as `Tue, 24 Nov 2026 00:26:36 +0000`.
+pub(crate) fn format_utc(time: UnixTime) -> WipedBuf {
+    let (month, [year, day, hour, minute, second], weekday) = civil_utc(time);
     let mut out = WipedBuf::with_capacity(32);
     // Writing to memory cannot fail.
     let _ = write!(
         out,
-        "{weekday}, {day} {} {year:04} {:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        "{weekday}, {day} {month} {year:04} {hour:02}:{minute:02}:{second:02} +0000"
+    );
+    out
+}
+
+/// The current time, in whole seconds.
+pub(crate) fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as UnixTime)
+}
+
+/// `time` rounded down to its minute.
+pub(crate) fn minute_of(time: UnixTime) -> UnixTime {
+    time - time.rem_euclid(60)
+}
+
+/// Parses an IMAP `date-time` (RFC 3501), quotes included:
+/// `"30-Nov-2026 10:11:12 +0100"` (the day may be one digit after a space).
+pub(crate) fn parse_imap(quoted: &[u8]) -> Option<UnixTime> {
+    let text = std::str::from_utf8(quoted).ok()?;
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    let (date, rest) = inner.trim_start().split_once(' ')?;
+    let (time, zone) = rest.split_once(' ')?;
+    let mut dmy = date.split('-');
+    let day: i64 = dmy.next()?.parse().ok()?;
+    let month_name = dmy.next()?;
+    let year_text = dmy.next()?;
+    if dmy.next().is_some() || year_text.len() != 4 || zone.len() != 5 {
+        return None;
+    }
+    let year: i64 = year_text.parse().ok()?;
+    let month = MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(month_name))? as i64
+        + 1;
+    let mut hms = time.split(':');
+    let mut field = || -> Option<i64> {
+        let part = hms.next()?;
+        (part.len() == 2).then_some(())?;
+        part.parse().ok()
+    };
+    let (hour, minute, second) = (field()?, field()?, field()?);
+    if hms.next().is_some() {
+        return None;
+    }
+    let offset = zone_offset_seconds(zone).filter(|_| zone.starts_with(['+', '-']))?;
+    unix_time([year, month, day, hour, minute, second], offset)
+}
+
+/// Formats as an IMAP `date-time` in UTC, to the minute, quotes included:
+/// `"30-Nov-2026 09:11:00 +0000"`.
+pub(crate) fn format_imap_utc_minute(time: UnixTime) -> WipedBuf {
+    let (month, [year, day, hour, minute, _], _) = civil_utc(minute_of(time));
+    let mut out = WipedBuf::with_capacity(28);
+    // Writing to memory cannot fail.
+    let _ = write!(
+        out,
+        "\"{day:02}-{month}-{year:04} {hour:02}:{minute:02}:00 +0000\""
     );
     out
 }
@@ -162,6 +233,29 @@ mod tests {
 
     fn utc(value: &str) -> String {
         String::from_utf8(format_utc(parse_rfc5322(value).expect(value)).to_vec()).expect("ascii")
+    }
+
+    #[test]
+    fn imap_date_times_parse_and_format_in_utc_to_the_minute() {
+        let t = parse_imap(b"\"30-Nov-2026 10:11:12 +0100\"").expect("parses");
+        assert_eq!(
+            format_imap_utc_minute(t).to_vec(),
+            b"\"30-Nov-2026 09:11:00 +0000\"".to_vec()
+        );
+        let one_digit = parse_imap(b"\" 1-Dec-2026 00:00:59 -0030\"").expect("parses");
+        assert_eq!(
+            format_imap_utc_minute(one_digit).to_vec(),
+            b"\"01-Dec-2026 00:30:00 +0000\"".to_vec()
+        );
+        for bad in [
+            &b"30-Nov-2026 10:11:12 +0100"[..],
+            b"\"30-Nov-26 10:11:12 +0100\"",
+            b"\"30-Nov-2026 10:11 +0100\"",
+            b"\"30-Nov-2026 10:11:12 CET\"",
+            b"\"30-Foo-2026 10:11:12 +0100\"",
+        ] {
+            assert_eq!(parse_imap(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

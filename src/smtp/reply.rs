@@ -143,6 +143,8 @@ fixed! {
     auth_cancelled = 501, [5, 7, 0], "Authentication cancelled";
     /// SASL response not decodable.
     auth_malformed = 501, [5, 5, 2], "Cannot decode authentication response";
+    /// OAUTHBEARER without the authorization identity.
+    auth_oauthbearer_without_authzid = 501, [5, 5, 2], "OAUTHBEARER needs a= (the authorization identity): set it to your address";
     /// No upstream serves this login. Same text as a wrong password would get
     /// from most providers, so the relay's routing table is not probed.
     auth_no_route = 535, [5, 7, 8], "Authentication credentials invalid";
@@ -162,6 +164,10 @@ fixed! {
     too_big = 552, [5, 3, 4], "Message size exceeds limit";
     /// Parameters the relay does not offer (DSN, REQUIRETLS, BINARYMIME, …).
     unsupported_parameter = 555, [5, 5, 4], "Unsupported MAIL or RCPT parameter";
+    /// A sender address the relay cannot write to the provider safely.
+    bad_sender = 553, [5, 1, 7], "Sender address cannot be passed on as written";
+    /// A recipient address the relay cannot write to the provider safely.
+    bad_recipient = 553, [5, 1, 3], "Recipient address cannot be passed on as written";
     /// SMTPUTF8 requested but the provider does not offer it.
     no_smtputf8_upstream = 553, [5, 6, 7], "The provider does not accept SMTPUTF8 messages";
     /// Bare CR/LF in a message (smuggling defence).

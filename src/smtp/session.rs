@@ -40,8 +40,6 @@ pub(crate) struct Context<'r> {
 /// What the provider offers for the transaction commands.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ProviderCaps {
-    /// SIZE.
-    pub(crate) size: bool,
     /// 8BITMIME.
     pub(crate) eight_bit: bool,
     /// SMTPUTF8.
@@ -389,6 +387,9 @@ impl<'r> Session<'r> {
                 match done {
                     Ok(credentials) => Next::LogIn(credentials),
                     Err(SaslError::Cancelled) => Next::Reply(reply::auth_cancelled()),
+                    Err(SaslError::NoAuthzid) => {
+                        Next::Reply(reply::auth_oauthbearer_without_authzid())
+                    }
                     Err(_) => Next::Reply(reply::auth_malformed()),
                 }
             }

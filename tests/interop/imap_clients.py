@@ -6,6 +6,8 @@ the interop suite's Dovecot. One scenario per invocation:
 Scenarios: prelogin, compress, auth, workflow, idle, id, big, sent-copy.
 Exits non-zero with a reason on the first unexpected answer."""
 
+import datetime
+import email.utils
 import imaplib
 import os
 import re
@@ -69,9 +71,16 @@ def capabilities(m):
     return data[0].decode().upper().split()
 
 
+def fresh_date():
+    """The Date a client writes as it composes, in a zone other than UTC: a
+    message counts as just composed only when its Date is recent."""
+    zone = datetime.timezone(datetime.timedelta(hours=1))
+    return email.utils.format_datetime(datetime.datetime.now(zone)).encode()
+
+
 def message(subject, body, extra=b""):
     return (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
-            b"Subject: " + subject + b"\r\nDate: Tue, 24 Nov 2026 08:00:00 +0100\r\n"
+            b"Subject: " + subject + b"\r\nDate: " + fresh_date() + b"\r\n"
             b"Message-ID: <" + subject + b"@py-laptop.invalid>\r\n"
             b"User-Agent: py-canary-agent\r\nX-Mailer: py-canary-mailer\r\n" + extra +
             b"\r\n" + body)

@@ -186,6 +186,18 @@ check "neomutt sends and saves its Sent copy through mailveil (interactive, on a
     python3 "$HERE/neomutt_fcc.py" "$W/neomuttrc-fcc" interop-fcc-neomutt "$W/msgs/neomutt-fcc.txt" bob@example.test
 check "the Sent copy at the provider carries no identifying header" imap sent-copy
 
+log "uploading mail the user did not just compose"
+archive() { python3 "$HERE/archive.py" "$1"; }
+check "APPEND of delivered mail, one message per trace field: stored byte for byte" archive trace
+check "APPEND of an old Sent copy: stored byte for byte, date-time included" archive old
+# dkimpy is Debian's (python3-dkim), so this one runs on Debian's python.
+check "APPEND of a DKIM-signed message: the signature still verifies (dkimpy, no DNS)" \
+    /usr/bin/python3 "$HERE/archive.py" dkim
+check "APPEND of a Thunderbird-style Sent copy: cleaned, Date and date-time in UTC to the minute" \
+    archive thunderbird
+check "mbsync pushes an archive with an old Sent folder and delivered mail: every message identical" \
+    archive mbsync
+
 # ------------------------------------------------------------------ checks
 log "reading back what the provider stored"
 check "every message delivered once, identifying data gone, bodies identical" \

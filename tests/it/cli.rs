@@ -78,7 +78,7 @@ fn run_without_a_certificate_prints_the_ephemeral_fingerprint() {
         &path,
         "[[listen]]\nprotocol = \"smtp\"\naddress = \"127.0.0.1:0\"\ntls = \"implicit\"\n\
          [[upstream]]\nname = \"p\"\nsmtp = { host = \"127.0.0.1\", port = 1, tls = \"implicit\" }\n\
-         [egress]\nmode = \"direct\"\n",
+         domains = [\"*\"]\n[egress]\nmode = \"direct\"\n",
     )
     .expect("write");
     let mut child = Command::new(BIN)

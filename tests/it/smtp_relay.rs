@@ -33,7 +33,7 @@ async fn message_is_relayed_with_identifying_headers_removed_and_body_identical(
         "{text}"
     );
     assert!(
-        text.contains("Date: Tue, 24 Nov 2026 00:26:36 +0000\r\n"),
+        text.contains("Date: Tue, 24 Nov 2026 00:26:00 +0000\r\n"),
         "{text}"
     );
     assert_eq!(body(&got.data), body(SIMPLE));
@@ -201,8 +201,8 @@ async fn xoauth2_success_and_error_challenge_are_relayed() {
 }
 
 #[tokio::test]
-async fn oauthbearer_is_relayed() {
-    let (_upstream, relay) = start_pair(UpstreamScript::default()).await;
+async fn oauthbearer_names_the_provider_not_the_relay() {
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.cmd("EHLO client.invalid").await;
     let ir = B64.encode(format!(
@@ -212,12 +212,39 @@ async fn oauthbearer_is_relayed() {
         c.cmd(&format!("AUTH OAUTHBEARER {ir}")).await,
         "235 2.7.0 Authentication successful"
     );
+    let sent = upstream
+        .lines()
+        .into_iter()
+        .find_map(|l| l.strip_prefix("AUTH OAUTHBEARER ").map(str::to_string))
+        .expect("OAUTHBEARER reached the provider");
+    let decoded = String::from_utf8(B64.decode(sent.trim()).expect("b64")).expect("utf-8");
+    // The endpoint's name and port (RFC 7628), not the relay's.
+    assert_eq!(
+        decoded,
+        format!(
+            "n,a={USER},\x01host=127.0.0.1\x01port={}\x01auth=Bearer {TOKEN}\x01\x01",
+            upstream.addr.port()
+        )
+    );
+}
+
+#[tokio::test]
+async fn oauthbearer_without_an_authorization_identity_is_refused_here() {
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    let ir = B64.encode(format!("n,,\x01auth=Bearer {TOKEN}\x01\x01"));
+    assert_eq!(
+        c.cmd(&format!("AUTH OAUTHBEARER {ir}")).await,
+        "501 5.5.2 OAUTHBEARER needs a= (the authorization identity): set it to your address"
+    );
+    assert_eq!(upstream.connections(), 0);
 }
 
 #[tokio::test]
 async fn login_with_no_route_is_refused_without_contacting_any_upstream() {
     let upstream = start_upstream(UpstreamScript::default()).await;
-    // No [routing] default and two upstreams: unmatched domains have no route.
+    // No catch-all: a domain no upstream lists has no route.
     let text = relay_config(&upstream, "implicit", true, "")
         + "\n[[upstream]]\nname = \"other\"\nsmtp = { host = \"127.0.0.1\", port = 1, tls = \"implicit\" }\ndomains = [\"other.test\"]\n";
     let relay = start_relay_with(&text).await;

@@ -1,15 +1,20 @@
-//! APPEND (and MULTIAPPEND) through the relay core: the mailbox, flags and
-//! date-time are passed on as they are; each message's header block is
-//! gathered (up to `max_header_bytes`), checked, sanitized and sent with
-//! the literal re-sized, and the body follows byte for byte as it arrives.
-//! Forms the relay would not see the message of (CATENATE, UTF8) are
-//! refused.
+//! APPEND (and MULTIAPPEND) through the relay core: the mailbox and flags
+//! are passed on as they are; each message's header block is gathered (up
+//! to `max_header_bytes`) and the body follows byte for byte as it arrives.
+//! A message the user just composed (a Sent copy, a draft) is checked and
+//! sanitized, sent with the literal re-sized, and its date-time argument
+//! rewritten to UTC to the minute. Any other message (delivered mail, an
+//! archive, a folder copied between accounts) is relayed byte for byte,
+//! date-time included: see [`crate::sanitize::composed`]. Forms the relay
+//! would not see the message of (CATENATE, UTF8) are refused.
 
 use super::commands::{Command, Input, Sink};
 use super::core::{Awaiting, Core, Go, Tag};
 use crate::imap::reply::{CONTINUE, tagged};
 use crate::imap::syntax::{LiteralMarker, Token, line_body, literal_at_end, parse_head, token};
 use crate::privacy::WipedBuf;
+use crate::sanitize::composed::is_composed;
+use crate::sanitize::date;
 use crate::sanitize::{header_shape, strip_identifying_headers};
 
 /// Largest mailbox name taken as a literal.
@@ -25,6 +30,8 @@ pub(crate) struct Append {
     /// Part of the command has gone to the provider: a refusal now would
     /// leave the provider inside it.
     started: bool,
+    /// Where the next message's date-time argument is in `pending`.
+    date_time: Option<std::ops::Range<usize>>,
     reading: Reading,
 }
 
@@ -53,6 +60,7 @@ impl Core<'_> {
             mailbox_done: false,
             messages: 0,
             started: false,
+            date_time: None,
             reading: Reading::Args,
         };
         self.append_args(&line[args_at..], Box::new(append));
@@ -114,8 +122,14 @@ impl Core<'_> {
                 return self.gather(append, Reading::Header { binary, limit }, m);
             }
             match token(rest) {
-                Ok(Token::List(n) | Token::Quoted(n)) => {
+                Ok(Token::List(n)) => {
                     append.pending.extend_from_slice(&rest[..n]);
+                    pos += n;
+                }
+                Ok(Token::Quoted(n)) => {
+                    let at = append.pending.len();
+                    append.pending.extend_from_slice(&rest[..n]);
+                    append.date_time = Some(at..at + n);
                     pos += n;
                 }
                 _ => {
@@ -213,11 +227,19 @@ impl Core<'_> {
         };
         append.reading = Reading::Args;
         let head = self.commands.gathered.take();
+        let date_time = append.date_time.take();
+        let now = (self.s.clock)();
         let header = match header_end(&head) {
             Some(end) => Some(&head[..end]),
             None if left == 0 => Some(&head[..]),
             None => None,
         };
+        let seen = header.unwrap_or(&head);
+        let date_arg = date_time.clone().map(|range| &append.pending[range]);
+        if !is_composed(seen, date_arg, now) {
+            // Not the user's new message: every byte as it came.
+            return self.emit_literal(&head, b"", left, binary);
+        }
         let refusal: Option<&'static str> = match header {
             None => Some(tagged::HEADER_TOO_LARGE),
             Some(h) if h.len() > self.s.max_header_bytes => Some(tagged::HEADER_TOO_LARGE),
@@ -245,7 +267,21 @@ impl Core<'_> {
             };
             return self.start_literal(left, Sink::Discard);
         }
-        let sanitized = strip_identifying_headers(&head, self.s.policy);
+        if let Some(range) = date_time {
+            // Read above: the date-time is fresh, so it parses.
+            let utc =
+                date::parse_imap(&append.pending[range.clone()]).map(date::format_imap_utc_minute);
+            if let Some(utc) = utc {
+                let mut pending = WipedBuf::with_capacity(append.pending.len() + 4);
+                pending.extend_from_slices(&[
+                    &append.pending[..range.start],
+                    &utc,
+                    &append.pending[range.end..],
+                ]);
+                append.pending = pending;
+            }
+        }
+        let sanitized = strip_identifying_headers(&head, self.s.policy, now);
         let mut first = sanitized.header;
         first.extend_from_slice(sanitized.rest);
         self.emit_literal(&first, b"", left, binary);

@@ -98,9 +98,19 @@ impl Commands {
 }
 
 /// Commands the relay refuses after login, with the answer they get.
-fn refused_command(name: &[u8], rest: &[u8]) -> Option<&'static str> {
+fn refused_command(name: &[u8], rest: &[u8], push: bool) -> Option<&'static str> {
     let upper = name.to_ascii_uppercase();
     Some(match upper.as_slice() {
+        // A Delta Chat device token names a phone to a push service: not
+        // while push is off (its capability is hidden, so a client that
+        // sends one anyway is not told it may).
+        b"SETMETADATA"
+            if !push
+                && memchr::memmem::find(&rest.to_ascii_lowercase(), b"/private/devicetoken")
+                    .is_some() =>
+        {
+            tagged::NO_PUSH
+        }
         b"COMPRESS" => tagged::NO_COMPRESS,
         b"STARTTLS" | b"LOGIN" | b"AUTHENTICATE" | b"UNAUTHENTICATE" => {
             tagged::ALREADY_AUTHENTICATED
@@ -247,7 +257,7 @@ impl Core<'_> {
             return;
         };
         let tag = head.tag.to_vec();
-        if let Some(refusal) = refused_command(head.name, head.rest) {
+        if let Some(refusal) = refused_command(head.name, head.rest, self.s.deltachat_push) {
             match literal_at_end(line) {
                 Ok(Some(m)) => self.abandon(tag, m, refusal),
                 _ => self.reply(&tag, refusal),

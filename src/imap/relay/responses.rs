@@ -133,13 +133,15 @@ impl Core<'_> {
         let line = self.responses.line.take();
         match self.responses.state {
             State::Head => self.first_line(line, complete),
-            State::Capability if complete => match filter_capability_line(&line) {
-                Some(filtered) => {
-                    self.to_client.extend_from_slice(&filtered);
-                    self.end_of_response();
+            State::Capability if complete => {
+                match filter_capability_line(&line, self.s.deltachat_push) {
+                    Some(filtered) => {
+                        self.to_client.extend_from_slice(&filtered);
+                        self.end_of_response();
+                    }
+                    None => self.pass_line(&line, true),
                 }
-                None => self.pass_line(&line, true),
-            },
+            }
             // Too long to filter: dropped whole.
             State::Capability => self.responses.state = State::Skip,
             _ => self.pass_line(&line, complete),
@@ -183,7 +185,7 @@ impl Core<'_> {
                 self.responses.line = line;
                 return;
             }
-            if let Some(filtered) = filter_capability_line(&line) {
+            if let Some(filtered) = filter_capability_line(&line, self.s.deltachat_push) {
                 self.to_client.extend_from_slice(&filtered);
                 return self.end_of_response();
             }

@@ -13,8 +13,13 @@ fn settings(policy: &Policy, literal_plus: bool) -> Settings<'_> {
         has_id: true,
         max_header_bytes: 2048,
         max_header_fields: 50,
+        clock: || NOW,
+        deltachat_push: false,
     }
 }
+
+/// The tests' time: 2026-11-30 10:00:00 UTC.
+const NOW: i64 = 1_796_032_800;
 
 /// Feeds `bytes` from the client, all of them.
 #[track_caller]
@@ -227,6 +232,79 @@ fn multiappend_sanitizes_every_message() {
 }
 
 #[test]
+fn a_composed_messages_date_time_goes_out_in_utc_to_the_minute() {
+    let policy = Policy::default();
+    let mut core = Core::new(settings(&policy, true));
+    let message = b"Date: Mon, 30 Nov 2026 10:59:30 +0100\r\nUser-Agent: a\r\n\r\nx";
+    let mut wire = format!(
+        "a APPEND Sent (\\Seen) \"30-Nov-2026 10:59:31 +0100\" {{{}+}}\r\n",
+        message.len()
+    )
+    .into_bytes();
+    wire.extend_from_slice(message);
+    wire.extend_from_slice(b"\r\n");
+    client(&mut core, &wire);
+    assert_eq!(
+        for_provider(&mut core),
+        "a APPEND Sent (\\Seen) \"30-Nov-2026 09:59:00 +0000\" {42+}\r\n\
+         Date: Mon, 30 Nov 2026 09:59:00 +0000\r\n\r\nx\r\n"
+    );
+}
+
+#[test]
+fn a_multiappend_cleans_the_new_message_and_keeps_the_archived_one() {
+    let policy = Policy::default();
+    let mut core = Core::new(settings(&policy, true));
+    let new = b"User-Agent: a\r\nSubject: 1\r\n\r\nx";
+    let old = b"User-Agent: b\r\nDate: Tue, 3 Nov 2026 10:11:09 +0100\r\n\r\ny";
+    let delivered = b"Delivered-To: me@example.org\r\nUser-Agent: c\r\n\r\nz";
+    let mut wire = format!("m APPEND Box {{{}+}}\r\n", new.len()).into_bytes();
+    wire.extend_from_slice(new);
+    wire.extend_from_slice(
+        format!(" \"03-Nov-2026 10:11:09 +0100\" {{{}+}}\r\n", old.len()).as_bytes(),
+    );
+    wire.extend_from_slice(old);
+    wire.extend_from_slice(
+        format!(
+            " \"30-Nov-2026 10:00:00 +0100\" {{{}+}}\r\n",
+            delivered.len()
+        )
+        .as_bytes(),
+    );
+    wire.extend_from_slice(delivered);
+    wire.extend_from_slice(b"\r\n");
+    client(&mut core, &wire);
+    // The new one cleaned; the other two as they came, date-times included.
+    let mut expected = b"m APPEND Box {15+}\r\nSubject: 1\r\n\r\nx".to_vec();
+    let new_at = wire.windows(new.len()).position(|w| w == new).expect("new");
+    let new_end = new_at + new.len();
+    expected.extend_from_slice(&wire[new_end..]);
+    assert_eq!(
+        String::from_utf8_lossy(core.to_provider()),
+        String::from_utf8_lossy(&expected)
+    );
+}
+
+#[test]
+fn an_archived_message_passes_even_where_a_new_one_would_be_refused() {
+    // An old message with a bare LF and a header over the limit: the relay
+    // does not clean it, so nothing about its header needs refusing.
+    let policy = Policy::default();
+    let mut core = Core::new(settings(&policy, true));
+    let mut message = b"Received: from mx by mail\nSubject: old\r\n".to_vec();
+    for i in 0..200 {
+        message.extend_from_slice(format!("X-Field-{i}: padding padding\r\n").as_bytes());
+    }
+    message.extend_from_slice(b"\r\nbody");
+    let mut wire = format!("a APPEND Archive {{{}+}}\r\n", message.len()).into_bytes();
+    wire.extend_from_slice(&message);
+    wire.extend_from_slice(b"\r\n");
+    client(&mut core, &wire);
+    assert_eq!(core.to_provider().to_vec(), wire);
+    assert_eq!(for_client(&mut core), "");
+}
+
+#[test]
 fn an_append_with_an_oversized_header_is_refused_and_never_sent() {
     let policy = Policy::default();
     let mut core = Core::new(settings(&policy, true));
@@ -288,6 +366,35 @@ fn a_multiappend_refused_after_its_first_message_went_out_ends_the_session() {
     assert_eq!(for_provider(&mut core), "a APPEND Box {4+}\r\nS: x");
     assert_eq!(for_client(&mut core), "* BYE Malformed APPEND\r\n");
     assert_eq!(core.ended(), Some(Ended::Closed));
+}
+
+#[test]
+fn a_push_device_token_is_refused_while_push_is_off() {
+    let policy = Policy::default();
+    let mut core = Core::new(settings(&policy, true));
+    client(
+        &mut core,
+        b"a SETMETADATA \"\" (/private/devicetoken \"tok\")\r\nb SETMETADATA INBOX (/private/comment \"x\")\r\n",
+    );
+    assert_eq!(
+        for_provider(&mut core),
+        "b SETMETADATA INBOX (/private/comment \"x\")\r\n"
+    );
+    assert_eq!(
+        for_client(&mut core),
+        "a NO [NOPERM] Push notifications are turned off on this relay\r\n"
+    );
+    let mut on = settings(&policy, true);
+    on.deltachat_push = true;
+    let mut core = Core::new(on);
+    client(
+        &mut core,
+        b"a SETMETADATA \"\" (/private/DeviceToken \"tok\")\r\n",
+    );
+    assert_eq!(
+        for_provider(&mut core),
+        "a SETMETADATA \"\" (/private/DeviceToken \"tok\")\r\n"
+    );
 }
 
 #[test]

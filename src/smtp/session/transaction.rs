@@ -10,8 +10,9 @@ use super::{Incoming, Mode, Next, Outgoing, Pending, Session, Transaction};
 use crate::admission::Peer;
 use crate::config::Limits;
 use crate::privacy::WipedBuf;
-use crate::sanitize::{header_shape, strip_identifying_headers};
+use crate::sanitize::{date, header_shape, strip_identifying_headers};
 use crate::smtp::data::{MessageReceiver, Refusal};
+use crate::smtp::envelope;
 use crate::smtp::message::MessageBuf;
 use crate::smtp::reply::{self, Reply};
 use crate::stats::Counter;
@@ -39,15 +40,17 @@ impl Session<'_> {
         {
             return Next::Reply(reply::unsupported_parameter());
         }
+        let Some(address) = envelope::write(&from.address) else {
+            return Next::Reply(reply::bad_sender());
+        };
         if !peer.take_message() {
             self.cx.stats.count(Counter::MessageRateLimited);
             return Next::Reply(reply::message_rate());
         }
-        let mut command = WipedBuf::with_capacity(64 + from.address.len());
-        command.extend_from_slices(&[b"MAIL FROM:<", from.address.as_bytes(), b">"]);
-        if from.size > 0 && self.provider.size {
-            command.extend_from_slice(format!(" SIZE={}", from.size).as_bytes());
-        }
+        let mut command = WipedBuf::with_capacity(64 + address.len());
+        command.extend_from_slices(&[b"MAIL FROM:<", &address, b">"]);
+        // The client's SIZE is not passed on: declared minus delivered
+        // would tell the provider how much the relay removed.
         if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 && self.provider.eight_bit {
             command.extend_from_slice(b" BODY=8BITMIME");
         }
@@ -78,9 +81,12 @@ impl Session<'_> {
         if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 {
             return Next::Reply(reply::unsupported_parameter());
         }
+        let Some(address) = envelope::write(&to.address) else {
+            return Next::Reply(reply::bad_recipient());
+        };
         tx.recipients += 1;
-        let mut command = WipedBuf::with_capacity(16 + to.address.len());
-        command.extend_from_slices(&[b"RCPT TO:<", to.address.as_bytes(), b">\r\n"]);
+        let mut command = WipedBuf::with_capacity(16 + address.len());
+        command.extend_from_slices(&[b"RCPT TO:<", &address, b">\r\n"]);
         self.pending = Some(Pending::Rcpt);
         Next::Upstream(command)
     }
@@ -201,7 +207,8 @@ impl Session<'_> {
             // The provider saw MAIL/RCPT only; end that transaction.
             return self.reset_then(refusal);
         }
-        let sanitized = strip_identifying_headers(incoming.message.head(), self.cx.policy);
+        let sanitized =
+            strip_identifying_headers(incoming.message.head(), self.cx.policy, date::now());
         let rest_from = incoming.message.head().len() - sanitized.rest.len();
         let header = sanitized.header;
         self.mode = Mode::Ready;
