@@ -515,7 +515,8 @@ fn oauthbearer_user(decoded: &[u8]) -> Option<Option<Secret>> {
                 login.push(byte);
                 rest = after;
             }
-            Some(Some(Secret::from(login)))
+            // An empty a= names no one either.
+            Some((!login.is_empty()).then(|| Secret::from(login)))
         }
         None if authzid.is_empty() => Some(None),
         None => None,
@@ -571,6 +572,11 @@ mod tests {
         let no_authzid = b64(b"n,,\x01auth=Bearer t\x01\x01");
         assert_eq!(
             parse_token(Mechanism::OAuthBearer, no_authzid.as_bytes()).err(),
+            Some(SaslError::NoAuthzid)
+        );
+        let empty_authzid = b64(b"n,a=,\x01auth=Bearer t\x01\x01");
+        assert_eq!(
+            parse_token(Mechanism::OAuthBearer, empty_authzid.as_bytes()).err(),
             Some(SaslError::NoAuthzid)
         );
         let broken = b64(b"x,,\x01auth=Bearer t\x01\x01");

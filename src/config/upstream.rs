@@ -259,12 +259,13 @@ pub(super) fn validate(
 /// a trailing dot, internationalized names in their ASCII form. `None`
 /// when it is not a valid domain name.
 pub(crate) fn normalize_domain(domain: &str) -> Option<Zeroizing<String>> {
-    let trimmed = domain.strip_suffix('.').unwrap_or(domain);
-    if trimmed.is_empty() {
-        return None;
+    // IDNA first: it maps other full stops (U+3002 …) to '.', which may
+    // then be the trailing one.
+    let mut ascii = Zeroizing::new(idna::domain_to_ascii(domain).ok()?);
+    if ascii.ends_with('.') {
+        ascii.pop();
     }
-    let ascii = Zeroizing::new(idna::domain_to_ascii(trimmed).ok()?);
-    (!ascii.is_empty()).then_some(ascii)
+    (!ascii.is_empty() && !ascii.ends_with('.')).then_some(ascii)
 }
 
 fn endpoint(
@@ -419,6 +420,7 @@ mod tests {
             "u@xn--bcher-kva.example",
             "u@bücher.example.",
             "u@A.Example.",
+            "u@a.example\u{3002}",
         ] {
             assert_eq!(c.route(login), Some(0), "{login}");
         }

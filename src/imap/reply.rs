@@ -53,7 +53,8 @@ pub(crate) mod tagged {
     pub(crate) const ALREADY_AUTHENTICATED: &str = "BAD Already authenticated";
     /// Commands whose data the relay would not see (REPLACE, URLAUTH, …).
     pub(crate) const NOT_HERE: &str = "BAD Command not available through this relay";
-    /// A push device token while Delta Chat push is off.
+    /// A push device token (or a SETMETADATA with a literal, which could
+    /// hide one) while Delta Chat push is off.
     pub(crate) const NO_PUSH: &str = "NO [NOPERM] Push notifications are turned off on this relay";
     /// An ID command over the relay's limit.
     pub(crate) const ID_TOO_LONG: &str = "BAD [TOOBIG] ID parameters too long";

@@ -62,9 +62,16 @@ pub(crate) fn parse_rfc5322(value: &str) -> Option<UnixTime> {
 
 /// `[year, month, day, hour, minute, second]` at `offset` seconds east of
 /// UTC, as seconds since the epoch; `None` when a field is out of range.
-/// A leap second counts as the second before it.
+/// A leap second counts as the second before it. Years run from 1900 to
+/// 9999: beyond that the day count would overflow; and no field may be
+/// negative (both found by fuzzing).
 fn unix_time([year, month, day, hour, minute, second]: [i64; 6], offset: i64) -> Option<UnixTime> {
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 || year < 1900 {
+    if !(1..=31).contains(&day)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
+        || !(1900..=9999).contains(&year)
+    {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -298,6 +305,12 @@ mod tests {
             "Tue, 24 Foo 2026 00:00:00 +0000",
             "24 Nov 2026 25:00:00 +0000",
             "24 Nov 2026 10:00:00 +01",
+            // Found by fuzzing: the day count overflowed.
+            "4 Nov 66666666666664052 01:26:36",
+            "4 Nov 10000 01:26:36 +0000",
+            // Also found by fuzzing: a negative second was taken.
+            "24 Nov 206 01:26:-60444 +0000",
+            "24 Nov 2026 -1:26:00 +0000",
         ] {
             assert_eq!(parse_rfc5322(bad), None, "{bad}");
         }

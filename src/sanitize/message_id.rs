@@ -35,10 +35,16 @@ pub(crate) fn rewrite(id: &str, sender_domain: Option<&str>) -> Decision {
         value: None,
         own_host: None,
     };
-    let Some((left, right)) = split_id(id.trim()) else {
-        return keep;
-    };
     let domain = sender_domain.unwrap_or(NO_DOMAIN);
+    let Some((left, right)) = split_id(id.trim()) else {
+        // Not one `<left@right>` alone (a comment after it, no brackets,
+        // no @): whatever it names is replaced, derived from all of it.
+        let value = id.trim();
+        return Decision {
+            value: (!value.is_empty()).then(|| replacement(value, "", domain)),
+            own_host: None,
+        };
+    };
     let at_home = right.eq_ignore_ascii_case(domain) || right.eq_ignore_ascii_case("localhost");
     if at_home && is_opaque(left) {
         return keep;
@@ -191,6 +197,23 @@ mod tests {
             "<4b3e2f10-9c1d-4e8a-b7f2-0a1b2c3d4e5f@laptop.lan>",
         ] {
             assert!(rewritten(id, "example.org"), "{id}");
+        }
+    }
+
+    #[test]
+    fn an_id_the_relay_cannot_take_apart_is_replaced() {
+        for id in [
+            "<20261130.GA1@alices-macbook.local> (x)",
+            "20261130.GA1@alices-macbook.local",
+            "<no-at-sign>",
+        ] {
+            let value = rewrite(id, Some("example.org")).value.expect(id);
+            let text = std::str::from_utf8(&value).expect("ascii");
+            assert!(
+                text.ends_with("@example.org>") && !text.contains("alices"),
+                "{id} -> {text}"
+            );
+            assert!(rewrite(text, Some("example.org")).value.is_none(), "{text}");
         }
     }
 

@@ -5,7 +5,8 @@
 //! Written back as it is, that would end the address early and slip a
 //! parameter past the relay's own filter. So a local part that is not a
 //! dot-atom is quoted again (RFC 5321 §4.1.2), and an address that cannot be
-//! written safely at all is refused.
+//! written safely at all (a `<` or `>` in it, control characters) is
+//! refused.
 
 use crate::privacy::WipedBuf;
 
@@ -19,7 +20,9 @@ pub(crate) fn write(address: &str) -> Option<WipedBuf> {
         // `<postmaster>` and the like: only a plain local part.
         return is_dot_atom(address).then(|| WipedBuf::copy_of(address.as_bytes()));
     };
-    if local.is_empty() || !domain_ok(domain) {
+    // `<` and `>` stay out even quoted: a provider's parser that ignores
+    // quotes would end the path there.
+    if local.is_empty() || !domain_ok(domain) || local.contains(['<', '>']) {
         return None;
     }
     let mut out = WipedBuf::with_capacity(address.len() + 2);
@@ -50,7 +53,9 @@ fn is_dot_atom(local: &str) -> bool {
     local.split('.').all(|atom| {
         !atom.is_empty()
             && atom.chars().all(|c| {
-                c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+                c.is_ascii_alphanumeric()
+                    || "!#$%&'*+-/=?^_`{|}~".contains(c)
+                    || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
             })
     })
 }
@@ -60,7 +65,9 @@ fn is_dot_atom(local: &str) -> bool {
 fn domain_ok(domain: &str) -> bool {
     !domain.is_empty()
         && domain.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':') || !c.is_ascii()
+            c.is_ascii_alphanumeric()
+                || matches!(c, '.' | '-' | '_' | '[' | ']' | ':')
+                || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
         })
         && !domain.chars().any(char::is_whitespace)
 }
@@ -88,16 +95,19 @@ mod tests {
             Some("jürgen@exämple.test")
         );
         assert_eq!(written("u@[192.0.2.1]").as_deref(), Some("u@[192.0.2.1]"));
+        assert_eq!(
+            written("u@mail_host.corp").as_deref(),
+            Some("u@mail_host.corp")
+        );
         assert_eq!(written("").as_deref(), Some(""));
         assert_eq!(written("Postmaster").as_deref(), Some("Postmaster"));
     }
 
     #[test]
     fn a_local_part_that_needs_quotes_gets_them_back() {
-        // What the parser makes of <"me@x> ENVID=abc"@y>.
         assert_eq!(
-            written("me@x> ENVID=abc@y").as_deref(),
-            Some("\"me@x> ENVID=abc\"@y")
+            written("u\u{2028}v@example.test").as_deref(),
+            Some("\"u\u{2028}v\"@example.test")
         );
         assert_eq!(
             written("a b@example.test").as_deref(),
@@ -116,6 +126,9 @@ mod tests {
     #[test]
     fn what_cannot_be_written_safely_is_refused() {
         for bad in [
+            // What the parser makes of <"me@x> ENVID=abc"@y>: refused, as a
+            // parser ignoring quotes would stop at its `>`.
+            "me@x> ENVID=abc@y",
             "no at sign",
             "@example.test",
             "a@",

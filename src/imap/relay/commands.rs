@@ -104,10 +104,13 @@ fn refused_command(name: &[u8], rest: &[u8], push: bool) -> Option<&'static str>
         // A Delta Chat device token names a phone to a push service: not
         // while push is off (its capability is hidden, so a client that
         // sends one anyway is not told it may).
+        // A literal could carry the entry name past this look, so while
+        // push is off a SETMETADATA with one is refused as well.
         b"SETMETADATA"
             if !push
-                && memchr::memmem::find(&rest.to_ascii_lowercase(), b"/private/devicetoken")
-                    .is_some() =>
+                && (memchr::memmem::find(&rest.to_ascii_lowercase(), b"/private/devicetoken")
+                    .is_some()
+                    || literal_at_end(rest).ok().flatten().is_some()) =>
         {
             tagged::NO_PUSH
         }

@@ -384,6 +384,18 @@ fn a_push_device_token_is_refused_while_push_is_off() {
         for_client(&mut core),
         "a NO [NOPERM] Push notifications are turned off on this relay\r\n"
     );
+    // The entry name in a literal, or after one: refused too, unseen.
+    client(
+        &mut core,
+        b"c SETMETADATA {5+}\r\nINBOX (/private/devicetoken \"tok\")\r\n\
+          d SETMETADATA INBOX (/private/comment {1+}\r\nx /private/devicetoken \"tok\")\r\n",
+    );
+    assert_eq!(for_provider(&mut core), "");
+    assert_eq!(
+        for_client(&mut core),
+        "c NO [NOPERM] Push notifications are turned off on this relay\r\n\
+         d NO [NOPERM] Push notifications are turned off on this relay\r\n"
+    );
     let mut on = settings(&policy, true);
     on.deltachat_push = true;
     let mut core = Core::new(on);

@@ -81,7 +81,9 @@ impl Session<'_> {
         if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 {
             return Next::Reply(reply::unsupported_parameter());
         }
-        let Some(address) = envelope::write(&to.address) else {
+        // An empty recipient is what the parser makes of `<postmaster>`;
+        // `RCPT TO:<>` would name no one.
+        let Some(address) = envelope::write(&to.address).filter(|a| !a.is_empty()) else {
             return Next::Reply(reply::bad_recipient());
         };
         tx.recipients += 1;
