@@ -10,6 +10,15 @@ use mailveil::config::Config;
 use mailveil::relay::Relay;
 use mailveil::server::Server;
 
+/// Every allocation of the process is zeroed when it is freed: what a
+/// session leaves in buffers of rustls, mail-send or tokio (decrypted client
+/// input, provider replies) is gone once the session is. mailveil's own
+/// buffers wipe themselves as well (`WipedBuf`); this
+/// covers the copies they cannot reach. Measured cost: BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: zeroize_alloc::ZeroizingAllocator<std::alloc::System> =
+    zeroize_alloc::ZeroizingAllocator(std::alloc::System);
+
 #[derive(Parser)]
 #[command(
     name = "mailveil",

@@ -9,23 +9,18 @@
 #   bash tests/interop/memory.sh
 #   MAILVEIL_BIN=/tmp/old/target/release/mailveil bash tests/interop/memory.sh
 #
-# Only forms of the data that mailveil's own code produces are counted:
-# rustls keeps decrypted client input in buffers it frees without wiping
-# (out of scope here), but encrypts what mailveil sends in place, so these
-# forms exist only in mailveil's buffers:
-#   a. the SMTP body line the client sent dot-stuffed ("..BODYCANARY-R"),
-#      counted unstuffed ("\n.BODYCANARY-R");
-#   b. the Message-ID mailveil made in place of the client's, read back from
-#      what the provider stored (one SMTP message, one IMAP APPEND to Drafts);
-#   c. the AUTHENTICATE PLAIN string mailveil made from an IMAP LOGIN.
-# Positive control: an SMTP session held open in the middle of DATA while
-# the core is taken; its unstuffed line must be found, or a zero above would
-# mean nothing. It is opened before the canary sessions, not after them: a
-# session started after they ended allocates its buffers where theirs were
-# freed and may overwrite (hide) what they left (seen here with an older
-# mailveil: a and b for SMTP found in a core taken before such a session,
-# gone in one taken after). Subjects, the password, a SEARCH term, a mailbox
-# name and other forms are printed for information only.
+# Every kind of a session's data is counted, in any form: passwords (right
+# and wrong), the login and envelope address, the subjects and a body line,
+# the original and the rewritten Message-IDs, a SEARCH term, a mailbox name,
+# and the AUTH PLAIN string (the SMTP client's, and the one mailveil makes
+# from an IMAP LOGIN). Each must be gone, which takes the zeroizing global
+# allocator for the copies that rustls, mail-send and tokio keep (see
+# RELIABILITY.md for the counts without it).
+# Positive control: an SMTP session (bob, to bob) held open in the middle of
+# DATA while the core is taken; its unstuffed line and its login must be
+# found, or a zero above would mean nothing. It is opened before the canary
+# sessions, not after them: a session started after they ended allocates its
+# buffers where theirs were freed and may overwrite (hide) what they left.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
