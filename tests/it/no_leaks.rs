@@ -41,6 +41,16 @@ const CANARIES: &[&str] = &[
     "SecretVendor",
     "canary-provider.invalid",
     "canary-domain.test",
+    // Second wave (issue 15).
+    "canary-relay-host.invalid",
+    "canary quoted",
+    "canary-msgid-8812",
+    "canary-laptop.local",
+    "canary-ref-3301",
+    "canary-received-host",
+    "canary-device-token-6620",
+    "canary-bare-login",
+    "03-Nov-2026 10:11:09",
 ];
 
 #[tokio::test]
@@ -95,6 +105,47 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
     c.cmd("QUIT").await;
     assert_eq!(upstream.messages().len(), 1);
 
+    // Second wave: OAUTHBEARER naming the relay, one without a=, a quoted
+    // local part, Message-ID and References at a LAN host, an unreadable
+    // Date, and a bare login no upstream takes.
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO canary-ehlo.invalid").await;
+    let no_authzid = B64.encode(format!(
+        "n,,\x01host=canary-relay-host.invalid\x01auth=Bearer {TOKEN}\x01\x01"
+    ));
+    assert!(
+        c.cmd(&format!("AUTH OAUTHBEARER {no_authzid}"))
+            .await
+            .starts_with("501")
+    );
+    let bearer = B64.encode(format!(
+        "n,a={USER},\x01host=canary-relay-host.invalid\x01port=465\x01auth=Bearer {TOKEN}\x01\x01"
+    ));
+    assert!(
+        c.cmd(&format!("AUTH OAUTHBEARER {bearer}"))
+            .await
+            .starts_with("235")
+    );
+    c.cmd("MAIL FROM:<\"canary quoted\"@example.test> SIZE=999")
+        .await;
+    c.cmd("RCPT TO:<canary-rcpt@example.test>").await;
+    c.cmd("DATA").await;
+    c.send(&stuff(
+        b"From: alice@example.test\r\nDate: Mon, 30 Nov 2026 10:11:09 CET\r\n\
+          Message-ID: <canary-msgid-8812@canary-laptop.local>\r\n\
+          References: <canary-ref-3301@canary-laptop.local>\r\n\r\nbody\r\n",
+    ))
+    .await;
+    assert!(c.reply().await.starts_with("250"));
+    c.cmd("QUIT").await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO canary-ehlo.invalid").await;
+    assert!(
+        c.auth_plain("canary-bare-login", PASSWORD)
+            .await
+            .starts_with("535")
+    );
+
     // A session that the upstream drops mid-DATA.
     let (dropper, relay2) = start_pair(UpstreamScript {
         drop_after_data_bytes: Some(10),
@@ -142,6 +193,24 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
             .expect("l")
             .starts_with("i5 OK")
     );
+    // Second wave: a delivered message (kept byte for byte, with its
+    // date-time) and a push token while push is off.
+    let delivered = b"Received: from canary-received-host by mx\r\n\
+        Date: Tue, 3 Nov 2026 10:11:09 +0100\r\n\r\nbody\r\n";
+    let mut append = format!(
+        "i8 APPEND canary-mailbox-4417 \"03-Nov-2026 10:11:09 +0100\" {{{}+}}\r\n",
+        delivered.len()
+    )
+    .into_bytes();
+    append.extend_from_slice(delivered);
+    append.extend_from_slice(b"\r\n");
+    c.send(&append).await;
+    c.until_tagged("i8").await;
+    c.cmd(
+        "i9",
+        "SETMETADATA \"\" (/private/devicetoken \"canary-device-token-6620\")",
+    )
+    .await;
     c.cmd("i6", "UID FETCH 1 (BODY.PEEK[])").await;
     c.send(b"canary-garbage-9931\r\n").await;
     c.line().await;
