@@ -100,6 +100,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_account_is_one_normalized_login_however_its_domain_is_written() {
+        let of = |text: &str| normalized(&Sensitive::new(Zeroizing::new(text.to_string())));
+        let canonical = of("alice@xn--bcher-kva.example");
+        for written in [
+            "Alice@Bücher.Example",
+            "alice@bücher.example.",
+            "ALICE@XN--BCHER-KVA.EXAMPLE",
+        ] {
+            assert_eq!(*of(written), *canonical, "{written}");
+        }
+        assert_eq!(*of("bare-Name"), "bare-name");
+        assert_ne!(*of("bob@xn--bcher-kva.example"), *canonical);
+    }
+
+    #[test]
     fn sensitive_prints_scrubbed_in_display_and_debug() {
         let login = Sensitive::new("alice@example.test".to_string());
         assert_eq!(format!("{login}"), "[scrubbed]");

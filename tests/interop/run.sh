@@ -90,6 +90,19 @@ check "curl over implicit TLS from 127.0.0.77" \
 check "Python smtplib: plain, PGP/MIME, S/MIME, SMTPUTF8, smuggling refused, plain-text upstream refused" \
     python3 "$HERE/smtp_clients.py"
 
+check "a login whose domain no upstream lists is refused before any provider sees it" \
+    sh -c '! swaks -s 127.0.0.1:11465 --tlsc --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+              -a PLAIN -au mallory@nowhere-canary.test -ap mallory-pw --quit-after AUTH >"$W/log/noroute.out" 2>&1 &&
+           grep -q " 535 " "$W/log/noroute.out" &&
+           ! grep -q "nowhere-canary" "$W/log/postfix.log" "$W/log/dovecot.log"'
+check "a sender whose local part needs quotes reaches Postfix quoted" \
+    sh -c 'swaks -s 127.0.0.1:11465 --tlsc --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+              -a PLAIN -au alice@example.test -ap alice-pw -f "\"quoted local\"@example.test" \
+              -t bob@example.test --h-Subject interop-quoted-sender --silent 1 &&
+           for _ in $(seq 1 50); do
+               grep -q "from=<\"quoted local\"@example.test>" "$W/log/postfix.log" && exit 0; sleep 0.2
+           done; exit 1'
+
 cat > "$W/neomuttrc" <<RC
 set from = "alice@example.test"
 set realname = "Alice"

@@ -280,6 +280,16 @@ async fn every_sasl_mechanism_passes_through() {
         .tagged("a1", &format!("AUTHENTICATE OAUTHBEARER {bearer}"))
         .await;
     assert!(ok.starts_with("a1 OK"), "{ok}");
+    // Without a=, refused here with the reason.
+    let (mut c, _) = ImapClient::implicit(&relay).await;
+    let no_authzid = B64.encode(format!("n,,\x01auth=Bearer {TOKEN}\x01\x01"));
+    let no = c
+        .tagged("a1", &format!("AUTHENTICATE OAUTHBEARER {no_authzid}"))
+        .await;
+    assert_eq!(
+        no,
+        "a1 NO OAUTHBEARER needs a= (the authorization identity): set it to your address"
+    );
 
     // A cancelled exchange never reaches the provider.
     let (mut c, _) = ImapClient::implicit(&relay).await;

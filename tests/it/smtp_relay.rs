@@ -229,6 +229,32 @@ async fn oauthbearer_names_the_provider_not_the_relay() {
 }
 
 #[tokio::test]
+async fn oauthbearer_names_the_certificate_name_when_one_is_set() {
+    let upstream = start_upstream(UpstreamScript::default()).await;
+    let config = relay_config(&upstream, "implicit", true, "").replace(
+        "domains = [\"example.test\"]",
+        "domains = [\"example.test\"]\ntls_server_name = \"localhost\"",
+    );
+    let relay = start_relay_with(&config).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    let ir = B64.encode(format!(
+        "n,a={USER},\x01host=relay.test\x01port=465\x01auth=Bearer {TOKEN}\x01\x01"
+    ));
+    assert_eq!(
+        c.cmd(&format!("AUTH OAUTHBEARER {ir}")).await,
+        "235 2.7.0 Authentication successful"
+    );
+    let sent = upstream
+        .lines()
+        .into_iter()
+        .find_map(|l| l.strip_prefix("AUTH OAUTHBEARER ").map(str::to_string))
+        .expect("OAUTHBEARER reached the provider");
+    let decoded = String::from_utf8(B64.decode(sent.trim()).expect("b64")).expect("utf-8");
+    assert!(decoded.contains("\x01host=localhost\x01"), "{decoded:?}");
+}
+
+#[tokio::test]
 async fn oauthbearer_without_an_authorization_identity_is_refused_here() {
     let (upstream, relay) = start_pair(UpstreamScript::default()).await;
     let (mut c, _) = Client::implicit(&relay).await;
