@@ -300,7 +300,12 @@ pub fn strip_identifying_headers<'a>(
         .filter(|_| policy.keeps("message-id"))
         .and_then(|f| std::str::from_utf8(f.value).ok())
         .map(|text| message_id::rewrite(&unfold(text), sender_domain));
-    let own_host = id.as_ref().and_then(|d| d.own_host.as_deref());
+    // That decision serves its own field in the loop below (once).
+    let (mut first_id, own_host) = match id {
+        Some(d) => (Some(d.value), d.own_host),
+        None => (None, None),
+    };
+    let own_host = own_host.as_deref().map(String::as_str);
     let mut header = WipedBuf::with_capacity(rest_start);
     for field in &fields {
         let lower = String::from_utf8_lossy(field.name).to_ascii_lowercase();
@@ -311,9 +316,11 @@ pub fn strip_identifying_headers<'a>(
             "date" => (&b": "[..], rewrite_date(field.value, now)),
             "message-id" => (
                 &b": "[..],
-                std::str::from_utf8(field.value)
-                    .ok()
-                    .and_then(|text| message_id::rewrite(&unfold(text), sender_domain).value),
+                first_id.take().unwrap_or_else(|| {
+                    std::str::from_utf8(field.value)
+                        .ok()
+                        .and_then(|text| message_id::rewrite(&unfold(text), sender_domain).value)
+                }),
             ),
             "references" | "in-reply-to" => (
                 &b":"[..],

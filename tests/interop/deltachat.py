@@ -121,9 +121,6 @@ def main():
         while found is None and time.time() < deadline:
             for m in got.chat.get_messages():
                 snap = m.get_snapshot()
-                if os.environ.get("DC_DEBUG"):
-                    print(f"  seen: {snap.text!r} file={snap.file!r} "
-                          f"download={snap.get('download_state')!r}", file=sys.stderr)
                 if (snap.text == f"attachment {RUN}" and snap.file and os.path.exists(snap.file)
                         and os.path.getsize(snap.file) == size):
                     found = snap

@@ -200,6 +200,16 @@ async fn xoauth2_success_and_error_challenge_are_relayed() {
     );
 }
 
+/// The OAUTHBEARER message the provider got, decoded.
+fn oauthbearer_as_sent(upstream: &Upstream) -> String {
+    let sent = upstream
+        .lines()
+        .into_iter()
+        .find_map(|l| l.strip_prefix("AUTH OAUTHBEARER ").map(str::to_string))
+        .expect("OAUTHBEARER reached the provider");
+    String::from_utf8(B64.decode(sent.trim()).expect("b64")).expect("utf-8")
+}
+
 #[tokio::test]
 async fn oauthbearer_names_the_provider_not_the_relay() {
     let (upstream, relay) = start_pair(UpstreamScript::default()).await;
@@ -212,12 +222,7 @@ async fn oauthbearer_names_the_provider_not_the_relay() {
         c.cmd(&format!("AUTH OAUTHBEARER {ir}")).await,
         "235 2.7.0 Authentication successful"
     );
-    let sent = upstream
-        .lines()
-        .into_iter()
-        .find_map(|l| l.strip_prefix("AUTH OAUTHBEARER ").map(str::to_string))
-        .expect("OAUTHBEARER reached the provider");
-    let decoded = String::from_utf8(B64.decode(sent.trim()).expect("b64")).expect("utf-8");
+    let decoded = oauthbearer_as_sent(&upstream);
     // The endpoint's name and port (RFC 7628), not the relay's.
     assert_eq!(
         decoded,
@@ -245,12 +250,7 @@ async fn oauthbearer_names_the_certificate_name_when_one_is_set() {
         c.cmd(&format!("AUTH OAUTHBEARER {ir}")).await,
         "235 2.7.0 Authentication successful"
     );
-    let sent = upstream
-        .lines()
-        .into_iter()
-        .find_map(|l| l.strip_prefix("AUTH OAUTHBEARER ").map(str::to_string))
-        .expect("OAUTHBEARER reached the provider");
-    let decoded = String::from_utf8(B64.decode(sent.trim()).expect("b64")).expect("utf-8");
+    let decoded = oauthbearer_as_sent(&upstream);
     assert!(decoded.contains("\x01host=localhost\x01"), "{decoded:?}");
 }
 
