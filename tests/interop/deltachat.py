@@ -4,8 +4,9 @@ interop suite's Postfix and Dovecot.
 
     deltachat.py LABEL
 
-Checks, each printed as one line: both accounts configure; an encrypted
-1:1 message; a quoted reply; a reaction; a 2 MB attachment, byte for byte;
+Checks, each printed as one line: both accounts configure; a Secure-Join
+(bob scans alice's QR code: its first steps travel with Secure-Join headers
+outside the encryption) finishes on both sides; an encrypted 1:1 message; a quoted reply; a reaction; a 2 MB attachment, byte for byte;
 a group; and no message arrives twice. Exits non-zero on the first
 failure, with the reason."""
 
@@ -82,6 +83,26 @@ def main():
             account.add_or_update_transport(transport(addr, password))
             account.start_io()
         print("both accounts configured through the relay")
+
+        # Secure-Join: bob "scans" alice's QR code; the handshake's messages
+        # go through both relay legs. Both sides must report it finished
+        # (progress 1000), and alice must be a key contact for bob.
+        bob.secure_join(alice.get_qr_code())
+        for account, kind in ((bob, EventType.SECUREJOIN_JOINER_PROGRESS),
+                              (alice, EventType.SECUREJOIN_INVITER_PROGRESS)):
+            deadline = time.time() + DEADLINE_S
+            done = False
+            while not done and time.time() < deadline:
+                event = account.wait_for_event()
+                if event.kind == kind and event.progress == 1000:
+                    done = True
+                elif event.kind == EventType.ERROR:
+                    print(f"  core error: {event.msg}", file=sys.stderr)
+            expect(done, f"Secure-Join: no {kind} 1000 within {DEADLINE_S} s")
+        contact = bob.get_contact_by_addr(ACCOUNTS[0][0]).get_snapshot()
+        expect(contact.is_key_contact and contact.e2ee_avail,
+               f"alice is not a key contact for bob after Secure-Join: {dict(contact)!r}")
+        print("Secure-Join finished on both sides")
 
         # Keys first: Delta Chat does not send unencrypted to a new address.
         bob.create_chat(alice)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Delta Chat (the real core, deltachat-rpc-server and -client 2.65.0 from
 # PyPI, in a venv) through mailveil, against the suite's Postfix and Dovecot:
-# two accounts, an encrypted 1:1 message, a quoted reply, a reaction, a 2 MB
+# two accounts, a Secure-Join, an encrypted 1:1 message, a quoted reply, a reaction, a 2 MB
 # attachment, a group, no duplicates. Once with the default header policy,
 # once with [sanitize] mode = "strict". Needs root (sets up like run.sh).
 #
@@ -36,7 +36,7 @@ for mode in default strict; do
         start_mailveil
     fi
     log "Delta Chat through mailveil, [sanitize] mode = \"$mode\""
-    check "Delta Chat ($mode): two accounts, encrypted 1:1, quoted reply, reaction, 2 MB attachment, group, no duplicates" \
+    check "Delta Chat ($mode): two accounts, Secure-Join, encrypted 1:1, quoted reply, reaction, 2 MB attachment, group, no duplicates" \
         timeout 600 "$VENV/bin/python" "$HERE/deltachat.py" "$mode"
 done
 

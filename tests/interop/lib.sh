@@ -35,7 +35,7 @@ fi
 
 # ------------------------------------------------------------------ install
 need_install=0
-for bin in postfix dovecot swaks curl neomutt mbsync openssl python3 tor microsocks tcpdump strace setpriv prlimit; do
+for bin in postfix dovecot swaks curl msmtp neomutt mbsync openssl python3 tor microsocks tcpdump strace setpriv prlimit; do
     command -v "$bin" >/dev/null 2>&1 || need_install=1
 done
 perl -MNet::SSLeay -MIO::Socket::INET6 -MAuthen::SASL -e1 2>/dev/null || need_install=1
@@ -52,7 +52,7 @@ if [ "$need_install" = 1 ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
     fi
     apt-get install -y -q dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates curl swaks \
-        libnet-ssleay-perl libio-socket-inet6-perl libauthen-sasl-perl isync neomutt python3 \
+        libnet-ssleay-perl libio-socket-inet6-perl libauthen-sasl-perl isync neomutt msmtp python3 \
         tor microsocks tcpdump strace util-linux python3-dkim >/dev/null
     if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
@@ -62,6 +62,7 @@ id vmail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/
 stop_all() {
     [ -f "$W/mailveil.pid" ] && kill "$(cat "$W/mailveil.pid")" 2>/dev/null || true
     [ -f "$W/baseline.pid" ] && kill "$(cat "$W/baseline.pid")" 2>/dev/null || true
+    [ -f "$W/introspect.pid" ] && kill "$(cat "$W/introspect.pid")" 2>/dev/null || true
     [ -d "$W/postfix" ] && postfix -c "$W/postfix" stop >/dev/null 2>&1 || true
     [ -f "$W/dovecot/dovecot.conf" ] && dovecot -c "$W/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
     sleep 0.3
@@ -90,7 +91,7 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
 # The leaf is shaped like a public CA's (90 days, a CRL address) so that
 # testssl.sh rates mailveil's TLS, not the test certificate; the CRL address
 # is never fetched.
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:::1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\ncrlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n' > "$W/tls/leaf.ext"
+printf 'subjectAltName=DNS:localhost,DNS:mail.provider.test,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:::1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\ncrlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n' > "$W/tls/leaf.ext"
 openssl x509 -req -in "$W/tls/leaf.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca-key.pem" -CAcreateserial \
     -days 90 -extfile "$W/tls/leaf.ext" -out "$W/tls/cert.pem" 2>/dev/null
 chmod 644 "$W/tls/key.pem"
@@ -100,6 +101,17 @@ CA="$W/tls/ca.pem"
 sed "s#@W@#$W#g" "$HERE/dovecot.conf.in" > "$W/dovecot/dovecot.conf"
 printf 'alice:{PLAIN}alice-pw\nbob:{PLAIN}bob-pw\n' > "$W/dovecot/users"
 chown -R vmail:vmail "$W/mail"
+# Bearer tokens (OAUTHBEARER, XOAUTH2) are checked by a local introspection
+# endpoint; only alice@ext.test has one.
+cat > "$W/dovecot/oauth2.conf" <<OAUTH
+introspection_mode = post
+introspection_url = http://127.0.0.1:10081/introspect
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+OAUTH
+python3 "$HERE/oauth_introspect.py" 10081 & echo $! > "$W/introspect.pid"
 dovecot -c "$W/dovecot/dovecot.conf"
 
 # ------------------------------------------------------------------ Postfix
@@ -177,7 +189,7 @@ wait_port() { # host port
     echo "port $1:$2 did not open" >&2
     return 1
 }
-wait_port 127.0.0.1 10993; wait_port 127.0.0.2 10143; wait_port 127.0.0.2 10465; wait_port 127.0.0.2 10587; wait_port 127.0.0.2 10025
+wait_port 127.0.0.1 10081; wait_port 127.0.0.1 10993; wait_port 127.0.0.2 10143; wait_port 127.0.0.2 10465; wait_port 127.0.0.2 10587; wait_port 127.0.0.2 10025; wait_port 127.0.0.3 10465; wait_port 127.0.0.3 10993
 start_mailveil
 export W CA REPO MAILVEIL
 

@@ -27,7 +27,7 @@ for _ in $(seq 1 50); do grep -q "listening on" "$W/log/tcpdump.err" 2>/dev/null
 dns_probe
 stop_egress() {
     local f
-    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid; do
+    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
     BASE="$W/tornet" bash "$HERE/tornet.sh" stop
@@ -198,6 +198,34 @@ echo "neomutt body saved to Sent" > "$W/msgs/neomutt-fcc.txt"
 check "neomutt sends and saves its Sent copy through mailveil (interactive, on a pty)" \
     python3 "$HERE/neomutt_fcc.py" "$W/neomuttrc-fcc" interop-fcc-neomutt "$W/msgs/neomutt-fcc.txt" bob@example.test
 check "the Sent copy at the provider carries no identifying header" imap sent-copy
+
+log "a chatmail-style provider (127.0.0.3): OAUTHBEARER, SIZE, Delta Chat's capabilities"
+# Bearer tokens are checked by Dovecot's oauth2 passdb (Postfix asks Dovecot).
+check "curl logs in with OAUTHBEARER through mailveil and lists mailboxes" \
+    sh -c 'curl -sS --ssl-reqd --cacert "$CA" --interface 127.0.0.77 --user alice@ext.test \
+              --oauth2-bearer alice-oauth-token imaps://localhost:11993/ | grep -q "\\Sent"'
+printf 'From: alice@ext.test\r\nTo: sink@example.test\r\nSubject: interop-msmtp-oauth\r\n\r\nmsmtp body\r\n' \
+    > "$W/msgs/msmtp.eml"
+check "msmtp sends with OAUTHBEARER through mailveil" \
+    msmtp --host=localhost --port=11465 --tls=on --tls-starttls=off --tls-trust-file="$CA" \
+        --source-ip=127.0.0.77 --auth=oauthbearer --user=alice@ext.test \
+        --passwordeval="echo alice-oauth-token" --from=alice@ext.test sink@example.test < "$W/msgs/msmtp.eml"
+ext() { python3 "$HERE/provider_ext.py" "$@"; }
+check "Dovecot saw OAUTHBEARER with the provider's name and ports, never the relay's" ext oauth-log
+check "Postfix never saw the SIZE= the client declared to mailveil (control: direct, it does)" ext size
+check "XCHATMAIL and METADATA pass, XDELTAPUSH hidden by default" ext caps 11993 0
+check "SETMETADATA of a device token is refused and never reaches Dovecot; other metadata passes" \
+    ext devicetoken 11993 0
+# A second relay with [imap] deltachat_push = true, on 127.0.0.1:17xxx.
+sed -e 's/"127\.0\.0\.1:11/"127.0.0.1:17/' "$W/mailveil.toml" > "$W/push.toml"
+printf '\n[imap]\ndeltachat_push = true\n' >> "$W/push.toml"
+"$MAILVEIL" run --config "$W/push.toml" >"$W/log/push.out" 2>"$W/log/push.err" &
+echo $! > "$W/push.pid"
+wait_port 127.0.0.1 17993
+check "with deltachat_push = true: XDELTAPUSH shown" ext caps 17993 1
+check "with deltachat_push = true: the device token reaches Dovecot" ext devicetoken 17993 1
+kill "$(cat "$W/push.pid")" 2>/dev/null || true
+rm -f "$W/push.pid"
 
 log "uploading mail the user did not just compose"
 archive() { python3 "$HERE/archive.py" "$1"; }
