@@ -50,7 +50,10 @@ pub(crate) const DEFAULT_REMOVE: &[&str] = &[
     "x-ms-publictraffictype",
     "x-ms-traffictypediagnostic",
     "x-ms-oob-*",
+    "x-ms-reactions",
     "x-microsoft-*",
+    "x-forefront-*",
+    "x-ld-processed",
     "x-originatororg",
     "thread-index",
     "thread-topic",
@@ -73,14 +76,30 @@ pub(crate) const DEFAULT_REMOVE: &[&str] = &[
     "x-evolution-*",
     "x-claws-*",
     "x-sylpheed-*",
-    // Webmail: Roundcube names the login, SOGo the client's address.
+    // Webmail: Roundcube names the login, its draft's folder, and (with its
+    // plugins) the browser and the server; SOGo the client's address.
     "x-sender",
+    "x-draft-info",
+    "x-remote-browser",
+    "x-roundcube-server",
     "x-forward",
+    // Read-receipt requests in the older forms some programs add beside
+    // Disposition-Notification-To (kept: the user asked for a receipt).
+    "x-confirm-reading-to",
+    "return-receipt-to",
     // Locale and affiliation.
     "content-language",
     "organization",
     "x-face",
     "face",
+];
+
+/// Fields that close a Claws Mail (or Sylpheed) draft's block of "special
+/// headers" (`S:` account, `SCF:` Sent folder, `RMID:` the message answered,
+/// …), which it writes above the real header when it saves a draft.
+const SPECIAL_HEADERS_END: &[&str] = &[
+    "x-claws-end-special-headers",
+    "x-sylpheed-end-special-headers",
 ];
 
 /// Header names kept in strict mode (lower case).
@@ -285,6 +304,16 @@ pub fn strip_identifying_headers<'a>(
     now: UnixTime,
 ) -> Sanitized<'a> {
     let (fields, rest_start) = split_fields(message);
+    // A Claws draft's special headers name its account and folders: when
+    // the block's closing field goes, everything above it goes too.
+    let special = fields
+        .iter()
+        .rposition(|f| {
+            let lower = String::from_utf8_lossy(f.name).to_ascii_lowercase();
+            SPECIAL_HEADERS_END.contains(&lower.as_str()) && !policy.keeps(&lower)
+        })
+        .map_or(0, |end| end + 1);
+    let fields = &fields[special..];
     // The From field that will be in the output, so that sanitizing the
     // output again picks the same one (idempotence).
     let sender_domain = fields
@@ -307,7 +336,7 @@ pub fn strip_identifying_headers<'a>(
     };
     let own_host = own_host.as_deref().map(String::as_str);
     let mut header = WipedBuf::with_capacity(rest_start);
-    for field in &fields {
+    for field in fields {
         let lower = String::from_utf8_lossy(field.name).to_ascii_lowercase();
         if !policy.keeps(&lower) || field.bare_cr {
             continue;
@@ -537,6 +566,85 @@ mod tests {
             include_bytes!("../tests/fixtures/headers/mutt.eml"),
             &["user-agent", "x-operating-system", "fcc", "x-mutt-fcc"],
         ),
+        // The samples below were assembled from each program's source or
+        // published samples (fields and formats; the values are made up):
+        // tests/fixtures/headers/SOURCES.md says where each came from.
+        (
+            "evolution",
+            include_bytes!("../tests/fixtures/headers/evolution.eml"),
+            &[
+                "user-agent",
+                "organization",
+                "x-evolution-identity",
+                "x-evolution-fcc",
+                "x-evolution-transport",
+                "x-evolution-source-folder",
+                "x-evolution-source-message",
+                "x-evolution-source-flags",
+            ],
+        ),
+        (
+            "claws-mail",
+            include_bytes!("../tests/fixtures/headers/claws-mail.eml"),
+            &[
+                "x-claws-account-id",
+                "s",
+                "scf",
+                "rrcpt",
+                "rmid",
+                "x-claws-privacy-system",
+                "x-claws-end-special-headers",
+                "x-mailer",
+                "organization",
+            ],
+        ),
+        (
+            "roundcube",
+            include_bytes!("../tests/fixtures/headers/roundcube.eml"),
+            &[
+                "received",
+                "user-agent",
+                "x-sender",
+                "organization",
+                "return-receipt-to",
+                "x-draft-info",
+                "x-remote-browser",
+                "x-originating-ip",
+                "x-roundcube-server",
+            ],
+        ),
+        (
+            "sogo",
+            include_bytes!("../tests/fixtures/headers/sogo.eml"),
+            &["x-forward", "user-agent"],
+        ),
+        (
+            "thunderbird-android",
+            include_bytes!("../tests/fixtures/headers/thunderbird-android.eml"),
+            &[
+                "user-agent",
+                "x-confirm-reading-to",
+                "return-receipt-to",
+                "x-k9mail-identity",
+            ],
+        ),
+        (
+            "outlook-mac",
+            include_bytes!("../tests/fixtures/headers/outlook-mac.eml"),
+            &[
+                "thread-topic",
+                "thread-index",
+                "accept-language",
+                "content-language",
+                "x-ms-has-attach",
+                "x-ms-tnef-correlator",
+                "x-ms-reactions",
+                "user-agent",
+                "x-originating-ip",
+                "x-ld-processed",
+                "x-ms-exchange-messagesentrepresentingtype",
+            ],
+        ),
     ];
 
     #[test]
@@ -580,6 +688,19 @@ mod tests {
                 "K-9",
                 "Mutt",
                 "Mac OS",
+                "Evolution",
+                "fc39",
+                "Claws",
+                "GTK",
+                "#imap/",
+                "Roundcube",
+                "Firefox",
+                "SOGo",
+                "192.0.2.",
+                "198.51.100.",
+                "for Android",
+                "MacOutlook",
+                "folder://",
             ] {
                 let header_text =
                     String::from_utf8_lossy(&out[..out.len() - body_of(&out).len()]).to_string();
@@ -613,6 +734,31 @@ mod tests {
             b"X-MSMail-Priority: Normal\r\nX-Unsent: 1\r\nX-Mozilla-Anything: 1\r\nX-Forward: 192.0.2.7\r\nSubject: s\r\n\r\nx",
         );
         assert_eq!(out, b"Subject: s\r\n\r\nx".to_vec());
+    }
+
+    #[test]
+    fn a_claws_drafts_special_headers_go_with_their_closing_field() {
+        let draft = b"X-Claws-Account-Id:1\r\nS:alice@example.test\r\nSCF:#imap/alice@example.test/Sent\r\nRMID:#imap/alice/INBOX\t7\t<a@example.net>\r\nX-Claws-End-Special-Headers: 1\r\nSubject: s\r\nS: kept, after the block\r\n\r\nx";
+        assert_eq!(
+            sanitize(draft),
+            b"Subject: s\r\nS: kept, after the block\r\n\r\nx".to_vec()
+        );
+        let sylpheed =
+            b"S:alice@example.test\r\nX-Sylpheed-End-Special-Headers: 1\r\nSubject: s\r\n\r\nx";
+        assert_eq!(sanitize(sylpheed), b"Subject: s\r\n\r\nx".to_vec());
+        // Without the closing field, a short name is just a header.
+        let plain = b"S: x\r\nSubject: s\r\n\r\nx";
+        assert_eq!(sanitize(plain), plain.to_vec());
+        // An operator who keeps Claws' fields (so that Claws can resume its
+        // drafts) keeps the whole block.
+        let config = SanitizeConfig {
+            keep: vec!["x-claws-*".into()],
+            ..SanitizeConfig::default()
+        };
+        let kept = strip_identifying_headers(draft, &Policy::new(&config), NOW)
+            .whole()
+            .to_vec();
+        assert_eq!(kept, draft.to_vec());
     }
 
     #[test]
