@@ -99,6 +99,12 @@ CA="$W/tls/ca.pem"
 
 # ------------------------------------------------------------------ Dovecot
 sed "s#@W@#$W#g" "$HERE/dovecot.conf.in" > "$W/dovecot/dovecot.conf"
+# run.sh reads what arrived in OAUTHBEARER (the relay rewrites host= and
+# port=) from the auth log: test secrets only. Off for the other scripts,
+# whose counts of log lines and timings it would change.
+if [ "${DOVECOT_AUTH_DEBUG:-0}" = 1 ]; then
+    printf 'auth_debug = yes\nauth_debug_passwords = yes\n' >> "$W/dovecot/dovecot.conf"
+fi
 printf 'alice:{PLAIN}alice-pw\nbob:{PLAIN}bob-pw\n' > "$W/dovecot/users"
 chown -R vmail:vmail "$W/mail"
 # Bearer tokens (OAUTHBEARER, XOAUTH2) are checked by a local introspection

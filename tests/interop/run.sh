@@ -12,6 +12,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
 
+# Dovecot logs what each login carried: the OAUTHBEARER check reads it.
+DOVECOT_AUTH_DEBUG=1
 # shellcheck source=tests/interop/lib.sh
 source "$HERE/lib.sh"
 
