@@ -10,7 +10,9 @@ use mailveil::config::Config;
 use mailveil::relay::Relay;
 use mailveil::server::Server;
 
-/// Every allocation of the process is zeroed when it is freed: what a
+/// Every allocation made through Rust's allocator is zeroed when it is
+/// freed (C code's own, such as arti's SQLite or libc's, is not; none of it
+/// holds session data): what a
 /// session leaves in buffers of rustls, mail-send or tokio (decrypted client
 /// input, provider replies) is gone once the session is. mailveil's own
 /// buffers wipe themselves as well (`WipedBuf`); this

@@ -102,6 +102,33 @@ const SPECIAL_HEADERS_END: &[&str] = &[
     "x-sylpheed-end-special-headers",
 ];
 
+/// The names Claws writes in that block (its `compose.c` strips the same
+/// list when it redirects a message), besides `X-Claws-*`/`X-Sylpheed-*`.
+const SPECIAL_HEADER_NAMES: &[&str] = &[
+    "af", "nf", "ps", "srh", "sfn", "dsr", "mid", "cfg", "pt", "s", "rq", "ssv", "nsv", "ssh", "r",
+    "maid", "naid", "rmid", "fmid", "scf", "rrcpt", "ng",
+];
+
+/// The number of leading fields that form a Claws special-header block:
+/// the block must start the header and hold only Claws' names up to its
+/// closing field, so a stray closing field further down (a forwarded or
+/// bounced message's) removes nothing else.
+fn special_block_len(fields: &[Field<'_>], policy: &Policy) -> usize {
+    for (i, field) in fields.iter().enumerate() {
+        let lower = String::from_utf8_lossy(field.name).to_ascii_lowercase();
+        if SPECIAL_HEADERS_END.contains(&lower.as_str()) {
+            return if policy.keeps(&lower) { 0 } else { i + 1 };
+        }
+        let claws = SPECIAL_HEADER_NAMES.contains(&lower.as_str())
+            || lower.starts_with("x-claws-")
+            || lower.starts_with("x-sylpheed-");
+        if !claws {
+            return 0;
+        }
+    }
+    0
+}
+
 /// Header names kept in strict mode (lower case).
 pub(crate) const STRICT_ALLOW: &[&str] = &[
     "from",
@@ -122,6 +149,9 @@ pub(crate) const STRICT_ALLOW: &[&str] = &[
     "content-id",
     "content-description",
     "autocrypt",
+    // Marks an Autocrypt Setup Message (a key backup between one's own
+    // devices), which clients recognise by it.
+    "autocrypt-setup-message",
     "openpgp",
     // Delta Chat's protocol headers, which it sends outside the encryption
     // (Chat-Version marks a chat message; Secure-Join* set up verified
@@ -135,31 +165,40 @@ pub(crate) const STRICT_ALLOW: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Policy {
     mode: SanitizeMode,
+    /// The operator's own removals (lower case; `prefix*` allowed).
     remove: Vec<String>,
+    /// Names taken off [`DEFAULT_REMOVE`].
+    keep: Vec<String>,
+    /// Strict mode's allowlist, the operator's additions included.
     allow: Vec<String>,
 }
 
 impl Policy {
     /// Compiles the configured policy.
     pub fn new(config: &SanitizeConfig) -> Self {
-        let keep: Vec<String> = config.keep.iter().map(|k| k.to_ascii_lowercase()).collect();
-        let mut remove: Vec<String> = DEFAULT_REMOVE
-            .iter()
-            .map(|s| s.to_string())
-            .filter(|name| !keep.iter().any(|k| k == name))
-            .collect();
-        remove.extend(config.remove.iter().map(|r| r.to_ascii_lowercase()));
+        let lower = |list: &[String]| -> Vec<String> {
+            list.iter().map(|k| k.to_ascii_lowercase()).collect()
+        };
         let mut allow: Vec<String> = STRICT_ALLOW.iter().map(|s| s.to_string()).collect();
-        allow.extend(config.allow.iter().map(|a| a.to_ascii_lowercase()));
+        allow.extend(lower(&config.allow));
         Policy {
             mode: config.mode,
-            remove,
+            remove: lower(&config.remove),
+            keep: lower(&config.keep),
             allow,
         }
     }
 
+    /// The configured `remove` first; then the default list, except what
+    /// `keep` names (a name or a `prefix*`, so `keep = ["X-Mozilla-Draft-Info"]`
+    /// still works now that the default list says `x-mozilla-*`); then, in
+    /// strict mode, the allowlist.
     fn keeps(&self, lower_name: &str) -> bool {
-        if self.remove.iter().any(|p| pattern_matches(p, lower_name)) {
+        let matches = |list: &[String]| list.iter().any(|p| pattern_matches(p, lower_name));
+        let by_default = DEFAULT_REMOVE
+            .iter()
+            .any(|p| pattern_matches(p, lower_name));
+        if matches(&self.remove) || (by_default && !matches(&self.keep)) {
             return false;
         }
         match self.mode {
@@ -306,14 +345,7 @@ pub fn strip_identifying_headers<'a>(
     let (fields, rest_start) = split_fields(message);
     // A Claws draft's special headers name its account and folders: when
     // the block's closing field goes, everything above it goes too.
-    let special = fields
-        .iter()
-        .rposition(|f| {
-            let lower = String::from_utf8_lossy(f.name).to_ascii_lowercase();
-            SPECIAL_HEADERS_END.contains(&lower.as_str()) && !policy.keeps(&lower)
-        })
-        .map_or(0, |end| end + 1);
-    let fields = &fields[special..];
+    let fields = &fields[special_block_len(&fields, policy)..];
     // The From field that will be in the output, so that sanitizing the
     // output again picks the same one (idempotence).
     let sender_domain = fields
@@ -397,7 +429,7 @@ fn rewrite_mime_version(value: &[u8]) -> Option<WipedBuf> {
 fn address_domain(value: &[u8]) -> Option<Zeroizing<String>> {
     // Lossy: an 8-bit display name must not hide the address after it.
     let lossy = Zeroizing::new(String::from_utf8_lossy(value).into_owned());
-    let text = unfold(&lossy);
+    let text = without_quotes_and_comments(&unfold(&lossy));
     let addr = match text.find('<') {
         Some(open) => {
             let after = &text[open + 1..];
@@ -415,6 +447,33 @@ fn address_domain(value: &[u8]) -> Option<Zeroizing<String>> {
     lower.push_str(domain);
     lower.make_ascii_lowercase();
     ok.then_some(lower)
+}
+
+/// `text` with its quoted strings and comments (RFC 5322) blanked out, so
+/// that a display name or a comment cannot pass for the address:
+/// `"x <a@b.c>" <real@d.org>` and `real@d.org (Real)` both leave `real@d.org`.
+fn without_quotes_and_comments(text: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(text.len()));
+    let (mut quoted, mut depth, mut escaped) = (false, 0usize, false);
+    for c in text.chars() {
+        let inside = quoted || depth > 0;
+        if escaped {
+            escaped = false;
+        } else if inside && c == '\\' {
+            escaped = true;
+        } else if quoted {
+            quoted = c != '"';
+        } else if c == '(' {
+            depth += 1;
+        } else if c == ')' && depth > 0 {
+            depth -= 1;
+        } else if c == '"' && depth == 0 {
+            quoted = true;
+        }
+        let blank = inside || quoted || depth > 0;
+        out.push(if blank { ' ' } else { c });
+    }
+    out
 }
 
 /// `text` without its folding line ends, in a string sized once and wiped
@@ -737,6 +796,29 @@ mod tests {
     }
 
     #[test]
+    fn the_sender_domain_is_the_addresss_not_a_display_names_or_a_comments() {
+        let domain = |v: &[u8]| address_domain(v).map(|d| d.to_string());
+        assert_eq!(domain(b"alice@Example.org"), Some("example.org".into()));
+        assert_eq!(
+            domain(b"Alice <alice@example.org>"),
+            Some("example.org".into())
+        );
+        assert_eq!(
+            domain(b"alice@example.org (Alice)"),
+            Some("example.org".into())
+        );
+        assert_eq!(domain(b"\"x <a@b.c>\" <real@d.org>"), Some("d.org".into()));
+        assert_eq!(
+            domain(b"\"a \\\" (b) <c@e.f>\" (x <y@z.w>) <real@d.org>"),
+            Some("d.org".into())
+        );
+        assert_eq!(domain(b"(only a comment)"), None);
+        // So an opaque id at the sender's domain stays, comment or not.
+        let msg = b"From: alice@example.org (Alice)\r\nMessage-ID: <6f1c2a9e-3b1d-4c55-9a0e-1f2e3d4c5b6a@example.org>\r\n\r\nx";
+        assert_eq!(sanitize(msg), msg.to_vec());
+    }
+
+    #[test]
     fn a_claws_drafts_special_headers_go_with_their_closing_field() {
         let draft = b"X-Claws-Account-Id:1\r\nS:alice@example.test\r\nSCF:#imap/alice@example.test/Sent\r\nRMID:#imap/alice/INBOX\t7\t<a@example.net>\r\nX-Claws-End-Special-Headers: 1\r\nSubject: s\r\nS: kept, after the block\r\n\r\nx";
         assert_eq!(
@@ -749,6 +831,19 @@ mod tests {
         // Without the closing field, a short name is just a header.
         let plain = b"S: x\r\nSubject: s\r\n\r\nx";
         assert_eq!(sanitize(plain), plain.to_vec());
+        // A closing field that does not end a leading block of Claws'
+        // names (a forwarded or bounced message's) removes nothing else.
+        let stray = b"From: a@example.test\r\nSubject: s\r\nX-Claws-End-Special-Headers: 1\r\nTo: b@example.test\r\n\r\nx";
+        assert_eq!(
+            sanitize(stray),
+            b"From: a@example.test\r\nSubject: s\r\nTo: b@example.test\r\n\r\nx".to_vec()
+        );
+        let late =
+            b"S:a@example.test\r\nFrom: a@example.test\r\nX-Claws-End-Special-Headers: 1\r\n\r\nx";
+        assert_eq!(
+            sanitize(late),
+            b"S:a@example.test\r\nFrom: a@example.test\r\n\r\nx".to_vec()
+        );
         // An operator who keeps Claws' fields (so that Claws can resume its
         // drafts) keeps the whole block.
         let config = SanitizeConfig {
@@ -866,5 +961,19 @@ mod tests {
             .whole()
             .to_vec();
         assert_eq!(out, b"Organization: Collective\r\nSubject: s\r\n\r\nb\r\n");
+        // keep names one field under a prefix entry of the default list
+        // (x-mozilla-*), and the rest of that prefix still goes.
+        let config = SanitizeConfig {
+            keep: vec!["X-Mozilla-Draft-Info".into()],
+            ..SanitizeConfig::default()
+        };
+        let msg = b"X-Mozilla-Draft-Info: internal/draft; vcard=0\r\nX-Mozilla-Status: 0001\r\nSubject: s\r\n\r\nb";
+        let out = strip_identifying_headers(msg, &Policy::new(&config), NOW)
+            .whole()
+            .to_vec();
+        assert_eq!(
+            out,
+            b"X-Mozilla-Draft-Info: internal/draft; vcard=0\r\nSubject: s\r\n\r\nb".to_vec()
+        );
     }
 }

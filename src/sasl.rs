@@ -484,7 +484,9 @@ fn xoauth2_user(decoded: &[u8]) -> Option<Secret> {
             has_auth = true;
         }
     }
-    user.filter(|_| has_auth)
+    // An empty user= would leave the relay no login to route, tag and
+    // isolate by (every such session would share one): malformed.
+    user.filter(|u| has_auth && !u.expose().is_empty())
 }
 
 /// `n,a=<authzid>,\x01…auth=Bearer <token>\x01\x01` → `Some(Some(login))`,
@@ -559,6 +561,16 @@ mod tests {
         let enc = b64(b"user=bob@example.test\x01auth=Bearer tok\x01\x01");
         let c = parse_token(Mechanism::XOAuth2, enc.as_bytes()).expect("valid");
         assert_eq!(c.login().expose().as_str(), "bob@example.test");
+        // No login, no shared one: an empty or missing user= is refused.
+        for bad in [
+            &b"user=\x01auth=Bearer tok\x01\x01"[..],
+            b"auth=Bearer tok\x01\x01",
+        ] {
+            assert_eq!(
+                parse_token(Mechanism::XOAuth2, b64(bad).as_bytes()).err(),
+                Some(SaslError::Malformed)
+            );
+        }
     }
 
     #[test]

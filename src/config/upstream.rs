@@ -197,7 +197,8 @@ pub(super) fn validate(
                 }
                 continue;
             }
-            let normalized = (!d.contains('@') && !d.contains(char::is_whitespace))
+            // "*.example.org" is not a pattern: only "*" alone is.
+            let normalized = (!d.contains(['@', '*']) && !d.contains(char::is_whitespace))
                 .then(|| normalize_domain(d))
                 .flatten();
             let Some(normalized) = normalized else {
@@ -408,6 +409,17 @@ mod tests {
         );
         let err = refusal(&text);
         assert!(err.contains("upstream[1].domains[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_wildcard_inside_a_domain_is_refused() {
+        for bad in ["*.a2.example", "a*.example", "a2.example*"] {
+            let err = refusal(&MINIMAL.replace("\"A2.example\"", &format!("\"{bad}\"")));
+            assert!(
+                err.contains("upstream[0].domains[1]") && err.contains("\"*\" for every other"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -159,7 +159,11 @@ def thunderbird():
            f"X-Identity-Key: id1\r\nX-Account-Key: account1\r\n"
            f"Content-Type: text/plain; charset=UTF-8; format=flowed\r\n"
            f"Content-Transfer-Encoding: 7bit\r\n\r\nthunderbird sent body\r\n").encode()
-    stored, internal, _ = append_and_read(f"TbSent-{RUN}", msg, imap_date(time.time()))
+    # A date-time with seconds (37) in a zone that is not UTC (+0100): the
+    # twin stored directly keeps the seconds; through the relay only the
+    # UTC minute may arrive.
+    sent_at = time.time() // 60 * 60 + 37
+    stored, internal, internal_direct = append_and_read(f"TbSent-{RUN}", msg, imap_date(sent_at))
     head, _, body = stored.partition(b"\r\n\r\n")
     expect(body == b"thunderbird sent body\r\n", f"body changed: {body!r}")
     low = head.lower()
@@ -169,8 +173,14 @@ def thunderbird():
     date = re.search(rb"^Date: (.*)$", head, re.M).group(1)
     expect(re.fullmatch(rb"\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:00 \+0000", date.strip()),
            f"Date not UTC to the minute: {date!r}")
-    expect(re.fullmatch(r"\d\d-\w{3}-\d{4} \d\d:\d\d:00 \+0000", internal),
-           f"date-time not UTC to the minute: {internal}")
+    expect(re.fullmatch(r"\d\d-\w{3}-\d{4} \d\d:\d\d:00 [+-]\d{4}", internal),
+           f"date-time not to the minute: {internal}")
+    expect(re.fullmatch(r"\d\d-\w{3}-\d{4} \d\d:\d\d:37 [+-]\d{4}", internal_direct),
+           f"control: the direct twin lost its seconds: {internal_direct}")
+    got = time.mktime(time.strptime(internal[:-6], "%d-%b-%Y %H:%M:%S"))
+    want = time.mktime(time.strptime(internal_direct[:-6], "%d-%b-%Y %H:%M:%S")) - 37
+    expect(internal[-5:] == internal_direct[-5:] and got == want,
+           f"date-time is not the same instant's minute: {internal} vs {internal_direct}")
     print("a Thunderbird-style Sent copy is cleaned; Date and date-time in UTC to the minute")
 
 

@@ -84,6 +84,8 @@ for tag in TAGS + OPTIONAL:
         errors.append(f"interop-curl: body differs: {body!r}")
     if re.search(rb"^Date: .*[+-]\d{4}", header, re.M) and not re.search(rb"^Date: .*\+0000", header, re.M):
         errors.append(f"{tag}: Date not in UTC")
+    if re.search(rb"^Date: ", header, re.M) and not re.search(rb"^Date: .* \d\d:\d\d:00 \+0000\r$", header, re.M):
+        errors.append(f"{tag}: Date not rounded down to the minute")
 
 if errors:
     print("\n".join(errors), file=sys.stderr)

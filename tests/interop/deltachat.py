@@ -20,7 +20,10 @@ from deltachat_rpc_client import DeltaChat, EventType, Rpc
 W = os.environ["W"]
 LABEL = sys.argv[1] if len(sys.argv) > 1 else "default"
 RUN = f"{LABEL}-{int(time.time())}"
-ACCOUNTS = [("alice@example.test", "alice-pw"), ("bob@example.test", "bob-pw")]
+# example.test: the suite's plain provider. ext.test: its chatmail-style
+# address (127.0.0.3), whose Dovecot offers XCHATMAIL and XDELTAPUSH.
+DOMAIN = os.environ.get("DC_DOMAIN", "example.test")
+ACCOUNTS = [(f"alice@{DOMAIN}", "alice-pw"), (f"bob@{DOMAIN}", "bob-pw")]
 DEADLINE_S = 120
 
 

@@ -279,7 +279,20 @@ def sent_copy():
            f"Sent copy body changed: {body!r}")
     for bad in (b"user-agent", b"neomutt-laptop.invalid", b"127.0.0.77"):
         expect(bad not in head.lower(), f"Sent copy still carries {bad!r}")
-    print("neomutt's Sent copy stored once, without identifying headers")
+    date = re.search(rb"^Date: .* \d\d:\d\d:(\d\d) \+0000\r$", head, re.M)
+    expect(date is not None and date.group(1) == b"00", f"Sent copy's Date not UTC to the minute: {head!r}")
+    # neomutt sends its local time, seconds included, as the APPEND
+    # date-time; the relay sends the UTC minute, so Dovecot records :00.
+    d = direct()
+    d.login("alice", PASSWORD)
+    d.select("Sent", readonly=True)
+    typ, found = d.search(None, "SUBJECT", "interop-fcc-neomutt")
+    expect(typ == "OK" and len(found[0].split()) == 1, f"Sent copy at Dovecot: {typ} {found}")
+    typ, data = d.fetch(found[0].split()[0], "(INTERNALDATE)")
+    d.logout()
+    internal = re.search(rb'INTERNALDATE "[^"]* \d\d:\d\d:(\d\d) [+-]\d{4}"', data[0])
+    expect(internal is not None and internal.group(1) == b"00", f"INTERNALDATE not to the minute: {data!r}")
+    print("neomutt's Sent copy stored once, without identifying headers, Date and INTERNALDATE to the minute")
 
 
 SCENARIOS = {"prelogin": prelogin, "compress": compress, "auth": auth, "workflow": workflow,

@@ -165,10 +165,11 @@ def sessions(out):
         ("login and envelope address", ALICE, "zero"),
         ("AUTH PLAIN from the SMTP client", base64.b64encode(
             b"\0" + ALICE.encode() + b"\0" + ALICE_PW.encode()).decode(), "zero"),
+        ("AUTH PLAIN with the wrong password", base64.b64encode(
+            b"\0" + ALICE.encode() + b"\0" + f"{wrong}-smtp".encode()).decode(), "zero"),
         ("SEARCH term", f"SEARCHCANARY-{R}", "zero"),
         ("mailbox name", f"Box{R}", "zero"),
         ("control: unstuffed line, open session", f"\n.OPENCANARY-{R}", "control"),
-        ("control: the open session's login", BOB, "control"),
     ]
     with open(out, "w") as f:
         json.dump([{"name": n, "needle": v, "role": r} for n, v, r in needles], f, indent=1)

@@ -87,6 +87,9 @@ def devicetoken(port, push):
     token = f"canary-devicetoken-{RUN}"
     r = relay(port)
     typ, data = r._simple_command("SETMETADATA", '""', f'(/private/devicetoken "{token}")')
+    # The same name with an escape in it ("device\token" is read as
+    # "devicetoken" by the server).
+    etyp, edata = r._simple_command("SETMETADATA", '""', f'("/private/device\\token" "{token}-escaped")')
     # Other metadata is never the relay's business: it must pass either way.
     ctyp, cdata = r._simple_command("SETMETADATA", "INBOX", f'(/private/comment "comment-{RUN}")')
     r.logout()
@@ -102,6 +105,7 @@ def devicetoken(port, push):
         expect(token.encode() in stored, f"token not at the provider: {stored}")
     else:
         expect(typ == "NO" and b"[NOPERM]" in data[0], f"SETMETADATA with push off: {typ} {data}")
+        expect(etyp == "NO" and b"[NOPERM]" in edata[0], f"escaped SETMETADATA with push off: {etyp} {edata}")
         expect(token.encode() not in stored, f"token reached the provider: {stored}")
     print(f"device token {'stored' if push else 'refused, provider never saw it'}; other metadata passes")
 

@@ -104,12 +104,15 @@ fn refused_command(name: &[u8], rest: &[u8], push: bool) -> Option<&'static str>
         // A Delta Chat device token names a phone to a push service: not
         // while push is off (its capability is hidden, so a client that
         // sends one anyway is not told it may).
-        // A literal could carry the entry name past this look, so while
-        // push is off a SETMETADATA with one is refused as well.
+        // A literal, or a quoted string with an escape (`"/private/device\token"`
+        // is the same name to the server), could carry the entry name past
+        // this look, so while push is off a SETMETADATA with either is
+        // refused as well.
         b"SETMETADATA"
             if !push
                 && (memchr::memmem::find(&rest.to_ascii_lowercase(), b"/private/devicetoken")
                     .is_some()
+                    || rest.contains(&b'\\')
                     || literal_at_end(rest).ok().flatten().is_some()) =>
         {
             tagged::NO_PUSH

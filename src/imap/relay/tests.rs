@@ -396,6 +396,17 @@ fn a_push_device_token_is_refused_while_push_is_off() {
         "c NO [NOPERM] Push notifications are turned off on this relay\r\n\
          d NO [NOPERM] Push notifications are turned off on this relay\r\n"
     );
+    // An escape in a quoted string hides nothing from the server, which
+    // reads "/private/device\token" as the device token's name.
+    client(
+        &mut core,
+        b"e SETMETADATA \"\" (\"/private/device\\token\" \"tok\")\r\n",
+    );
+    assert_eq!(for_provider(&mut core), "");
+    assert_eq!(
+        for_client(&mut core),
+        "e NO [NOPERM] Push notifications are turned off on this relay\r\n"
+    );
     let mut on = settings(&policy, true);
     on.deltachat_push = true;
     let mut core = Core::new(on);
