@@ -8,14 +8,20 @@
 //! nothing outside this process (it changes at every restart).
 //!
 //! Rates use governor's GCRA limiters. Tables are pruned on a timer
-//! ([`Admission::prune_every`]) and capped in size: once a rate table holds
-//! [`MAX_KEYS`] tags, unknown keys share one overflow bucket until pruning
-//! frees room, so a flood from many prefixes cannot grow memory without end.
+//! ([`Admission::prune_every`]), and when full, and capped in size: once a
+//! rate table holds [`MAX_KEYS`] tags that are not back at full allowance,
+//! new keys share one overflow bucket until pruning frees room, while the
+//! keys it holds keep their own; so a flood from many prefixes can neither
+//! grow memory without end nor put the prefixes already known (an honest
+//! user's among them) into the overflow bucket.
 //!
 //! Lockout: each login the provider refuses is charged to its login tag and
 //! to its prefix tag; a temporary failure (the password was not judged) to
 //! the prefix only. When either runs out of allowance it is locked for
-//! `auth_lockout`. While locked, logins are not sent to the provider at all
+//! `auth_lockout`. A login's lock does not apply to a network that logged
+//! in with that login within `login_success_memory` (kept as a tag of the
+//! pair, like every other key here): guessing a known login from elsewhere
+//! cannot lock its owner out of their own network. While locked, logins are not sent to the provider at all
 //! and all get one temporary refusal, no sooner than a wrong password's,
 //! whatever the password: a guesser learns nothing from a correct guess
 //! made while locked, and an honest user's client is not led to ask for a
@@ -33,7 +39,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::DefaultClock;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
+use governor::{Quota, RateLimiter};
 use tokio::sync::Notify;
 
 use crate::config::Limits;
@@ -48,6 +58,14 @@ pub(crate) const MAX_KEYS: usize = 100_000;
 /// without this a prefix with many connections could have that many
 /// guesses in flight past its allowance.
 pub(crate) const AUTH_IN_FLIGHT_PER_PREFIX: usize = 4;
+
+/// Logins for one login that may wait on a provider's verdict at once,
+/// from all networks together (a network that logged in with it lately is
+/// not held to this): without it, N networks could have N × 4 guesses at
+/// one login in flight before the first verdicts lock it. Four, so that a
+/// mail program opening several connections at once (Thunderbird: up to
+/// five) from a new network barely waits.
+pub(crate) const AUTH_IN_FLIGHT_PER_LOGIN: usize = 4;
 
 /// A keyed hash standing for an address prefix or a login.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,6 +94,18 @@ impl Tag {
     /// The tag of a login (case-insensitive).
     pub(crate) fn for_login(login: &Login) -> Tag {
         Tag::keyed(b"mailveil login\0", normalized(login).as_bytes())
+    }
+
+    /// The tag of a login used from a prefix: the pair, not either alone.
+    fn for_login_on(login: &Login, prefix: Tag) -> Tag {
+        Tag(keyed_hash(
+            Purpose::Admission,
+            &[
+                b"mailveil login on prefix\0",
+                normalized(login).as_bytes(),
+                &prefix.0,
+            ],
+        ))
     }
 
     /// The tag every overflowing key shares.
@@ -108,6 +138,11 @@ pub(crate) struct AdmissionLimits {
     pub(crate) auth_lockout: Duration,
     /// Messages per account per hour (also the burst).
     pub(crate) messages_per_hour: u32,
+    /// How long a network that logged in with a login is exempt from that
+    /// login's lock (zero: never).
+    pub(crate) success_memory: Duration,
+    /// Failed logins let through to one provider per hour.
+    pub(crate) provider_failures_per_hour: u32,
 }
 
 impl AdmissionLimits {
@@ -121,6 +156,8 @@ impl AdmissionLimits {
             auth_window: l.auth_failure_window,
             auth_lockout: l.auth_lockout,
             messages_per_hour: l.messages_per_account_per_hour,
+            success_memory: l.login_success_memory,
+            provider_failures_per_hour: l.provider_failures_per_hour,
         }
     }
 }
@@ -132,26 +169,89 @@ fn quota(n: u32, per: Duration) -> Quota {
         .allow_burst(n)
 }
 
-/// One rate table with its size cap.
+/// governor's keyed state, shared so that [`Rate`] can tell a key it
+/// already holds from a new one.
+struct SharedStore(Arc<HashMapStateStore<Tag>>);
+
+impl StateStore for SharedStore {
+    type Key = Tag;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Tag, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Tag> for SharedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0.retain_recent(drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&*self.0);
+    }
+
+    fn len(&self) -> usize {
+        ShrinkableKeyedStateStore::len(&*self.0)
+    }
+
+    fn is_empty(&self) -> bool {
+        ShrinkableKeyedStateStore::is_empty(&*self.0)
+    }
+}
+
+/// One rate table with its size cap. A key it already holds keeps its own
+/// allowance whatever the table's size; a new key, when the table is full
+/// even after dropping the keys back at full allowance, shares one
+/// overflow bucket with the other newcomers until pruning frees room.
 struct Rate {
-    limiter: DefaultKeyedRateLimiter<Tag>,
+    limiter: RateLimiter<Tag, SharedStore, DefaultClock>,
+    keys: Arc<HashMapStateStore<Tag>>,
+    /// When the table was last pruned because it was full.
+    pruned_full: Mutex<Option<Instant>>,
 }
 
 impl Rate {
     fn new(n: u32, per: Duration) -> Self {
+        let keys = Arc::new(HashMapStateStore::default());
         Rate {
-            limiter: RateLimiter::keyed(quota(n, per)),
+            limiter: RateLimiter::new(
+                quota(n, per),
+                SharedStore(keys.clone()),
+                DefaultClock::default(),
+            ),
+            keys,
+            pruned_full: Mutex::new(None),
         }
     }
 
     /// Takes one unit for `tag`; false when its allowance is spent.
     fn take(&self, tag: &Tag) -> bool {
-        let key = if self.limiter.len() >= MAX_KEYS {
-            &Tag::OVERFLOW
-        } else {
+        let key = if self.has_room_for(tag) {
             tag
+        } else {
+            &Tag::OVERFLOW
         };
         self.limiter.check_key(key).is_ok()
+    }
+
+    fn has_room_for(&self, tag: &Tag) -> bool {
+        // One lock at a time: the table's lock is not reentrant.
+        let known = self.keys.lock().contains_key(tag);
+        if known || self.limiter.len() < MAX_KEYS {
+            return true;
+        }
+        // Full: drop the keys back at full allowance (at most once a
+        // second, since that walks the whole table), then look again.
+        let now = Instant::now();
+        let mut last = lock(&self.pruned_full);
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *last = Some(now);
+            self.limiter.retain_recent();
+        }
+        self.limiter.len() < MAX_KEYS
     }
 
     fn prune(&self) {
@@ -168,6 +268,14 @@ pub(crate) struct Admission {
     fail_prefix: Rate,
     fail_login: Rate,
     locked: Mutex<HashMap<Tag, Instant>>,
+    /// (login, prefix) tags of recent successful logins, until when they
+    /// exempt that prefix from that login's lock.
+    succeeded: Mutex<HashMap<Tag, Instant>>,
+    /// Prefixes with a failed login lately, until when that counts.
+    failed_lately: Mutex<HashMap<Tag, Instant>>,
+    /// Per upstream (by index): the hour's window start and the failed
+    /// logins it let through to that provider.
+    provider_failures: Mutex<HashMap<usize, (Instant, u32)>>,
     messages: Rate,
     preauth: Mutex<BTreeMap<u64, Arc<Notify>>>,
     next_session: AtomicU64,
@@ -189,6 +297,9 @@ impl Admission {
             fail_prefix: Rate::new(limits.auth_failures_per_prefix, limits.auth_window),
             fail_login: Rate::new(limits.auth_failures_per_login, limits.auth_window),
             locked: Mutex::new(HashMap::new()),
+            succeeded: Mutex::new(HashMap::new()),
+            failed_lately: Mutex::new(HashMap::new()),
+            provider_failures: Mutex::new(HashMap::new()),
             messages: Rate::new(limits.messages_per_hour, Duration::from_secs(3600)),
             preauth: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(0),
@@ -268,12 +379,45 @@ impl Admission {
     }
 
     fn charge_prefix(&self, prefix: Tag) {
+        self.note_failure(prefix);
         if !self.fail_prefix.take(&prefix) {
             self.lock_out(&[prefix]);
         }
     }
 
+    fn note_failure(&self, prefix: Tag) {
+        let until = Instant::now() + self.limits.auth_window;
+        insert_until(&mut lock(&self.failed_lately), prefix, until);
+    }
+
+    fn failed_lately(&self, prefix: Tag) -> bool {
+        let now = Instant::now();
+        lock(&self.failed_lately)
+            .get(&prefix)
+            .is_some_and(|until| *until > now)
+    }
+
+    /// The failed logins let through to `upstream` in the current hour.
+    fn provider_failures(&self, upstream: usize) -> u32 {
+        let now = Instant::now();
+        match lock(&self.provider_failures).get(&upstream) {
+            Some((start, n)) if now.duration_since(*start) < Duration::from_secs(3600) => *n,
+            _ => 0,
+        }
+    }
+
+    fn count_provider_failure(&self, upstream: usize) {
+        let now = Instant::now();
+        let mut table = lock(&self.provider_failures);
+        let entry = table.entry(upstream).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(3600) {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+
     fn charge_failure(&self, prefix: Tag, login: Tag) {
+        self.note_failure(prefix);
         let mut lock_now = Vec::with_capacity(2);
         if !self.fail_prefix.take(&prefix) {
             lock_now.push(prefix);
@@ -290,19 +434,25 @@ impl Admission {
         }
         let until = Instant::now() + self.limits.auth_lockout;
         let mut locked = lock(&self.locked);
-        if locked.len() >= MAX_KEYS {
-            let now = Instant::now();
-            locked.retain(|_, t| *t > now);
-            if locked.len() >= MAX_KEYS {
-                // Still full of live locks: drop the one ending soonest.
-                if let Some(k) = locked.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
-                    locked.remove(&k);
-                }
-            }
-        }
         for tag in lock_now {
-            locked.insert(*tag, until);
+            insert_until(&mut locked, *tag, until);
         }
+    }
+
+    /// Whether `pair` (a login on a prefix) logged in recently.
+    fn succeeded_lately(&self, pair: Tag) -> bool {
+        let now = Instant::now();
+        lock(&self.succeeded)
+            .get(&pair)
+            .is_some_and(|until| *until > now)
+    }
+
+    fn remember_success(&self, pair: Tag) {
+        if self.limits.success_memory.is_zero() {
+            return;
+        }
+        let until = Instant::now() + self.limits.success_memory;
+        insert_until(&mut lock(&self.succeeded), pair, until);
     }
 
     /// Drops what no longer limits anything: rate state back at full
@@ -317,9 +467,12 @@ impl Admission {
             rate.prune();
         }
         let now = Instant::now();
-        let mut locked = lock(&self.locked);
-        locked.retain(|_, until| *until > now);
-        locked.shrink_to_fit();
+        for table in [&self.locked, &self.succeeded, &self.failed_lately] {
+            let mut table = lock(table);
+            table.retain(|_, until| *until > now);
+            table.shrink_to_fit();
+        }
+        lock(&self.auth_turns).retain(|_, s| Arc::strong_count(s) > 1);
     }
 
     /// Prunes every `interval`, forever.
@@ -332,6 +485,21 @@ impl Admission {
             self.prune();
         }
     }
+}
+
+/// Sets `tag`'s deadline in a table of deadlines capped at [`MAX_KEYS`]:
+/// when it is full, expired entries go first, then the one ending soonest.
+fn insert_until(table: &mut HashMap<Tag, Instant>, tag: Tag, until: Instant) {
+    if table.len() >= MAX_KEYS && !table.contains_key(&tag) {
+        let now = Instant::now();
+        table.retain(|_, t| *t > now);
+        if table.len() >= MAX_KEYS
+            && let Some(k) = table.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
+        {
+            table.remove(&k);
+        }
+    }
+    table.insert(tag, until);
 }
 
 /// An admitted connection. Dropping it frees its place in its prefix's
@@ -360,52 +528,75 @@ pub(crate) enum LoginGate {
     Locked,
 }
 
-/// A prefix's turn to have a login checked by a provider; see
-/// [`AUTH_IN_FLIGHT_PER_PREFIX`].
+/// A login's turn to be checked by a provider: a place among its
+/// network's [`AUTH_IN_FLIGHT_PER_PREFIX`] and, unless that network logged
+/// in with it lately, among its login's [`AUTH_IN_FLIGHT_PER_LOGIN`]. Hold
+/// it until the attempt is charged.
 pub(crate) struct AuthTurn {
+    _places: Vec<Place>,
+}
+
+/// One place in one table of turns.
+struct Place {
     admission: Arc<Admission>,
-    prefix: Tag,
+    tag: Tag,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-impl Drop for AuthTurn {
+impl Drop for Place {
     fn drop(&mut self) {
         drop(self.permit.take());
         let mut turns = lock(&self.admission.auth_turns);
         // Clones are made under this lock: a count of one is the table's
-        // own, and nobody is waiting.
+        // own, and nobody is waiting. (A wait given up half-way may leave
+        // its entry: pruning takes those.)
         if turns
-            .get(&self.prefix)
+            .get(&self.tag)
             .is_some_and(|s| Arc::strong_count(s) == 1)
         {
-            turns.remove(&self.prefix);
+            turns.remove(&self.tag);
         }
     }
 }
 
+/// Waits for a place among `size` for `tag`.
+async fn place(admission: &Arc<Admission>, tag: Tag, size: usize) -> Place {
+    let semaphore = lock(&admission.auth_turns)
+        .entry(tag)
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(size)))
+        .clone();
+    let mut place = Place {
+        admission: admission.clone(),
+        tag,
+        permit: None,
+    };
+    // The semaphore is never closed.
+    place.permit = semaphore.acquire_owned().await.ok();
+    place
+}
+
 impl Peer {
-    /// Waits until this prefix has fewer than [`AUTH_IN_FLIGHT_PER_PREFIX`]
-    /// logins in progress; hold the turn until the attempt is charged.
-    pub(crate) async fn auth_turn(&self) -> AuthTurn {
-        let semaphore = lock(&self.admission.auth_turns)
-            .entry(self.prefix)
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(AUTH_IN_FLIGHT_PER_PREFIX)))
-            .clone();
-        // The semaphore is never closed.
-        let permit = semaphore.acquire_owned().await.ok();
-        AuthTurn {
-            admission: self.admission.clone(),
-            prefix: self.prefix,
-            permit,
+    /// Waits for `login`'s turn to be checked by a provider; see
+    /// [`AuthTurn`].
+    pub(crate) async fn auth_turn(&self, login: &Login) -> AuthTurn {
+        let mut places = vec![place(&self.admission, self.prefix, AUTH_IN_FLIGHT_PER_PREFIX).await];
+        let pair = Tag::for_login_on(login, self.prefix);
+        if !self.admission.succeeded_lately(pair) {
+            let tag = Tag::for_login(login);
+            places.push(place(&self.admission, tag, AUTH_IN_FLIGHT_PER_LOGIN).await);
         }
+        AuthTurn { _places: places }
     }
 
-    /// Whether a login attempt for `login` may proceed.
+    /// Whether a login attempt for `login` may proceed: not while this
+    /// prefix is locked, nor while the login is, unless this prefix logged
+    /// in with it lately.
     pub(crate) fn login_gate(&self, login: &Login) -> LoginGate {
-        if self
-            .admission
-            .is_locked(&[self.prefix, Tag::for_login(login)])
-        {
+        let login_locked = self.admission.is_locked(&[Tag::for_login(login)])
+            && !self
+                .admission
+                .succeeded_lately(Tag::for_login_on(login, self.prefix));
+        if login_locked || self.admission.is_locked(&[self.prefix]) {
             LoginGate::Locked
         } else {
             LoginGate::Open
@@ -416,6 +607,29 @@ impl Peer {
     pub(crate) fn login_failed(&self, login: &Login) {
         self.admission
             .charge_failure(self.prefix, Tag::for_login(login));
+    }
+
+    /// Whether a login for `login` may go to the provider of `upstream`
+    /// as far as the relay-wide failure budget goes: yes while the hour's
+    /// budget lasts; past it, only from a network with no failure lately,
+    /// or one that logged in with this login lately.
+    pub(crate) fn provider_gate(&self, login: &Login, upstream: usize) -> LoginGate {
+        let a = &self.admission;
+        let spent = a.provider_failures(upstream) >= a.limits.provider_failures_per_hour;
+        if spent
+            && a.failed_lately(self.prefix)
+            && !a.succeeded_lately(Tag::for_login_on(login, self.prefix))
+        {
+            LoginGate::Locked
+        } else {
+            LoginGate::Open
+        }
+    }
+
+    /// The provider of `upstream` refused a login's credentials: one from
+    /// its hourly budget.
+    pub(crate) fn provider_refused(&self, upstream: usize) {
+        self.admission.count_provider_failure(upstream);
     }
 
     /// The provider failed a login temporarily (its password was not
@@ -429,6 +643,8 @@ impl Peer {
     pub(crate) fn logged_in(&mut self, login: &Login) {
         self.leave_preauth();
         self.account = Some(Tag::for_login(login));
+        self.admission
+            .remember_success(Tag::for_login_on(login, self.prefix));
     }
 
     /// Takes one message from the account's hourly allowance; false when
@@ -484,6 +700,8 @@ mod tests {
             auth_window: Duration::from_secs(600),
             auth_lockout: Duration::from_secs(600),
             messages_per_hour: 2,
+            success_memory: Duration::from_secs(600),
+            provider_failures_per_hour: 1000,
         }
     }
 
@@ -583,6 +801,101 @@ mod tests {
     }
 
     #[test]
+    fn a_network_that_logged_in_lately_is_exempt_from_its_logins_lock() {
+        let a = Arc::new(Admission::new(limits()));
+        // The owner logs in from home.
+        let mut home = a.admit(ip("10.7.0.1")).unwrap();
+        home.logged_in(&login("owner@x"));
+        // Someone guesses the owner's password from elsewhere until the
+        // login is locked.
+        let guesser = a.admit(ip("10.8.0.1")).unwrap();
+        for _ in 0..3 {
+            guesser.login_failed(&login("owner@x"));
+        }
+        assert_eq!(guesser.login_gate(&login("owner@x")), LoginGate::Locked);
+        // Any other network is locked out of that login; home is not
+        // (case-insensitively, from any address in its prefix).
+        let cafe = a.admit(ip("10.9.0.1")).unwrap();
+        assert_eq!(cafe.login_gate(&login("owner@x")), LoginGate::Locked);
+        let home2 = a.admit(ip("10.7.0.1")).unwrap();
+        assert_eq!(home2.login_gate(&login("OWNER@x")), LoginGate::Open);
+        // The exemption is for that login only, and never lifts a lock on
+        // the network itself.
+        assert_eq!(home2.login_gate(&login("other@x")), LoginGate::Open);
+        for i in 0..5 {
+            home2.login_failed(&login(&format!("user{i}@x")));
+        }
+        assert_eq!(home2.login_gate(&login("owner@x")), LoginGate::Locked);
+        // Turned off, a success exempts nobody.
+        let off = Arc::new(Admission::new(AdmissionLimits {
+            success_memory: Duration::ZERO,
+            ..limits()
+        }));
+        let mut home = off.admit(ip("10.7.0.1")).unwrap();
+        home.logged_in(&login("owner@x"));
+        for _ in 0..3 {
+            home.login_failed(&login("owner@x"));
+        }
+        let home2 = off.admit(ip("10.7.0.1")).unwrap();
+        assert_eq!(home2.login_gate(&login("owner@x")), LoginGate::Locked);
+        assert!(lock(&off.succeeded).is_empty());
+    }
+
+    #[test]
+    fn past_the_providers_budget_only_networks_without_recent_failures_go() {
+        let a = Arc::new(Admission::new(AdmissionLimits {
+            provider_failures_per_hour: 3,
+            auth_failures_per_prefix: 100,
+            auth_failures_per_login: 100,
+            ..limits()
+        }));
+        let mut home = a.admit(ip("10.7.0.1")).unwrap();
+        home.logged_in(&login("owner@x"));
+        let stuffer = a.admit(ip("10.8.0.1")).unwrap();
+        for i in 0..3 {
+            let user = login(&format!("user{i}@x"));
+            assert_eq!(stuffer.provider_gate(&user, 0), LoginGate::Open);
+            stuffer.login_failed(&user);
+            stuffer.provider_refused(0);
+        }
+        // Spent for provider 0: the network that just failed is refused at
+        // once; another provider's budget is its own.
+        assert_eq!(
+            stuffer.provider_gate(&login("user9@x"), 0),
+            LoginGate::Locked
+        );
+        assert_eq!(stuffer.provider_gate(&login("user9@x"), 1), LoginGate::Open);
+        // A network with no failure lately still goes, and so does one
+        // that failed but logged in with this login lately.
+        let fresh = a.admit(ip("10.9.0.1")).unwrap();
+        assert_eq!(fresh.provider_gate(&login("user9@x"), 0), LoginGate::Open);
+        home.login_failed(&login("owner@x"));
+        assert_eq!(home.provider_gate(&login("owner@x"), 0), LoginGate::Open);
+        assert_eq!(home.provider_gate(&login("other@x"), 0), LoginGate::Locked);
+    }
+
+    #[test]
+    fn success_memory_ends() {
+        let a = Arc::new(Admission::new(AdmissionLimits {
+            success_memory: Duration::from_millis(100),
+            ..limits()
+        }));
+        let mut home = a.admit(ip("10.7.0.1")).unwrap();
+        home.logged_in(&login("owner@x"));
+        let guesser = a.admit(ip("10.8.0.1")).unwrap();
+        for _ in 0..3 {
+            guesser.login_failed(&login("owner@x"));
+        }
+        let pair = Tag::for_login_on(&login("owner@x"), Tag::for_prefix(ip("10.7.0.1")));
+        assert!(a.succeeded_lately(pair));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!a.succeeded_lately(pair));
+        assert_eq!(home.login_gate(&login("owner@x")), LoginGate::Locked);
+        a.prune();
+        assert!(lock(&a.succeeded).is_empty());
+    }
+
+    #[test]
     fn lockout_ends() {
         let a = Arc::new(Admission::new(AdmissionLimits {
             auth_lockout: Duration::from_millis(100),
@@ -657,19 +970,63 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let mut turns = Vec::new();
-            for _ in 0..AUTH_IN_FLIGHT_PER_PREFIX {
-                turns.push(p.auth_turn().await);
+            for i in 0..AUTH_IN_FLIGHT_PER_PREFIX {
+                turns.push(p.auth_turn(&login(&format!("u{i}@x"))).await);
             }
             let quick = Duration::from_millis(50);
-            assert!(tokio::time::timeout(quick, p.auth_turn()).await.is_err());
+            let fresh = login("fresh@x");
+            assert!(
+                tokio::time::timeout(quick, p.auth_turn(&fresh))
+                    .await
+                    .is_err()
+            );
             // Another prefix is not held up.
-            let other = tokio::time::timeout(quick, q.auth_turn()).await;
+            let other = tokio::time::timeout(quick, q.auth_turn(&fresh)).await;
             assert!(other.is_ok());
             drop(other);
             turns.pop();
-            assert!(tokio::time::timeout(quick, p.auth_turn()).await.is_ok());
+            assert!(
+                tokio::time::timeout(quick, p.auth_turn(&fresh))
+                    .await
+                    .is_ok()
+            );
             drop(turns);
         });
+        assert!(lock(&a.auth_turns).is_empty());
+    }
+
+    #[test]
+    fn logins_in_flight_per_login_are_capped_across_networks_but_not_for_its_owner() {
+        let a = Arc::new(Admission::new(limits()));
+        let mut home = a.admit(ip("10.7.0.1")).unwrap();
+        home.logged_in(&login("owner@x"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let quick = Duration::from_millis(50);
+        rt.block_on(async {
+            // Guesses at one login from many networks: four in flight at
+            // most, whatever the number of networks.
+            let guessers: Vec<_> = (0..=AUTH_IN_FLIGHT_PER_LOGIN)
+                .map(|i| a.admit(ip(&format!("10.8.0.{i}"))).unwrap())
+                .collect();
+            let mut turns = Vec::new();
+            for g in &guessers[..AUTH_IN_FLIGHT_PER_LOGIN] {
+                turns.push(g.auth_turn(&login("owner@x")).await);
+            }
+            let upper = login("OWNER@x");
+            let next = guessers[AUTH_IN_FLIGHT_PER_LOGIN].auth_turn(&upper);
+            let next = tokio::time::timeout(quick, next);
+            assert!(next.await.is_err(), "one guess too many went in flight");
+            // The owner's network is not queued behind them.
+            let own = tokio::time::timeout(quick, home.auth_turn(&login("owner@x"))).await;
+            assert!(own.is_ok());
+            // A given-up wait leaves nothing behind once pruned.
+            drop(own);
+            drop(turns);
+        });
+        a.prune();
         assert!(lock(&a.auth_turns).is_empty());
     }
 
@@ -703,5 +1060,36 @@ mod tests {
             !r.take(&Tag::keyed(b"t\0", b"new")),
             "overflow bucket is spent"
         );
+    }
+
+    #[test]
+    fn a_full_table_keeps_the_keys_it_holds_apart_from_the_overflow() {
+        // One allowance of 2 per hour. An honest key uses one unit; then a
+        // flood of new keys fills the table and spends the overflow bucket.
+        let r = Rate::new(2, Duration::from_secs(3600));
+        let honest = Tag::keyed(b"t\0", b"honest");
+        assert!(r.take(&honest));
+        for i in 0..(MAX_KEYS as u32 + 10) {
+            let _ = r.take(&Tag::keyed(b"t\0", &i.to_be_bytes()));
+        }
+        assert!(!r.take(&Tag::keyed(b"t\0", b"late")), "overflow spent");
+        // The honest key still has its own second unit, and only that.
+        assert!(r.take(&honest), "a held key fell into the overflow bucket");
+        assert!(!r.take(&honest));
+    }
+
+    #[test]
+    fn a_full_table_makes_room_from_keys_back_at_full_allowance() {
+        // 60,000 a minute: every key is back at full allowance within
+        // milliseconds, so a full table frees room for a newcomer at once.
+        let r = Rate::new(60_000, Duration::from_secs(60));
+        for i in 0..MAX_KEYS as u32 {
+            assert!(r.take(&Tag::keyed(b"t\0", &i.to_be_bytes())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let newcomer = Tag::keyed(b"t\0", b"newcomer");
+        assert!(r.take(&newcomer));
+        assert!(r.keys.lock().contains_key(&newcomer), "it got its own key");
+        assert!(r.limiter.len() < MAX_KEYS);
     }
 }

@@ -208,7 +208,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                         self.tagged(&tag, tagged::LOGIN_SYNTAX);
                         continue;
                     };
-                    if let Some(upstream) = self.log_in(&tag, credentials).await {
+                    if let Some(upstream) = self.log_in(&tag, credentials).await? {
                         return Ok(upstream);
                     }
                 }
@@ -216,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                     let Some(credentials) = self.collect_sasl(&tag, head.rest).await? else {
                         continue;
                     };
-                    if let Some(upstream) = self.log_in(&tag, credentials).await {
+                    if let Some(upstream) = self.log_in(&tag, credentials).await? {
                         return Ok(upstream);
                     }
                 }
@@ -383,12 +383,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
 
     /// Runs the login policy and gives the client its verdict. Returns the
     /// provider connection when the provider said OK.
-    async fn log_in(&mut self, tag: &[u8], credentials: Credentials) -> Option<UpstreamImap> {
-        let outcome =
-            login::log_in(self.relay, &mut self.peer, credentials, &mut ImapProvider).await;
+    async fn log_in(
+        &mut self,
+        tag: &[u8],
+        credentials: Credentials,
+    ) -> Result<Option<UpstreamImap>, Closed> {
+        let outcome = login::log_in(
+            self.relay,
+            &mut self.peer,
+            credentials,
+            &mut ImapProvider,
+            self.preauth_deadline,
+        )
+        .await;
+        match outcome {
+            Outcome::Evicted => return Err(self.say_bye(untagged::EVICTED).await),
+            Outcome::TooSlow => return Err(self.timed_out().await),
+            _ => {}
+        }
         if let Some(text) = reply::login_failure(&outcome) {
             self.tagged(tag, text);
-            return None;
+            return Ok(None);
         }
         match outcome {
             Outcome::Accepted { session, reply } => {
@@ -397,16 +412,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                     // what the client may use now.
                     self.relay.stats.count(Counter::ProviderLost);
                     self.tagged(tag, tagged::UNREACHABLE);
-                    return None;
+                    return Ok(None);
                 }
                 self.relay_verdict(tag, reply);
-                Some(session)
+                Ok(Some(session))
             }
             Outcome::Refused { reply, .. } => {
                 self.relay_verdict(tag, reply);
-                None
+                Ok(None)
             }
-            _ => None,
+            _ => Ok(None),
         }
     }
 

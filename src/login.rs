@@ -114,6 +114,13 @@ pub(crate) enum Outcome<S, R> {
     Unsupported,
     /// The client went away mid-login.
     Abandoned,
+    /// The relay needed the session's place while it waited for its turn.
+    Evicted,
+    /// The pre-authentication deadline passed while it waited for its turn.
+    TooSlow,
+    /// The provider's hourly budget of failed logins is spent and this
+    /// network failed lately: refused at once, the provider not asked.
+    ProviderBudget,
 }
 
 /// Which allowance a login attempt is charged to.
@@ -133,7 +140,13 @@ impl<S, R> Outcome<S, R> {
     pub(crate) fn is_temporary(&self) -> bool {
         match self {
             Outcome::Refused { temporary, .. } => *temporary,
-            Outcome::Locked | Outcome::Unreachable(_) | Outcome::Lost | Outcome::Abandoned => true,
+            Outcome::Locked
+            | Outcome::ProviderBudget
+            | Outcome::Unreachable(_)
+            | Outcome::Lost
+            | Outcome::Abandoned
+            | Outcome::Evicted
+            | Outcome::TooSlow => true,
             Outcome::Accepted { .. } | Outcome::NoRoute | Outcome::Unsupported => false,
         }
     }
@@ -143,22 +156,29 @@ impl<S, R> Outcome<S, R> {
         Some(match self {
             Outcome::Accepted { .. } => Counter::Login,
             Outcome::Refused { .. } => Counter::LoginRefusedByProvider,
-            Outcome::Locked => Counter::LoginLocked,
+            Outcome::Locked | Outcome::ProviderBudget => Counter::LoginLocked,
             Outcome::NoRoute => Counter::LoginNoRoute,
             Outcome::Unreachable(Unreachable::TorNotReady) => Counter::TorNotReady,
             Outcome::Unreachable(_) => Counter::ProviderUnreachable,
             Outcome::Lost => Counter::ProviderLost,
-            Outcome::Unsupported | Outcome::Abandoned => return None,
+            // The session's own end (eviction, deadline) is counted there.
+            Outcome::Unsupported | Outcome::Abandoned | Outcome::Evicted | Outcome::TooSlow => {
+                return None;
+            }
         })
     }
 
     /// The allowance it is charged to. A lockout is not charged, so that
     /// it ends even while a client (perhaps the owner's own, with the right
     /// password) keeps retrying.
+    /// Only what a provider judged counts against the login: a login no
+    /// upstream serves was judged by nobody, and counts against the network
+    /// only (it is still answered like a wrong password).
     pub(crate) fn charge(&self) -> Charge {
         match self {
             Outcome::Refused { .. } | Outcome::Lost if self.is_temporary() => Charge::Network,
-            Outcome::Refused { .. } | Outcome::NoRoute => Charge::LoginAndNetwork,
+            Outcome::NoRoute => Charge::Network,
+            Outcome::Refused { .. } => Charge::LoginAndNetwork,
             _ => Charge::Nothing,
         }
     }
@@ -177,27 +197,51 @@ impl<S, R> Outcome<S, R> {
     }
 }
 
-/// Runs the login policy for `credentials` on behalf of `peer`.
+/// Runs the login policy for `credentials` on behalf of `peer`, whose
+/// session must have logged in by `preauth_deadline`.
 pub(crate) async fn log_in<P: Provider>(
     relay: &Relay,
     peer: &mut Peer,
     credentials: Credentials,
     provider: &mut P,
+    preauth_deadline: tokio::time::Instant,
 ) -> Outcome<P::Session, P::Reply> {
-    let _turn = peer.auth_turn().await;
-    let failure_at = tokio::time::Instant::now() + relay.config.limits.auth_failure_delay;
     let login = credentials.login();
+    // Waiting for a turn is bounded like any wait before login.
+    let _turn = tokio::select! {
+        turn = peer.auth_turn(&login) => turn,
+        () = peer.evicted() => return Outcome::Evicted,
+        () = tokio::time::sleep_until(preauth_deadline) => return Outcome::TooSlow,
+    };
+    let failure_at = tokio::time::Instant::now() + relay.config.limits.auth_failure_delay;
+    let route = relay.config.route(login.expose());
     let outcome = if peer.login_gate(&login) == LoginGate::Locked {
         Outcome::Locked
+    } else if route.is_some_and(|i| peer.provider_gate(&login, i) == LoginGate::Locked) {
+        Outcome::ProviderBudget
     } else {
-        attempt(relay, &login, credentials, provider).await
+        attempt(relay, &login, route, credentials, provider).await
     };
     if let Some(counter) = outcome.counter() {
         relay.stats.count(counter);
     }
     match outcome.charge() {
-        Charge::LoginAndNetwork => peer.login_failed(&login),
-        Charge::Network => peer.login_failed_temporarily(),
+        Charge::LoginAndNetwork => {
+            peer.login_failed(&login);
+            if let Some(upstream) = route {
+                peer.provider_refused(upstream);
+            }
+        }
+        Charge::Network => {
+            peer.login_failed_temporarily();
+            // A refusal the relay saw as temporary may still have been
+            // judged (Postfix gives up on a slow Dovecot, which goes on to
+            // count the failure against the relay's address): it counts
+            // against the provider's budget too.
+            if let (Some(upstream), Outcome::Refused { .. } | Outcome::Lost) = (route, &outcome) {
+                peer.provider_refused(upstream);
+            }
+        }
         Charge::Nothing => {}
     }
     if let Outcome::Accepted { .. } = outcome {
@@ -209,17 +253,16 @@ pub(crate) async fn log_in<P: Provider>(
     outcome
 }
 
-/// Routes, connects and authenticates.
+/// Connects to the routed upstream and authenticates.
 async fn attempt<P: Provider>(
     relay: &Relay,
     login: &crate::privacy::Login,
+    route: Option<usize>,
     credentials: Credentials,
     provider: &mut P,
 ) -> Outcome<P::Session, P::Reply> {
     let config = &relay.config;
-    let route = config
-        .route(login.expose())
-        .and_then(|i| Some((i, P::endpoint(&config.upstreams[i])?)));
+    let route = route.and_then(|i| Some((i, P::endpoint(&config.upstreams[i])?)));
     let Some((index, endpoint)) = route else {
         return Outcome::NoRoute;
     };
@@ -258,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_outcome_knows_its_counter_charge_delay_and_kind() {
-        let cases: [(O, Option<Counter>, Charge, bool, bool); 10] = [
+        let cases: [(O, Option<Counter>, Charge, bool, bool); 13] = [
             (
                 Outcome::Accepted {
                     session: (),
@@ -299,7 +342,7 @@ mod tests {
             (
                 Outcome::NoRoute,
                 Some(Counter::LoginNoRoute),
-                Charge::LoginAndNetwork,
+                Charge::Network,
                 true,
                 false,
             ),
@@ -326,6 +369,16 @@ mod tests {
             ),
             (Outcome::Unsupported, None, Charge::Nothing, false, false),
             (Outcome::Abandoned, None, Charge::Nothing, false, true),
+            (Outcome::Evicted, None, Charge::Nothing, false, true),
+            (Outcome::TooSlow, None, Charge::Nothing, false, true),
+            // At once: holding it would only spend a descriptor.
+            (
+                Outcome::ProviderBudget,
+                Some(Counter::LoginLocked),
+                Charge::Nothing,
+                false,
+                true,
+            ),
         ];
         for (i, (outcome, counter, charge, delayed, temporary)) in cases.into_iter().enumerate() {
             assert_eq!(outcome.counter(), counter, "case {i}");

@@ -76,11 +76,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             mailveil::logging::init();
-            report_hardening(
-                mailveil::privacy::process::harden().context("hardening the process")?,
-            );
-            let config = Config::load(&config)
+            let hardening =
+                mailveil::privacy::process::harden().context("hardening the process")?;
+            let descriptors = hardening.descriptors;
+            report_hardening(hardening);
+            let mut config = Config::load(&config)
                 .with_context(|| format!("invalid configuration {}", config.display()))?;
+            fit_connections_to_descriptors(&mut config, descriptors);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -113,6 +115,26 @@ fn report_hardening(hardening: mailveil::privacy::process::Hardening) {
             "core dumps off; memory NOT locked: mlockall failed ({reason}), so pages holding \
              mail or passwords could be swapped to disk"
         ),
+    }
+}
+
+/// Lowers the connection cap to what the open-file limit can carry, and
+/// says so: past it, accepting would fail with EMFILE instead of making
+/// room by evicting a session that has not logged in.
+fn fit_connections_to_descriptors(config: &mut Config, descriptors: Option<u64>) {
+    use mailveil::privacy::process::{DESCRIPTOR_SLACK, connection_cap};
+    let configured = config.limits.max_connections;
+    let cap = connection_cap(configured, descriptors);
+    if cap < configured {
+        tracing::warn!(
+            "the open-file limit ({}) carries about {cap} connections (two descriptors each, \
+             {DESCRIPTOR_SLACK} kept aside), not max_connections = {configured}: serving at \
+             most {cap}. Raise it (LimitNOFILE= under systemd, `ulimit -n` elsewhere) to \
+             at least {}",
+            descriptors.unwrap_or_default(),
+            2 * configured as u64 + DESCRIPTOR_SLACK
+        );
+        config.limits.max_connections = cap;
     }
 }
 

@@ -120,13 +120,34 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
 ) {
     let refusals = Arc::new(Semaphore::new(MAX_BUSY_REFUSALS));
+    // One descriptor held back for the moment the process runs out.
+    let mut reserve = reserve_descriptor();
     loop {
         // The address is hashed into a prefix tag here and goes no further.
         let (stream, admitted) = match socket.accept().await {
             Ok((stream, addr)) => (stream, relay.admission.admit(addr.ip())),
             Err(e) => {
-                tracing::debug!("accept failed: {:?}", e.kind());
-                // Out of file descriptors and the like: don't spin.
+                // Counted, not logged: a flood must not write a line per
+                // connection.
+                relay.stats.count(Counter::AcceptFailed);
+                if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
+                    // Out of descriptors: make room the way the cap does
+                    // (the oldest session not logged in goes), and use the
+                    // reserve one to take the waiting connection off the
+                    // queue and close it, instead of leaving it to hang.
+                    if relay.admission.evict_oldest_preauth() {
+                        relay.stats.count(Counter::Evicted);
+                    }
+                    drop(reserve.take());
+                    let next = socket.accept();
+                    if let Ok(Ok((stream, _))) =
+                        tokio::time::timeout(std::time::Duration::from_millis(10), next).await
+                    {
+                        drop(stream);
+                    }
+                    reserve = reserve_descriptor();
+                }
+                // Don't spin.
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -175,6 +196,16 @@ async fn accept_loop(
         };
         tokio::spawn(serve(relay.clone(), listener.clone(), stream, peer, permit));
     }
+}
+
+/// `EMFILE` and `ENFILE`: out of descriptors, per process and system-wide.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// A descriptor to give up when none is left (read-only `/dev/null`; the
+/// relay writes no file).
+fn reserve_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 async fn serve(

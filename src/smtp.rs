@@ -247,7 +247,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
             max_line: relay.config.limits.max_command_bytes,
             client_end: None,
         };
-        let outcome = login::log_in(relay, &mut self.peer, credentials, &mut provider).await;
+        let deadline = provider.session.preauth_deadline();
+        let outcome =
+            login::log_in(relay, &mut self.peer, credentials, &mut provider, deadline).await;
         let client_end = provider.client_end.take();
         let reply = match outcome {
             Outcome::Accepted {
@@ -261,6 +263,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                 self.upstream = Some(upstream);
                 reply
             }
+            Outcome::Evicted => return Err(End::Evicted),
+            Outcome::TooSlow => return Err(End::Slow(Slow::Preauth)),
             other => login_reply(other),
         };
         if let Some(end) = client_end {
@@ -274,13 +278,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
 fn login_reply(outcome: Outcome<UpstreamSmtp, Reply>) -> Reply {
     match outcome {
         Outcome::Accepted { reply, .. } | Outcome::Refused { reply, .. } => reply,
-        Outcome::Locked => reply::auth_locked(),
+        Outcome::Locked | Outcome::ProviderBudget => reply::auth_locked(),
         Outcome::NoRoute => reply::auth_no_route(),
         Outcome::Unreachable(Unreachable::Tls) => reply::upstream_tls_failed(),
         Outcome::Unreachable(Unreachable::TorNotReady) => reply::tor_not_ready(),
-        Outcome::Unreachable(Unreachable::Network) | Outcome::Lost | Outcome::Abandoned => {
-            reply::auth_upstream_unavailable()
-        }
+        Outcome::Unreachable(Unreachable::Network)
+        | Outcome::Lost
+        | Outcome::Abandoned
+        | Outcome::Evicted
+        | Outcome::TooSlow => reply::auth_upstream_unavailable(),
         Outcome::Unsupported => reply::unknown_mechanism(),
     }
 }

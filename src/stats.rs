@@ -50,9 +50,11 @@ pub(crate) enum Counter {
     LoginLocked,
     /// A message was refused: its account's hourly allowance was spent.
     MessageRateLimited,
+    /// Accepting a connection failed (out of descriptors, or the like).
+    AcceptFailed,
 }
 
-const ALL: [Counter; 18] = [
+const ALL: [Counter; 19] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -71,6 +73,7 @@ const ALL: [Counter; 18] = [
     Counter::Evicted,
     Counter::LoginLocked,
     Counter::MessageRateLimited,
+    Counter::AcceptFailed,
 ];
 
 impl Counter {
@@ -94,6 +97,7 @@ impl Counter {
             Counter::Evicted => "unauthenticated sessions evicted",
             Counter::LoginLocked => "logins locked out",
             Counter::MessageRateLimited => "messages over the hourly limit",
+            Counter::AcceptFailed => "accepts failed",
         }
     }
 }
@@ -150,7 +154,7 @@ mod tests {
              provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
              connections refused by rate 0, connections refused per prefix 0, \
              unauthenticated sessions evicted 0, logins locked out 0, \
-             messages over the hourly limit 0"
+             messages over the hourly limit 0, accepts failed 0"
         );
         assert!(stats.take_report().starts_with("SMTP sessions 0,"));
     }

@@ -183,6 +183,16 @@ limits! {
         default 900, min 1, max 86_400;
     /// How long a lockout lasts.
     auth_lockout: Duration = secs(auth_lockout_secs), default 900, min 1, max 86_400;
+    /// Failed logins the relay lets through to one provider per hour, from
+    /// all networks together: past it, networks with recent failures are
+    /// refused at once (the provider would count them against the relay's
+    /// shared address).
+    provider_failures_per_hour: u32 = count(provider_failures_per_hour),
+        default 30, min 1, max 1_000_000;
+    /// How long a network that logged in with a login stays exempt from
+    /// that login's lockout (0: no network is).
+    login_success_memory: Duration = secs(login_success_memory_secs),
+        default 86_400, min 0, max 30 * 86_400;
     /// A failed login is answered no sooner than this after the client's
     /// credentials arrived (locked out or refused by the provider alike).
     auth_failure_delay: Duration = millis(auth_failure_delay_ms), default 2000, min 0, max 60_000;

@@ -119,7 +119,9 @@ pub(crate) fn login_failure<S, R>(outcome: &Outcome<S, R>) -> Option<&'static st
         Outcome::Accepted { .. } | Outcome::Refused { .. } => return None,
         // One reply for every password, temporary so that a client does
         // not ask its user for a new password.
-        Outcome::Locked => "NO [UNAVAILABLE] Too many failed logins, try again later",
+        Outcome::Locked | Outcome::ProviderBudget => {
+            "NO [UNAVAILABLE] Too many failed logins, try again later"
+        }
         // Dovecot's wording for a wrong password, so that the relay's
         // routing table cannot be probed.
         Outcome::NoRoute => "NO [AUTHENTICATIONFAILED] Authentication failed.",
@@ -129,9 +131,11 @@ pub(crate) fn login_failure<S, R>(outcome: &Outcome<S, R>) -> Option<&'static st
         Outcome::Unreachable(Unreachable::TorNotReady) => {
             "NO [UNAVAILABLE] The relay's Tor connection is still starting; try again in a minute"
         }
-        Outcome::Unreachable(Unreachable::Network) | Outcome::Lost | Outcome::Abandoned => {
-            tagged::UNREACHABLE
-        }
+        Outcome::Unreachable(Unreachable::Network)
+        | Outcome::Lost
+        | Outcome::Abandoned
+        | Outcome::Evicted
+        | Outcome::TooSlow => tagged::UNREACHABLE,
         Outcome::Unsupported => {
             "NO [CANNOT] Your mail server does not offer this authentication mechanism"
         }

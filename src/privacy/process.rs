@@ -48,6 +48,26 @@ pub enum MemoryLock {
 pub struct Hardening {
     /// Memory locking outcome.
     pub memory: MemoryLock,
+    /// The open-file limit after raising the soft limit to the hard one;
+    /// `None` when unlimited.
+    pub descriptors: Option<u64>,
+}
+
+/// Descriptors kept for what is not a client session: listeners, the
+/// reserve ones the accept loops hold for EMFILE, the runtime, the Tor
+/// client's state and directory cache and its channels.
+pub const DESCRIPTOR_SLACK: u64 = 128;
+
+/// The most connections `descriptors` can carry (each relayed session
+/// holds two: the client's and the provider's), or `configured` if fewer.
+pub fn connection_cap(configured: usize, descriptors: Option<u64>) -> usize {
+    match descriptors {
+        None => configured,
+        Some(n) => {
+            let fit = n.saturating_sub(DESCRIPTOR_SLACK) / 2;
+            configured.min(usize::try_from(fit).unwrap_or(usize::MAX).max(1))
+        }
+    }
 }
 
 /// Applies every hardening measure. Call once, early in `main`, before any
@@ -66,6 +86,7 @@ pub fn harden() -> Result<Hardening, HardeningError> {
     enforce_safe_logging()?;
     Ok(Hardening {
         memory: lock_memory(),
+        descriptors: raise_soft_limit(Resource::Nofile),
     })
 }
 
@@ -86,7 +107,7 @@ fn enforce_safe_logging() -> Result<(), HardeningError> {
 }
 
 fn lock_memory() -> MemoryLock {
-    let limit = raise_memlock_soft_limit();
+    let limit = raise_soft_limit(Resource::Memlock);
     let privileged = capabilities(None)
         .map(|c| c.effective.contains(CapabilitySet::IPC_LOCK))
         .unwrap_or(false);
@@ -104,20 +125,35 @@ fn lock_memory() -> MemoryLock {
     }
 }
 
-/// Raises the soft `RLIMIT_MEMLOCK` to the hard limit; returns the resulting
-/// soft limit, `None` when unlimited.
-fn raise_memlock_soft_limit() -> Option<u64> {
-    let current = getrlimit(Resource::Memlock);
+/// Raises a soft limit to the hard limit; returns the resulting soft limit,
+/// `None` when unlimited.
+fn raise_soft_limit(resource: Resource) -> Option<u64> {
+    let current = getrlimit(resource);
     if current.current != current.maximum {
         let _ = rustix::process::setrlimit(
-            Resource::Memlock,
+            resource,
             Rlimit {
                 current: current.maximum,
                 maximum: current.maximum,
             },
         );
     }
-    getrlimit(Resource::Memlock).current
+    getrlimit(resource).current
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_descriptors() {
+        assert_eq!(connection_cap(1000, None), 1000);
+        assert_eq!(connection_cap(1000, Some(1 << 20)), 1000);
+        // The default soft limit of 1,024: (1024 - 128) / 2.
+        assert_eq!(connection_cap(1000, Some(1024)), 448);
+        assert_eq!(connection_cap(1000, Some(256)), 64);
+        assert_eq!(connection_cap(1000, Some(10)), 1);
+    }
 }
 
 #[cfg(all(test, feature = "tor"))]

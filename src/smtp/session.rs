@@ -204,6 +204,11 @@ impl<'r> Session<'r> {
         Reply::new(220, [0, 0, 0], format!("{} ESMTP", self.cx.hostname))
     }
 
+    /// When the client must have logged in by.
+    pub(crate) fn preauth_deadline(&self) -> Instant {
+        self.preauth_deadline
+    }
+
     /// True once the provider accepted a login.
     pub(crate) fn is_logged_in(&self) -> bool {
         matches!(self.mode, Mode::Ready | Mode::Transaction(_))

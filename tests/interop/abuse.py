@@ -14,9 +14,13 @@
         and how many were still open at the end. Runs an `honest` round
         halfway through.
     abuse.py stuffing   --port P --attempts N --source A --connections C --proto smtp|imap
-        N wrong-password logins (a new login name each time) from address A
-        over up to C connections at once, reconnecting when closed. Counts
-        replies by kind.
+                        [--login L] [--sources S]
+        N wrong-password logins (a new login name each time, or always L)
+        from address A (or spread over S addresses 127.0.x.y) over up to C
+        connections at once, reconnecting when closed. Counts replies by
+        kind.
+    `honest --owner` logs in as alice@example.test over IMAP too (the
+    account a `stuffing --login alice@example.test` attacks).
 
 Every TLS connection is verified against $CA. Bounded: every loop has a
 fixed count or a deadline."""
@@ -138,14 +142,14 @@ async def honest_smtp(port, source, out):
         w.close()
 
 
-async def honest_imap(port, source, out):
+async def honest_imap(port, source, out, user="bob@example.test", password="bob-pw"):
     t1 = time.perf_counter()
     r, w = await asyncio.open_connection(HOST, port, ssl=ctx(), server_hostname="localhost",
                                          local_addr=(source, 0))
     try:
         greeting = await asyncio.wait_for(r.readline(), 30)
         assert greeting.startswith(b"* OK"), greeting
-        w.write(b'a LOGIN "bob@example.test" "bob-pw"\r\nb SELECT INBOX\r\nc LOGOUT\r\n')
+        w.write(b'a LOGIN "%s" "%s"\r\nb SELECT INBOX\r\nc LOGOUT\r\n' % (user.encode(), password.encode()))
         await w.drain()
         while True:
             line = await asyncio.wait_for(r.readline(), 30)
@@ -162,11 +166,13 @@ async def honest_imap(port, source, out):
         w.close()
 
 
-async def honest_round(smtp_port, imap_port, source):
+async def honest_round(smtp_port, imap_port, source, owner=False):
     """SMTP login and send, then IMAP login and SELECT, each timed; errors
-    recorded per protocol (the reply text says who refused)."""
+    recorded per protocol (the reply text says who refused). With owner,
+    both log in as alice."""
     out = {}
-    for name, step, port in [("smtp", honest_smtp, smtp_port), ("imap", honest_imap, imap_port)]:
+    imap = (lambda p, s, o: honest_imap(p, s, o, "alice@example.test", "alice-pw")) if owner else honest_imap
+    for name, step, port in [("smtp", honest_smtp, smtp_port), ("imap", imap, imap_port)]:
         try:
             await step(port, source, out)
         except BaseException as e:
@@ -176,7 +182,7 @@ async def honest_round(smtp_port, imap_port, source):
 
 
 async def honest(a):
-    res = await honest_round(a.smtp_port, a.imap_port, a.source)
+    res = await honest_round(a.smtp_port, a.imap_port, a.source, a.owner)
     res["test"] = "honest"
     res["label"] = a.label
     print(json.dumps(res), flush=True)
@@ -269,7 +275,12 @@ async def stuffing(a):
         next_id[0] += 1
         return next_id[0]
 
-    async def connection():
+    addrs = sources(a.sources) if a.sources > 1 else [a.source]
+
+    def victim(n):
+        return a.login or f"{a.proto}-victim{n}@example.test"
+
+    async def connection(source):
         # One connection: log in with wrong passwords until closed or done.
         reconnects = 0
         while remaining[0] > 0 and reconnects < 10_000:
@@ -277,7 +288,7 @@ async def stuffing(a):
             try:
                 r, w = await asyncio.wait_for(
                     asyncio.open_connection(HOST, a.port, ssl=ctx(), server_hostname="localhost",
-                                            local_addr=(a.source, 0)), 30)
+                                            local_addr=(source, 0)), 30)
             except (OSError, asyncio.TimeoutError, ssl.SSLError):
                 counts["connect_failed"] += 1
                 await asyncio.sleep(0.2)
@@ -292,7 +303,7 @@ async def stuffing(a):
                     await smtp_cmd(r, w, b"EHLO stuffer.invalid", 30)
                     while (n := take()) is not None:
                         code, text = await smtp_cmd(
-                            r, w, b"AUTH PLAIN " + plain(f"smtp-victim{n}@example.test", f"guess{n}"), 60)
+                            r, w, b"AUTH PLAIN " + plain(victim(n), f"guess{n}"), 60)
                         counts[text[:60]] += 1
                         if code == 235:
                             counts["LOGGED IN"] += 1
@@ -303,7 +314,7 @@ async def stuffing(a):
                         await asyncio.sleep(0.5)
                         continue
                     while (n := take()) is not None:
-                        w.write(b'a LOGIN "imap-victim%d@example.test" "guess%d"\r\n' % (n, n))
+                        w.write(b'a LOGIN "%s" "guess%d"\r\n' % (victim(n).encode(), n))
                         await w.drain()
                         while True:
                             line = await asyncio.wait_for(r.readline(), 60)
@@ -317,9 +328,10 @@ async def stuffing(a):
             finally:
                 w.close()
 
-    await asyncio.gather(*(connection() for _ in range(a.connections)))
+    await asyncio.gather(*(connection(addrs[i % len(addrs)]) for i in range(a.connections)))
     elapsed = time.perf_counter() - t0
     print(json.dumps({"test": "stuffing", "proto": a.proto, "attempts": a.attempts,
+                      "one_login": bool(a.login), "sources": len(addrs),
                       "seconds": round(elapsed, 1),
                       "attempts_per_s": round(a.attempts / elapsed, 1),
                       "replies": dict(counts)}), flush=True)
@@ -342,6 +354,8 @@ def main():
     p.add_argument("--connections", type=int, default=20)
     p.add_argument("--proto", choices=["smtp", "imap"], default="smtp")
     p.add_argument("--label", default="")
+    p.add_argument("--login", default="", help="stuffing: attack this one login")
+    p.add_argument("--owner", action="store_true", help="honest: log in as alice on both protocols")
     a = p.parse_args()
     mode = {"smtp-load": smtp_load, "honest": honest, "slowloris": slowloris, "stuffing": stuffing}[a.mode]
     asyncio.run(mode(a))

@@ -155,6 +155,31 @@ for spec in "1 0 11587" "$TRICKLERS 0 11587" "$TRICKLERS 1 11465"; do
     fi
 done
 
+# ------------------------------------------------------------------ descriptors
+# The shipped max_connections (1,000) under a 256-descriptor limit: mailveil
+# must lower its cap to fit (and say so), so that at the cap it evicts a
+# session that has not logged in instead of failing to accept. 400 idle TLS
+# connections from 30 addresses, then an honest user.
+log "descriptors: 256 open files, the default max_connections, 400 idle connections from 30 addresses"
+use_limits defaults
+stop_mailveil
+prlimit --nofile=256:256 "$MAILVEIL" run --config "$W/mailveil.toml" >"$W/log/mailveil.out" 2>"$W/log/mailveil.err" &
+echo $! > "$W/mailveil.pid"
+wait_port 127.0.0.1 11465; wait_port 127.0.0.1 11993
+line="$("${A[@]}" slowloris --port 11465 --tls 1 --count 400 --sources 30 --hold 45 \
+    --honest-source 127.0.0.10 --label nofile-256)"
+echo "$line" | tee -a "$OUT"
+if grep -q "carries about 64 connections" "$W/log/mailveil.err"; then
+    ok "under a 256-descriptor limit mailveil serves at most 64 connections, and says so at start"
+else
+    bad "no start-up warning about the descriptor limit: $(grep -i 'open-file' "$W/log/mailveil.err" || true)"
+fi
+if [ "$(jget "$line" 'r["honest"]["ok"]')" = True ]; then
+    ok "256 descriptors, 400 idle connections: honest user logged in in $(jget "$line" 'r["honest"]["smtp_login_s"]') s, sent in $(jget "$line" 'r["honest"]["smtp_send_s"]') s"
+else
+    bad "256 descriptors, 400 idle connections: honest user failed: $line"
+fi
+
 # ------------------------------------------------------------------ stuffing
 for proto in smtp imap; do
     port=11465; [ "$proto" = imap ] && port=11993
@@ -199,6 +224,66 @@ for proto in smtp imap; do
         # reach the provider count against the relay's address there.
         printf 'note - during %s stuffing the provider, not mailveil, failed the honest user: %s\n' "$proto" "$honest"
         ok "mailveil itself let the honest user through during $proto stuffing"
+    fi
+done
+
+# ------------------------------------------------------------------ lockout against the owner
+# Someone who knows alice's login guesses her password, from one address,
+# then from 50. alice has logged in from her own network (127.0.0.77)
+# before: from there she must still log in and send, during the attack and
+# right after it, within 5 s. A network she has not used (127.0.0.88) is
+# locked out of her login: the control that the lock was real.
+# Dovecot's per-address login penalty (every failure from the relay's one
+# address delays the next logins from it, up to 15 s) is the provider's, not
+# mailveil's: each round starts with a fresh Dovecot, and a slow or failed
+# login that mailveil did not refuse is reported, not failed.
+fresh_provider() {
+    dovecot -c "$W/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do pgrep -f "dovecot -c $W/dovecot" >/dev/null || break; sleep 0.1; done
+    dovecot -c "$W/dovecot/dovecot.conf"
+    wait_port 127.0.0.2 10993
+    sleep 1
+}
+for nsrc in 1 50; do
+    log "stuffing alice's login from $nsrc address(es); alice logs in from her own network"
+    fresh_provider
+    use_limits defaults "auth_failure_delay_ms = 0"
+    first=$(( $(wc -l < "$W/log/dovecot.log") + 1 ))
+    before="$("${A[@]}" honest --owner --source 127.0.0.77 --label "owner-before-$nsrc")"
+    echo "$before" | tee -a "$OUT"
+    # Over IMAP: Dovecot judges every guess itself (over SMTP, Postfix gives
+    # up on Dovecot's delayed answers and the guess counts as temporary, so
+    # the login might never be locked and the control below would say nothing).
+    coproc STUFF { "${A[@]}" stuffing --port 11993 --proto imap --attempts 300 --login alice@example.test \
+        --source 127.0.0.66 --sources "$nsrc" --connections "$(( nsrc > 5 ? nsrc : 5 ))"; }
+    sleep 3
+    during="$("${A[@]}" honest --owner --source 127.0.0.77 --label "owner-during-$nsrc")"
+    read -r line <&"${STUFF[0]}"
+    wait "$STUFF_PID" || true
+    after="$("${A[@]}" honest --owner --source 127.0.0.77 --label "owner-after-$nsrc")"
+    elsewhere="$("${A[@]}" honest --owner --source 127.0.0.88 --label "owner-new-network-$nsrc")"
+    printf '%s\n' "$line" "$during" "$after" "$elsewhere" | tee -a "$OUT"
+    judged="$(tail -n "+$first" "$W/log/dovecot.log" | grep -c "passwd-file(alice@example.test.*Password mismatch" || true)"
+    echo "{\"test\": \"owner-stuffing-provider\", \"sources\": $nsrc, \"failed_logins_at_provider\": $judged}" | tee -a "$OUT"
+    printf 'note - stuffing alice from %s address(es): %s wrong passwords reached the provider\n' "$nsrc" "$judged"
+    logged_in="$(jget "$line" 'r["replies"].get("LOGGED IN", 0)')"
+    for phase in during after; do
+        res="${!phase}"
+        what="alice from her own network, $phase stuffing of her login from $nsrc address(es)"
+        if grep -q "Too many failed logins" <<<"$res"; then
+            bad "$what: mailveil locked her out: $res"
+        elif [ "$(jget "$res" 'r["ok"]')" = True ] &&
+             [ "$(jget "$res" 'int(max(r["smtp_send_s"], r["imap_login_select_s"]) <= 5)')" = 1 ]; then
+            ok "$what: sent in $(jget "$res" 'r["smtp_send_s"]') s, IMAP in $(jget "$res" 'r["imap_login_select_s"]') s (before: $(jget "$before" 'r.get("smtp_send_s")') s)"
+        else
+            printf 'note - %s: mailveil let her through, the provider slowed or failed her: %s\n' "$what" "$res"
+            ok "$what: mailveil did not lock her out"
+        fi
+    done
+    if [ "$logged_in" = 0 ] && grep -q "Too many failed logins" <<<"$elsewhere"; then
+        ok "the guesses never logged in, and a network alice has not used is locked out of her login"
+    else
+        bad "stuffing alice's login from $nsrc address(es): $line; new network: $elsewhere"
     fi
 done
 

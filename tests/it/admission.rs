@@ -470,3 +470,51 @@ async fn a_lockout_ends_even_while_a_client_keeps_retrying() {
         "two refusals and the final login reached the provider"
     );
 }
+
+#[tokio::test]
+async fn a_login_waiting_for_its_networks_turn_ends_at_the_preauth_deadline() {
+    // The provider never answers AUTH: four logins from one network hold
+    // the network's turns (for the upstream timeout, 60 s); a fifth waits.
+    let upstream = start_upstream(UpstreamScript {
+        stall_at: Some("AUTH"),
+        ..UpstreamScript::default()
+    })
+    .await;
+    let text = with_limits(
+        relay_config(&upstream, "implicit", true, ""),
+        "preauth_timeout_secs = 5\ncommand_timeout_secs = 60",
+    )
+    .replace(
+        "upstream_timeout_secs = 5\n",
+        "upstream_timeout_secs = 60\n",
+    );
+    let relay = start_relay_with(&text).await;
+    let ir = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("\0{USER}\0{PASSWORD}"),
+    );
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let mut c = smtp_from(&relay, "127.0.0.31").await;
+        c.send(format!("AUTH PLAIN {ir}\r\n").as_bytes()).await;
+        holders.push(c);
+    }
+    let mut waiting = smtp_from(&relay, "127.0.0.31").await;
+    let started = Instant::now();
+    let reply = waiting.auth_plain(USER, PASSWORD).await;
+    // It is told it took too long when its deadline (5 s after it
+    // connected) passes, not when a turn frees up 60 s later.
+    assert_eq!(
+        reply,
+        "421 4.4.2 Took too long to log in, closing connection"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(waiting.is_closed().await);
+    // The provider saw four logins: the fifth never reached it.
+    assert_eq!(upstream_auths(&upstream), 4);
+    drop(holders);
+}
