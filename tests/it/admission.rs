@@ -485,7 +485,7 @@ async fn a_login_waiting_for_its_networks_turn_ends_at_the_preauth_deadline() {
         "preauth_timeout_secs = 5\ncommand_timeout_secs = 60",
     )
     .replace(
-        "upstream_timeout_secs = 5\n",
+        "upstream_timeout_secs = 15\n",
         "upstream_timeout_secs = 60\n",
     );
     let relay = start_relay_with(&text).await;

@@ -244,7 +244,7 @@ async fn a_proxied_connection_gets_the_longer_proxied_connect_timeout() {
         }
     });
     let text = socks_config(&upstream, "127.0.0.1", proxy, "account")
-        .replace("upstream_timeout_secs = 5", "upstream_timeout_secs = 1")
+        .replace("upstream_timeout_secs = 15", "upstream_timeout_secs = 1")
         .replace("[egress]\n", "[egress]\nproxied_connect_timeout_secs = 3\n");
     let relay = start_relay_with(&text).await;
     let (mut c, _) = Client::implicit(&relay).await;

@@ -518,7 +518,7 @@ domains = ["example.test"]
 
 [limits]
 max_message_bytes = 30000000
-upstream_timeout_secs = 5
+upstream_timeout_secs = 15
 {egress}{extra}
 "#,
         port = upstream.addr.port(),

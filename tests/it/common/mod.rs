@@ -479,7 +479,7 @@ smtp = {{ host = "127.0.0.1", port = {port}, tls = "{smtp_tls}" }}
 
 [limits]
 max_message_bytes = 1000000
-upstream_timeout_secs = 5
+upstream_timeout_secs = 15
 {egress}{extra}
 "#,
         port = upstream.addr.port(),
