@@ -2,13 +2,16 @@
 //! to log in or send again after failing.
 //!
 //! Every limit is keyed by a tag, never by the thing itself: the client's
-//! address prefix (/32 for IPv4, /64 for IPv6) or its login, each passed
+//! address prefix (/32 for IPv4; /64, /56 and /48 for IPv6, see
+//! [`Prefixes`]) or its login, each passed
 //! through HMAC-SHA256 under the admission subkey of [`crate::keys`] with a
 //! label per kind, cut to 16 bytes. The tables therefore hold no address and no login, and a tag means
 //! nothing outside this process (it changes at every restart).
 //!
 //! Rates use governor's GCRA limiters. Tables are pruned on a timer
-//! ([`Admission::prune_every`]), and when full, and capped in size: once a
+//! ([`Admission::prune_every`]), and when full (a lock, a success or a
+//! failure also as soon as it is looked up expired), and capped in size:
+//! once a
 //! rate table holds [`MAX_KEYS`] tags that are not back at full allowance,
 //! new keys share one overflow bucket until pruning frees room, while the
 //! keys it holds keep their own; so a flood from many prefixes can neither
@@ -35,7 +38,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -67,6 +70,10 @@ pub(crate) const AUTH_IN_FLIGHT_PER_PREFIX: usize = 4;
 /// five) from a new network barely waits.
 pub(crate) const AUTH_IN_FLIGHT_PER_LOGIN: usize = 4;
 
+/// Refused connections per widest prefix and minute that get a TLS
+/// handshake and a reply; the rest are closed without one.
+pub(crate) const REFUSALS_TOLD_PER_MINUTE: u32 = 10;
+
 /// A keyed hash standing for an address prefix or a login.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Tag([u8; 16]);
@@ -84,11 +91,9 @@ impl Tag {
 
     /// The tag of an address's prefix: /32 for IPv4 (IPv4-mapped IPv6
     /// included), /64 for IPv6.
+    #[cfg(test)]
     pub(crate) fn for_prefix(ip: IpAddr) -> Tag {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Tag::keyed(b"mailveil prefix v4\0", &v4.octets()),
-            IpAddr::V6(v6) => Tag::keyed(b"mailveil prefix v6\0", &v6.octets()[..8]),
-        }
+        Prefixes::of(ip).narrowest()
     }
 
     /// The tag of a login (case-insensitive).
@@ -111,6 +116,69 @@ impl Tag {
     /// The tag every overflowing key shares.
     const OVERFLOW: Tag = Tag([0; 16]);
 }
+
+/// The prefixes an address is counted under, narrowest first: its /32
+/// for IPv4; its /64, /56 and /48 for IPv6, where one user may hold
+/// thousands of /64s. Level `n` is allowed `factor^n` times what a
+/// narrowest prefix is (`ipv6_wider_prefix_factor`), and an address is
+/// refused when any of its levels is spent: the worst of the three.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prefixes {
+    tags: [Tag; 3],
+    levels: usize,
+}
+
+impl Prefixes {
+    pub(crate) fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Prefixes {
+                tags: [Tag::keyed(b"mailveil prefix v4\0", &v4.octets()); 3],
+                levels: 1,
+            },
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                Prefixes {
+                    tags: [
+                        Tag::keyed(b"mailveil prefix v6\0", &o[..8]),
+                        Tag::keyed(b"mailveil prefix v6/56\0", &o[..7]),
+                        Tag::keyed(b"mailveil prefix v6/48\0", &o[..6]),
+                    ],
+                    levels: 3,
+                }
+            }
+        }
+    }
+
+    /// One level only (for peers without an address).
+    fn single(tag: Tag) -> Self {
+        Prefixes {
+            tags: [tag; 3],
+            levels: 1,
+        }
+    }
+
+    /// The /32 or the /64.
+    pub(crate) fn narrowest(&self) -> Tag {
+        self.tags[0]
+    }
+
+    /// The /32 or the /48.
+    pub(crate) fn widest(&self) -> Tag {
+        self.tags[self.levels - 1]
+    }
+
+    /// (level, tag), widest first.
+    fn widest_first(&self) -> impl Iterator<Item = (usize, &Tag)> {
+        self.tags[..self.levels].iter().enumerate().rev()
+    }
+
+    fn all(&self) -> &[Tag] {
+        &self.tags[..self.levels]
+    }
+}
+
+/// Levels of [`Prefixes`].
+const LEVELS: usize = 3;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,9 +211,21 @@ pub(crate) struct AdmissionLimits {
     pub(crate) success_memory: Duration,
     /// Failed logins let through to one provider per hour.
     pub(crate) provider_failures_per_hour: u32,
+    /// Bytes of messages held at once, relay-wide.
+    pub(crate) buffered_bytes: usize,
+    /// Open mail transactions per account.
+    pub(crate) transactions_per_account: u32,
+    /// How much more an IPv6 /56 is allowed than a /64, and a /48 than a
+    /// /56.
+    wider_factor: u32,
 }
 
 impl AdmissionLimits {
+    /// `n` scaled for prefix level `level`.
+    fn at_level(&self, n: u32, level: usize) -> u32 {
+        (0..level).fold(n, |n, _| n.saturating_mul(self.wider_factor))
+    }
+
     /// The admission part of the configured limits.
     pub(crate) fn from_limits(l: &Limits) -> Self {
         AdmissionLimits {
@@ -158,6 +238,9 @@ impl AdmissionLimits {
             messages_per_hour: l.messages_per_account_per_hour,
             success_memory: l.login_success_memory,
             provider_failures_per_hour: l.provider_failures_per_hour,
+            buffered_bytes: l.max_buffered_message_bytes,
+            transactions_per_account: l.max_transactions_per_account,
+            wider_factor: l.ipv6_wider_prefix_factor,
         }
     }
 }
@@ -263,9 +346,14 @@ impl Rate {
 /// Shared admission state, one per relay.
 pub(crate) struct Admission {
     limits: AdmissionLimits,
-    connect_rate: Rate,
+    /// Per prefix level (see [`Prefixes`]).
+    connect_rate: [Rate; LEVELS],
     open: Mutex<HashMap<Tag, u32>>,
-    fail_prefix: Rate,
+    /// Per prefix level.
+    fail_prefix: [Rate; LEVELS],
+    /// Refusals explained (with a TLS handshake and a reply) per widest
+    /// prefix; past it, refused connections are just closed.
+    told: Rate,
     fail_login: Rate,
     locked: Mutex<HashMap<Tag, Instant>>,
     /// (login, prefix) tags of recent successful logins, until when they
@@ -280,6 +368,10 @@ pub(crate) struct Admission {
     preauth: Mutex<BTreeMap<u64, Arc<Notify>>>,
     next_session: AtomicU64,
     auth_turns: Mutex<HashMap<Tag, Arc<tokio::sync::Semaphore>>>,
+    /// Message bytes granted to transactions, relay-wide.
+    buffered: AtomicUsize,
+    /// Open transactions per account.
+    transactions: Mutex<HashMap<Tag, u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -292,9 +384,20 @@ impl Admission {
     /// Empty tables for these limits.
     pub(crate) fn new(limits: AdmissionLimits) -> Self {
         Admission {
-            connect_rate: Rate::new(limits.rate_per_minute, Duration::from_secs(60)),
+            connect_rate: std::array::from_fn(|level| {
+                Rate::new(
+                    limits.at_level(limits.rate_per_minute, level),
+                    Duration::from_secs(60),
+                )
+            }),
             open: Mutex::new(HashMap::new()),
-            fail_prefix: Rate::new(limits.auth_failures_per_prefix, limits.auth_window),
+            fail_prefix: std::array::from_fn(|level| {
+                Rate::new(
+                    limits.at_level(limits.auth_failures_per_prefix, level),
+                    limits.auth_window,
+                )
+            }),
+            told: Rate::new(REFUSALS_TOLD_PER_MINUTE, Duration::from_secs(60)),
             fail_login: Rate::new(limits.auth_failures_per_login, limits.auth_window),
             locked: Mutex::new(HashMap::new()),
             succeeded: Mutex::new(HashMap::new()),
@@ -304,6 +407,8 @@ impl Admission {
             preauth: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(0),
             auth_turns: Mutex::new(HashMap::new()),
+            buffered: AtomicUsize::new(0),
+            transactions: Mutex::new(HashMap::new()),
             limits,
         }
     }
@@ -311,28 +416,45 @@ impl Admission {
     /// Admits a new connection from `ip` (whose address is hashed here and
     /// not kept), or says why not.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Peer, Refused> {
-        let prefix = Tag::for_prefix(ip);
+        let prefixes = Prefixes::of(ip);
         {
             let mut open = lock(&self.open);
-            let count = open.get(&prefix).copied().unwrap_or(0);
-            if count >= self.limits.per_prefix {
-                return Err(Refused::Concurrency);
+            // Widest first: a flood from one /48 is stopped there before
+            // its /64s make keys in the narrower tables.
+            for (level, tag) in prefixes.widest_first() {
+                let count = open.get(tag).copied().unwrap_or(0);
+                if count >= self.limits.at_level(self.limits.per_prefix, level) {
+                    return Err(Refused::Concurrency);
+                }
             }
-            if !self.connect_rate.take(&prefix) {
-                return Err(Refused::Rate);
+            for (level, tag) in prefixes.widest_first() {
+                if !self.connect_rate[level].take(tag) {
+                    return Err(Refused::Rate);
+                }
             }
-            open.insert(prefix, count + 1);
+            for tag in prefixes.all() {
+                *open.entry(*tag).or_insert(0) += 1;
+            }
         }
-        Ok(self.register(prefix, true))
+        Ok(self.register(prefixes, true))
     }
 
-    fn register(self: &Arc<Self>, prefix: Tag, counted: bool) -> Peer {
+    /// Whether a connection from `ip` that was just refused should be
+    /// told why (a TLS handshake and a reply), or closed at once: each
+    /// widest prefix is told [`REFUSALS_TOLD_PER_MINUTE`] times a minute.
+    pub(crate) fn explain_refusal(&self, ip: IpAddr) -> bool {
+        self.told.take(&Prefixes::of(ip).widest())
+    }
+
+    fn register(self: &Arc<Self>, prefixes: Prefixes, counted: bool) -> Peer {
+        let prefix = prefixes.narrowest();
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let evicted = Arc::new(Notify::new());
         lock(&self.preauth).insert(id, evicted.clone());
         Peer {
             admission: self.clone(),
             prefix,
+            prefixes,
             counted,
             preauth: Some(id),
             evicted,
@@ -346,7 +468,7 @@ impl Admission {
         let mut bytes = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .unwrap_or_else(|_| std::process::abort());
-        self.register(Tag(bytes), false)
+        self.register(Prefixes::single(Tag(bytes)), false)
     }
 
     /// Tells the oldest session that has not logged in to leave. False when
@@ -372,17 +494,25 @@ impl Admission {
     }
 
     fn is_locked(&self, tags: &[Tag]) -> bool {
-        let now = Instant::now();
-        let locked = lock(&self.locked);
-        tags.iter()
-            .any(|t| locked.get(t).is_some_and(|until| *until > now))
+        let mut locked = lock(&self.locked);
+        tags.iter().any(|t| still_until(&mut locked, t))
     }
 
-    fn charge_prefix(&self, prefix: Tag) {
-        self.note_failure(prefix);
-        if !self.fail_prefix.take(&prefix) {
-            self.lock_out(&[prefix]);
+    /// Charges a failure to every level of `prefixes`; those spent are
+    /// added to `lock_now`.
+    fn charge_levels(&self, prefixes: &Prefixes, lock_now: &mut Vec<Tag>) {
+        self.note_failure(prefixes.narrowest());
+        for (level, tag) in prefixes.widest_first() {
+            if !self.fail_prefix[level].take(tag) {
+                lock_now.push(*tag);
+            }
         }
+    }
+
+    fn charge_prefix(&self, prefixes: &Prefixes) {
+        let mut lock_now = Vec::with_capacity(LEVELS);
+        self.charge_levels(prefixes, &mut lock_now);
+        self.lock_out(&lock_now);
     }
 
     fn note_failure(&self, prefix: Tag) {
@@ -391,10 +521,7 @@ impl Admission {
     }
 
     fn failed_lately(&self, prefix: Tag) -> bool {
-        let now = Instant::now();
-        lock(&self.failed_lately)
-            .get(&prefix)
-            .is_some_and(|until| *until > now)
+        still_until(&mut lock(&self.failed_lately), &prefix)
     }
 
     /// The failed logins let through to `upstream` in the current hour.
@@ -416,12 +543,9 @@ impl Admission {
         entry.1 = entry.1.saturating_add(1);
     }
 
-    fn charge_failure(&self, prefix: Tag, login: Tag) {
-        self.note_failure(prefix);
-        let mut lock_now = Vec::with_capacity(2);
-        if !self.fail_prefix.take(&prefix) {
-            lock_now.push(prefix);
-        }
+    fn charge_failure(&self, prefixes: &Prefixes, login: Tag) {
+        let mut lock_now = Vec::with_capacity(LEVELS + 1);
+        self.charge_levels(prefixes, &mut lock_now);
         if !self.fail_login.take(&login) {
             lock_now.push(login);
         }
@@ -441,10 +565,7 @@ impl Admission {
 
     /// Whether `pair` (a login on a prefix) logged in recently.
     fn succeeded_lately(&self, pair: Tag) -> bool {
-        let now = Instant::now();
-        lock(&self.succeeded)
-            .get(&pair)
-            .is_some_and(|until| *until > now)
+        still_until(&mut lock(&self.succeeded), &pair)
     }
 
     fn remember_success(&self, pair: Tag) {
@@ -458,12 +579,11 @@ impl Admission {
     /// Drops what no longer limits anything: rate state back at full
     /// allowance, expired locks.
     pub(crate) fn prune(&self) {
-        for rate in [
-            &self.connect_rate,
-            &self.fail_prefix,
+        for rate in self.connect_rate.iter().chain(&self.fail_prefix).chain([
             &self.fail_login,
             &self.messages,
-        ] {
+            &self.told,
+        ]) {
             rate.prune();
         }
         let now = Instant::now();
@@ -487,6 +607,20 @@ impl Admission {
     }
 }
 
+/// Whether `tag`'s deadline in `table` is still ahead; an expired one is
+/// removed on sight (besides the timer's sweep), so a lock, a success or a
+/// failure is forgotten when it ends, not up to a minute later.
+fn still_until(table: &mut HashMap<Tag, Instant>, tag: &Tag) -> bool {
+    match table.get(tag) {
+        Some(until) if *until > Instant::now() => true,
+        Some(_) => {
+            table.remove(tag);
+            false
+        }
+        None => false,
+    }
+}
+
 /// Sets `tag`'s deadline in a table of deadlines capped at [`MAX_KEYS`]:
 /// when it is full, expired entries go first, then the one ending soonest.
 fn insert_until(table: &mut HashMap<Tag, Instant>, tag: Tag, until: Instant) {
@@ -506,7 +640,10 @@ fn insert_until(table: &mut HashMap<Tag, Instant>, tag: Tag, until: Instant) {
 /// count and in the list of sessions not yet logged in.
 pub(crate) struct Peer {
     admission: Arc<Admission>,
+    /// The narrowest of `prefixes`: the network a success is remembered
+    /// for, and whose logins in flight are capped.
     prefix: Tag,
+    prefixes: Prefixes,
     counted: bool,
     preauth: Option<u64>,
     evicted: Arc<Notify>,
@@ -596,7 +733,7 @@ impl Peer {
             && !self
                 .admission
                 .succeeded_lately(Tag::for_login_on(login, self.prefix));
-        if login_locked || self.admission.is_locked(&[self.prefix]) {
+        if login_locked || self.admission.is_locked(self.prefixes.all()) {
             LoginGate::Locked
         } else {
             LoginGate::Open
@@ -606,7 +743,7 @@ impl Peer {
     /// The provider refused `login`'s credentials.
     pub(crate) fn login_failed(&self, login: &Login) {
         self.admission
-            .charge_failure(self.prefix, Tag::for_login(login));
+            .charge_failure(&self.prefixes, Tag::for_login(login));
     }
 
     /// Whether a login for `login` may go to the provider of `upstream`
@@ -635,7 +772,7 @@ impl Peer {
     /// The provider failed a login temporarily (its password was not
     /// judged): charged to the prefix only.
     pub(crate) fn login_failed_temporarily(&self) {
-        self.admission.charge_prefix(self.prefix);
+        self.admission.charge_prefix(&self.prefixes);
     }
 
     /// The provider accepted `login`: the session is no longer a
@@ -656,6 +793,38 @@ impl Peer {
         }
     }
 
+    /// Opens a mail transaction for this session's account, expecting a
+    /// message of `declared` bytes (0: not said): refused while the account
+    /// has its most transactions open, or when the relay could not hold a
+    /// message that size now. The transaction's message is held within
+    /// the [`MessageRoom`] returned.
+    pub(crate) fn open_transaction(&self, declared: usize) -> Result<MessageRoom, NoRoom> {
+        let Some(account) = self.account else {
+            return Err(NoRoom::Transactions);
+        };
+        let a = &self.admission;
+        if declared
+            > a.limits
+                .buffered_bytes
+                .saturating_sub(a.buffered.load(Ordering::Relaxed))
+        {
+            return Err(NoRoom::Memory);
+        }
+        {
+            let mut open = lock(&a.transactions);
+            let count = open.entry(account).or_insert(0);
+            if *count >= a.limits.transactions_per_account {
+                return Err(NoRoom::Transactions);
+            }
+            *count += 1;
+        }
+        Ok(MessageRoom {
+            admission: a.clone(),
+            account,
+            held: 0,
+        })
+    }
+
     /// Resolves when the relay needs this unauthenticated session's place.
     pub(crate) async fn evicted(&self) {
         if self.preauth.is_some() {
@@ -672,15 +841,89 @@ impl Peer {
     }
 }
 
+/// Why a transaction could not open, or its message could not grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoRoom {
+    /// The relay holds `max_buffered_message_bytes` of messages already.
+    Memory,
+    /// The account has `max_transactions_per_account` open already.
+    Transactions,
+}
+
+/// Granularity of the relay-wide message budget.
+pub(crate) const ROOM_UNIT: usize = 1 << 20;
+
+/// One open transaction of an account, and the share of the relay-wide
+/// message budget its message holds (in whole [`ROOM_UNIT`]s). Dropping
+/// it gives both back.
+pub(crate) struct MessageRoom {
+    admission: Arc<Admission>,
+    account: Tag,
+    held: usize,
+}
+
+impl std::fmt::Debug for MessageRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MessageRoom({} bytes)", self.held)
+    }
+}
+
+impl MessageRoom {
+    /// Makes room for a message of `len` bytes in all; false when the
+    /// relay-wide budget can't cover it (what is held stays held).
+    pub(crate) fn cover(&mut self, len: usize) -> bool {
+        let wanted = len.div_ceil(ROOM_UNIT).saturating_mul(ROOM_UNIT);
+        if wanted <= self.held {
+            return true;
+        }
+        let more = wanted - self.held;
+        let limit = self.admission.limits.buffered_bytes;
+        let taken = self
+            .admission
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|&total| total <= limit)
+            })
+            .is_ok();
+        if taken {
+            self.held = wanted;
+        }
+        taken
+    }
+
+    /// Gives back what the message held (the transaction stays open).
+    pub(crate) fn release(&mut self) {
+        self.admission
+            .buffered
+            .fetch_sub(self.held, Ordering::AcqRel);
+        self.held = 0;
+    }
+}
+
+impl Drop for MessageRoom {
+    fn drop(&mut self) {
+        self.release();
+        let mut open = lock(&self.admission.transactions);
+        if let Some(count) = open.get_mut(&self.account) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.account);
+            }
+        }
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         self.leave_preauth();
         if self.counted {
             let mut open = lock(&self.admission.open);
-            if let Some(count) = open.get_mut(&self.prefix) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    open.remove(&self.prefix);
+            for tag in self.prefixes.all() {
+                if let Some(count) = open.get_mut(tag) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        open.remove(tag);
+                    }
                 }
             }
         }
@@ -702,6 +945,9 @@ mod tests {
             messages_per_hour: 2,
             success_memory: Duration::from_secs(600),
             provider_failures_per_hour: 1000,
+            buffered_bytes: 3 * ROOM_UNIT,
+            transactions_per_account: 2,
+            wider_factor: 4,
         }
     }
 
@@ -890,9 +1136,11 @@ mod tests {
         assert!(a.succeeded_lately(pair));
         std::thread::sleep(Duration::from_millis(150));
         assert!(!a.succeeded_lately(pair));
+        assert!(
+            lock(&a.succeeded).is_empty(),
+            "forgotten when seen expired, before the timer's sweep"
+        );
         assert_eq!(home.login_gate(&login("owner@x")), LoginGate::Locked);
-        a.prune();
-        assert!(lock(&a.succeeded).is_empty());
     }
 
     #[test]
@@ -908,8 +1156,10 @@ mod tests {
         assert_eq!(p.login_gate(&login("u@x")), LoginGate::Locked);
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(p.login_gate(&login("u@x")), LoginGate::Open);
-        a.prune();
-        assert!(lock(&a.locked).is_empty(), "expired locks are pruned");
+        assert!(
+            lock(&a.locked).is_empty(),
+            "an expired lock is dropped when seen, before the timer's sweep"
+        );
     }
 
     #[test]
@@ -1040,12 +1290,12 @@ mod tests {
         for i in 0..1000u32 {
             drop(a.admit(IpAddr::from(i.to_be_bytes())).unwrap());
         }
-        assert_eq!(a.connect_rate.limiter.len(), 1000);
+        assert_eq!(a.connect_rate[0].limiter.len(), 1000);
         // 60,000 a minute: a millisecond refills one, so all are back at
         // full allowance well within this sleep.
         std::thread::sleep(Duration::from_millis(20));
         a.prune();
-        assert_eq!(a.connect_rate.limiter.len(), 0);
+        assert_eq!(a.connect_rate[0].limiter.len(), 0);
 
         let r = Rate::new(1, Duration::from_secs(3600));
         for i in 0..(MAX_KEYS as u32 + 10) {
@@ -1091,5 +1341,138 @@ mod tests {
         assert!(r.take(&newcomer));
         assert!(r.keys.lock().contains_key(&newcomer), "it got its own key");
         assert!(r.limiter.len() < MAX_KEYS);
+    }
+
+    #[test]
+    fn transactions_per_account_and_the_message_budget_are_shared_and_given_back() {
+        let a = Arc::new(Admission::new(limits()));
+        let mut one = a.admit(ip("192.0.2.1")).unwrap();
+        let mut two = a.admit(ip("198.51.100.1")).unwrap();
+        assert_eq!(
+            one.open_transaction(0).unwrap_err(),
+            NoRoom::Transactions,
+            "no account before login"
+        );
+        one.logged_in(&login("alice@example.org"));
+        two.logged_in(&login("alice@example.org"));
+        let mut first = one.open_transaction(0).unwrap();
+        let mut second = two.open_transaction(0).unwrap();
+        assert_eq!(
+            one.open_transaction(0).unwrap_err(),
+            NoRoom::Transactions,
+            "the account's cap holds across networks"
+        );
+        // The budget counts whole units, from all transactions together.
+        assert!(first.cover(1));
+        assert!(first.cover(ROOM_UNIT));
+        assert!(second.cover(2 * ROOM_UNIT));
+        assert!(!first.cover(ROOM_UNIT + 1), "the fourth unit is over");
+        assert!(first.cover(ROOM_UNIT), "what is held stays held");
+        drop(second);
+        assert!(first.cover(3 * ROOM_UNIT), "given back on drop");
+        let mut other = a.admit(ip("203.0.113.1")).unwrap();
+        other.logged_in(&login("bob@example.org"));
+        assert_eq!(
+            other.open_transaction(1).unwrap_err(),
+            NoRoom::Memory,
+            "a declared size beyond what is left"
+        );
+        first.release();
+        assert!(other.open_transaction(3 * ROOM_UNIT).is_ok());
+        drop(first);
+        assert!(
+            lock(&a.transactions)
+                .get(&Tag::for_login(&login("alice@example.org")))
+                .is_none()
+        );
+        assert_eq!(a.buffered.load(Ordering::Relaxed), 0);
+    }
+
+    /// An address in 2001:db8:`n48`::/48, in its /56 number `n56`, /64
+    /// number `n64`.
+    fn v6(n48: u16, n56: u8, n64: u8) -> IpAddr {
+        let seg3 = (u16::from(n56) << 8) | u16::from(n64);
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, n48, seg3, 0, 0, 0, 1,
+        ))
+    }
+
+    #[test]
+    fn ipv6_prefixes_are_the_64_56_and_48() {
+        let a = Prefixes::of(v6(1, 2, 3));
+        let same64 = Prefixes::of(ip("2001:db8:1:203:ffff::9"));
+        let other64 = Prefixes::of(v6(1, 2, 4));
+        let other56 = Prefixes::of(v6(1, 3, 3));
+        let other48 = Prefixes::of(v6(2, 2, 3));
+        assert_eq!(a.all(), same64.all());
+        assert_eq!((a.tags[1], a.tags[2]), (other64.tags[1], other64.tags[2]));
+        assert_ne!(a.tags[0], other64.tags[0]);
+        assert_eq!(a.tags[2], other56.tags[2]);
+        assert_ne!(a.tags[1], other56.tags[1]);
+        assert_ne!(a.tags[2], other48.tags[2]);
+        assert_eq!(Prefixes::of(ip("10.0.0.1")).all().len(), 1);
+        assert_eq!(a.widest(), a.tags[2]);
+    }
+
+    #[test]
+    fn one_ipv6_48_is_capped_whatever_its_64s_but_not_another_48() {
+        // per_prefix 3 and rate 5 a minute per /64; factor 4: a /56 gets
+        // 12 and 20, a /48 48 and 80.
+        let a = Arc::new(Admission::new(limits()));
+        let mut held = Vec::new();
+        for n in 0..48u8 {
+            held.push(a.admit(v6(1, n, n)).expect("within the /48's 48"));
+        }
+        assert_eq!(a.admit(v6(1, 200, 1)).unwrap_err(), Refused::Concurrency);
+        assert!(a.admit(v6(2, 0, 0)).is_ok(), "another /48 is its own");
+        assert!(a.admit(ip("192.0.2.1")).is_ok());
+        // A /56 on its own: 12 at once.
+        let b = Arc::new(Admission::new(limits()));
+        let mut in56 = Vec::new();
+        for n in 0..12u8 {
+            in56.push(b.admit(v6(5, 7, n)).expect("within the /56's 12"));
+        }
+        assert_eq!(b.admit(v6(5, 7, 99)).unwrap_err(), Refused::Concurrency);
+        assert!(b.admit(v6(5, 8, 99)).is_ok(), "the next /56 of the /48");
+        // Rate: the /48 had 80, 48 are spent; 32 more, then refused, and
+        // the refused ones leave no key in the /64 table.
+        drop(held);
+        for n in 0..32u8 {
+            assert!(a.admit(v6(1, 100 + n, 0)).is_ok());
+        }
+        let keys_before = a.connect_rate[0].limiter.len();
+        for n in 0..=255u8 {
+            for m in 0..40u8 {
+                assert_eq!(a.admit(v6(1, n, m)).unwrap_err(), Refused::Rate);
+            }
+        }
+        assert_eq!(a.connect_rate[0].limiter.len(), keys_before);
+    }
+
+    #[test]
+    fn failures_from_many_64s_lock_their_48_and_only_it() {
+        // 4 failures per /64; a /56 16, a /48 64: the 65th locks.
+        let a = Arc::new(Admission::new(limits()));
+        let someone = login("someone@x");
+        for n in 0..65u8 {
+            let p = a.admit(v6(3, n, 0)).unwrap();
+            assert_eq!(p.login_gate(&someone), LoginGate::Open, "failure {n}");
+            p.login_failed_temporarily();
+        }
+        let fresh = a.admit(v6(3, 250, 250)).unwrap();
+        assert_eq!(fresh.login_gate(&someone), LoginGate::Locked);
+        let elsewhere = a.admit(v6(4, 0, 0)).unwrap();
+        assert_eq!(elsewhere.login_gate(&someone), LoginGate::Open);
+    }
+
+    #[test]
+    fn refusals_are_explained_a_few_times_a_minute_per_network() {
+        let a = Admission::new(limits());
+        for _ in 0..REFUSALS_TOLD_PER_MINUTE {
+            assert!(a.explain_refusal(v6(1, 1, 1)));
+        }
+        assert!(!a.explain_refusal(v6(1, 9, 9)), "the same /48");
+        assert!(a.explain_refusal(v6(2, 1, 1)));
+        assert!(a.explain_refusal(ip("192.0.2.7")));
     }
 }

@@ -171,6 +171,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let routes = upstream::validate(raw.upstream, raw.routing, global_mode)?;
     let egress = egress::validate(raw.egress, global_mode, &routes.upstreams)?;
     let limits = limits::validate(raw.limits)?;
+    limits::check_together(&limits)?;
     listen::check_served(&listeners, &routes.upstreams)?;
     let stats_interval = logging::validate(raw.logging)?;
     let sanitize = sanitize::validate(raw.sanitize)?;

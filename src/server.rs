@@ -78,6 +78,9 @@ impl Server {
         }
         let relay = self.relay.clone();
         tasks.spawn(async move { relay.admission.prune_every(PRUNE_INTERVAL).await });
+        tasks.spawn(crate::logging::report_held_back_every(
+            std::time::Duration::from_secs(60),
+        ));
         shutdown.await;
         // Counts since the last report are dropped, not logged: a partial
         // interval could be short enough to follow one person.
@@ -124,8 +127,8 @@ async fn accept_loop(
     let mut reserve = reserve_descriptor();
     loop {
         // The address is hashed into a prefix tag here and goes no further.
-        let (stream, admitted) = match socket.accept().await {
-            Ok((stream, addr)) => (stream, relay.admission.admit(addr.ip())),
+        let (stream, ip, admitted) = match socket.accept().await {
+            Ok((stream, addr)) => (stream, addr.ip(), relay.admission.admit(addr.ip())),
             Err(e) => {
                 // Counted, not logged: a flood must not write a line per
                 // connection.
@@ -162,7 +165,12 @@ async fn accept_loop(
                     Refused::Rate => Counter::RefusedRate,
                     Refused::Concurrency => Counter::RefusedPrefixBusy,
                 });
-                refuse(&relay, &listener, &refusals, stream, why.into());
+                // A few refusals a minute per network are explained; past
+                // those the connection is closed before any TLS handshake,
+                // so a flood costs the relay an accept and a hash each.
+                if relay.admission.explain_refusal(ip) {
+                    refuse(&relay, &listener, &refusals, stream, why.into());
+                }
                 continue;
             }
         };

@@ -52,9 +52,12 @@ pub(crate) enum Counter {
     MessageRateLimited,
     /// Accepting a connection failed (out of descriptors, or the like).
     AcceptFailed,
+    /// A message was deferred: the relay-wide message budget or the
+    /// account's open transactions were at their limit.
+    MessageNoRoom,
 }
 
-const ALL: [Counter; 19] = [
+const ALL: [Counter; 20] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -74,6 +77,7 @@ const ALL: [Counter; 19] = [
     Counter::LoginLocked,
     Counter::MessageRateLimited,
     Counter::AcceptFailed,
+    Counter::MessageNoRoom,
 ];
 
 impl Counter {
@@ -98,6 +102,7 @@ impl Counter {
             Counter::LoginLocked => "logins locked out",
             Counter::MessageRateLimited => "messages over the hourly limit",
             Counter::AcceptFailed => "accepts failed",
+            Counter::MessageNoRoom => "messages deferred for room",
         }
     }
 }
@@ -154,7 +159,7 @@ mod tests {
              provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
              connections refused by rate 0, connections refused per prefix 0, \
              unauthenticated sessions evicted 0, logins locked out 0, \
-             messages over the hourly limit 0, accepts failed 0"
+             messages over the hourly limit 0, accepts failed 0, messages deferred for room 0"
         );
         assert!(stats.take_report().starts_with("SMTP sessions 0,"));
     }

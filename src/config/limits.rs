@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, bounded};
+use super::{ConfigError, bounded, invalid};
 
 /// Default largest message: 35 MiB, like common providers.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 36_700_160;
@@ -170,6 +170,11 @@ limits! {
     /// command timeout's worth of grace is used up.
     min_transfer_bytes_per_sec: u32 = count(min_transfer_bytes_per_sec),
         default 512, min 1, max 1 << 30;
+    /// How much more an IPv6 /56 may do than a /64, and a /48 than a /56
+    /// (connections, their rate, failed logins): one user may hold many
+    /// /64s, so each address counts against all three.
+    ipv6_wider_prefix_factor: u32 = count(ipv6_wider_prefix_factor),
+        default 4, min 1, max 1024;
     /// Failed logins from one prefix, per `auth_failure_window`, before
     /// the prefix is locked out.
     auth_failures_per_prefix: u32 = count(auth_failures_per_prefix),
@@ -199,11 +204,36 @@ limits! {
     /// Messages one account may send per hour (also the burst).
     messages_per_account_per_hour: u32 = count(messages_per_account_per_hour),
         default 200, min 1, max 1_000_000;
+    /// Bytes of messages the relay holds at once, all sessions together
+    /// (each message counts in whole MiB as it arrives): past it, a
+    /// message is deferred with 452 4.3.1.
+    max_buffered_message_bytes: usize = count(max_buffered_message_bytes),
+        default 128 << 20, min 1 << 20, max 1 << 40;
+    /// Mail transactions one account may have open at once, over all its
+    /// sessions.
+    max_transactions_per_account: u32 = count(max_transactions_per_account),
+        default 3, min 1, max 10_000;
     /// Largest header block of a message (sent or APPENDed), in bytes.
     max_header_bytes: usize = count(max_header_bytes),
         default 256 * 1024, min 1024, max 16 << 20;
     /// Most header fields in a message.
     max_header_fields: usize = count(max_header_fields), default 1000, min 10, max 100_000;
+}
+
+/// The limits that depend on each other: the buffer budget must hold at
+/// least one message of the largest size (counted in whole MiB).
+pub(crate) fn check_together(limits: &Limits) -> Result<(), ConfigError> {
+    let one_message = limits.max_message_bytes.div_ceil(1 << 20) << 20;
+    if limits.max_buffered_message_bytes < one_message {
+        return Err(invalid(
+            "limits.max_buffered_message_bytes",
+            format!(
+                "must hold at least one message of `max_message_bytes` ({one_message} bytes, \
+                 counted in whole MiB)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -305,5 +335,17 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), keys.len(), "a key declared twice");
+    }
+
+    #[test]
+    fn the_buffer_budget_holds_at_least_one_largest_message() {
+        let small = "max_buffered_message_bytes = 4194304\nmax_message_bytes = 4194305";
+        assert_eq!(
+            refusal(&with_limits(small)),
+            "`limits.max_buffered_message_bytes`: must hold at least one message of \
+             `max_message_bytes` (5242880 bytes, counted in whole MiB)"
+        );
+        let fits = "max_buffered_message_bytes = 4194304\nmax_message_bytes = 4194304";
+        assert!(Config::parse(&with_limits(fits)).is_ok());
     }
 }

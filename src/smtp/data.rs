@@ -18,6 +18,8 @@ pub enum Refusal {
     LineTooLong,
     /// More bytes than the SIZE limit.
     TooLarge,
+    /// The relay holds its budget of message bytes already.
+    NoRoom,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +101,10 @@ impl MessageReceiver {
         }
         if out.len() + bytes.len() > self.max_size {
             self.refuse(Refusal::TooLarge, out);
+            return;
+        }
+        if !out.has_room_for(bytes.len()) {
+            self.refuse(Refusal::NoRoom, out);
             return;
         }
         out.extend_from_slice(bytes);

@@ -8,6 +8,7 @@
 //! message is never held twice, not even while it grows, and wiping it
 //! costs one pass over what was written.
 
+use crate::admission::MessageRoom;
 use crate::privacy::WipedBuf;
 
 /// Size of the segments after the first.
@@ -22,6 +23,9 @@ pub struct MessageBuf {
     head_max: usize,
     /// Size the client declared (0: unknown), to reserve no more than needed.
     expected: usize,
+    /// Its share of the relay-wide message budget (none: unbounded, for
+    /// tests and fuzzing).
+    room: Option<MessageRoom>,
 }
 
 impl MessageBuf {
@@ -33,7 +37,21 @@ impl MessageBuf {
             len: 0,
             head_max: head.max(SEGMENT),
             expected,
+            room: None,
         }
+    }
+
+    /// The same, held within `room`.
+    pub(crate) fn within(mut self, room: MessageRoom) -> Self {
+        self.room = Some(room);
+        self
+    }
+
+    /// Makes room in the relay-wide budget for `more` bytes; false when
+    /// there is none.
+    pub fn has_room_for(&mut self, more: usize) -> bool {
+        let len = self.len.saturating_add(more);
+        self.room.as_mut().is_none_or(|room| room.cover(len))
     }
 
     /// Bytes held.
@@ -106,6 +124,9 @@ impl MessageBuf {
     pub fn clear(&mut self) {
         self.segments.clear();
         self.len = 0;
+        if let Some(room) = &mut self.room {
+            room.release();
+        }
     }
 
     /// The whole message in one buffer (for tests and fuzzing).

@@ -192,6 +192,10 @@ fixed! {
     evicted = 421, [4, 7, 0], "The relay is full and this connection has not logged in; try again later";
     /// The account's hourly message allowance is spent.
     message_rate = 451, [4, 7, 1], "Too many messages from this account this hour, try again later";
+    /// The relay holds `max_buffered_message_bytes` of messages already.
+    no_room = 452, [4, 3, 1], "The relay is holding all the mail it can right now; try again later";
+    /// The account has `max_transactions_per_account` messages in progress.
+    too_many_transactions = 452, [4, 3, 1], "Too many messages in progress for this account; try again later";
     /// Login or prefix locked out after repeated failures: the same reply
     /// whatever the password, and temporary, so that a mail client does not
     /// ask its user for a new password.

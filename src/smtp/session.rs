@@ -17,7 +17,7 @@ use super::command::{bdat_size_token, parse};
 use super::data::MessageReceiver;
 use super::message::MessageBuf;
 use super::reply::{self, Reply};
-use crate::admission::Peer;
+use crate::admission::{MessageRoom, Peer};
 use crate::config::Limits;
 use crate::privacy::{Secret, WipedBuf};
 use crate::sanitize::Policy;
@@ -152,16 +152,21 @@ struct Transaction {
     accepted: usize,
     /// Set once the first BDAT chunk arrived.
     bdat: Option<Incoming>,
-    /// When MAIL was accepted, and bytes read from the client since: the
-    /// transfer rate floor is measured over the whole transaction.
-    started: Instant,
-    received: u64,
+    /// Until when the client may stay silent: the transfer rate floor as
+    /// a bucket of time. Each byte read adds `1 / min_transfer_bytes_per_sec`
+    /// seconds, but the bucket never holds more than the command timeout's
+    /// worth from now, so a fast burst buys no later silence.
+    credit_until: Instant,
+    /// The transaction's place among its account's, and its message's
+    /// share of the relay's budget, until the message takes it.
+    room: Option<MessageRoom>,
 }
 
 /// What the provider's next reply answers.
 enum Pending {
     Mail {
         declared_size: usize,
+        room: MessageRoom,
     },
     Rcpt,
     /// RSET ending a transaction, then this reply to the client.
@@ -221,29 +226,30 @@ impl<'r> Session<'r> {
 
     /// When the next read from the client must end, and which limit that
     /// is: the command timeout; the pre-authentication deadline before
-    /// login; the rate floor inside a transaction (a command timeout's
-    /// grace plus one second per `min_transfer_bytes_per_sec` bytes).
+    /// login; the rate floor inside a transaction (see
+    /// [`Transaction::credit_until`]).
     pub(crate) fn read_deadline(&self, now: Instant) -> (Instant, Slow) {
         let limits = self.cx.limits;
         let mut deadline = (now + limits.command_timeout, Slow::Idle);
         if !self.is_logged_in() && self.preauth_deadline < deadline.0 {
             deadline = (self.preauth_deadline, Slow::Preauth);
         }
-        if let Mode::Transaction(tx) = &self.mode {
-            let floor = u64::from(limits.min_transfer_bytes_per_sec.max(1));
-            let allowed = limits.command_timeout
-                + Duration::from_millis(tx.received.saturating_mul(1000) / floor);
-            if tx.started + allowed < deadline.0 {
-                deadline = (tx.started + allowed, Slow::Transfer);
-            }
+        if let Mode::Transaction(tx) = &self.mode
+            && tx.credit_until < deadline.0
+        {
+            deadline = (tx.credit_until, Slow::Transfer);
         }
         deadline
     }
 
     /// `n` bytes arrived from the client.
     pub(crate) fn received(&mut self, n: usize) {
+        let limits = self.cx.limits;
         if let Mode::Transaction(tx) = &mut self.mode {
-            tx.received += n as u64;
+            let now = Instant::now();
+            let floor = u64::from(limits.min_transfer_bytes_per_sec.max(1));
+            let bought = Duration::from_millis((n as u64).saturating_mul(1000) / floor);
+            tx.credit_until = (tx.credit_until.max(now) + bought).min(now + limits.command_timeout);
         }
     }
 

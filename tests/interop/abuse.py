@@ -21,6 +21,17 @@
         kind.
     `honest --owner` logs in as alice@example.test over IMAP too (the
     account a `stuffing --login alice@example.test` attacks).
+    abuse.py pin        --port P --sources S --size BYTES --every SECS --hold SECS
+        Memory pinning: one account (bob) logs in once from each of S
+        addresses, starts a message in each session at once, sends BYTES of
+        it as fast as it can, then one byte every SECS seconds until the
+        relay closes the session or SECS of --hold have passed. Prints the
+        replies by kind, how long the relay let each trickle last, and an
+        honest round (alice) once the bursts are in, and one after.
+    abuse.py flood6     --port P --count N [--concurrency C]
+        N connections to [::1]:P, each from its own IPv6 /64 in one of two
+        /48s, opened and closed at once; honest IPv4 and IPv6 rounds once
+        100,000 have gone.
 
 Every TLS connection is verified against $CA. Bounded: every loop has a
 fixed count or a deadline."""
@@ -31,11 +42,32 @@ import base64
 import collections
 import json
 import os
+import socket
 import ssl
 import time
 
 CA = os.environ["CA"]
 HOST = "127.0.0.1"
+# Linux: bind to an address not on any interface (here: in a prefix routed
+# to loopback by abuse.sh).
+IPV6_FREEBIND = 78
+
+
+async def open_from(port, source, **kw):
+    """A connection to the relay from `source`: IPv4 to 127.0.0.1, or
+    IPv6 to ::1 from any address routed to loopback."""
+    if ":" not in source:
+        return await asyncio.open_connection(HOST, port, local_addr=(source, 0), **kw)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    sock.setblocking(False)
+    try:
+        sock.bind((source, 0))
+        await asyncio.get_running_loop().sock_connect(sock, ("::1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, **kw)
 
 
 def ctx():
@@ -120,8 +152,7 @@ async def smtp_load(a):
 
 async def honest_smtp(port, source, out):
     t0 = time.perf_counter()
-    r, w = await asyncio.open_connection(HOST, port, ssl=ctx(), server_hostname="localhost",
-                                         local_addr=(source, 0))
+    r, w = await open_from(port, source, ssl=ctx(), server_hostname="localhost")
     try:
         code, text = await smtp_reply(r, 30)
         assert code == 220, text
@@ -144,8 +175,7 @@ async def honest_smtp(port, source, out):
 
 async def honest_imap(port, source, out, user="bob@example.test", password="bob-pw"):
     t1 = time.perf_counter()
-    r, w = await asyncio.open_connection(HOST, port, ssl=ctx(), server_hostname="localhost",
-                                         local_addr=(source, 0))
+    r, w = await open_from(port, source, ssl=ctx(), server_hostname="localhost")
     try:
         greeting = await asyncio.wait_for(r.readline(), 30)
         assert greeting.startswith(b"* OK"), greeting
@@ -337,9 +367,141 @@ async def stuffing(a):
                       "replies": dict(counts)}), flush=True)
 
 
+async def pin(a):
+    stats = collections.Counter()
+    replies = collections.Counter()
+    held_for = []
+    burst_done = asyncio.Event()
+    bursts = [0]
+    addrs = sources(a.sources)
+    line = b"X-Fill: " + b"y" * 90 + b"\r\n"
+    body = line * (a.size // len(line))
+
+    async def one(source):
+        r, w = await asyncio.open_connection(HOST, a.port, ssl=ctx(), server_hostname="localhost",
+                                             local_addr=(source, 0))
+        sent = False
+        try:
+            code, text = await smtp_reply(r, 30)
+            await smtp_cmd(r, w, b"EHLO pin.invalid", 30)
+            code, text = await smtp_cmd(r, w, b"AUTH PLAIN " + plain("bob@example.test", "bob-pw"), 60)
+            if code != 235:
+                replies[f"AUTH: {text[:70]}"] += 1
+                return
+            code, text = await smtp_cmd(r, w, b"MAIL FROM:<bob@example.test>", 60)
+            if code != 250:
+                replies[f"MAIL: {text[:70]}"] += 1
+                return
+            await smtp_cmd(r, w, b"RCPT TO:<bob@example.test>", 60)
+            code, text = await smtp_cmd(r, w, b"DATA", 60)
+            if code != 354:
+                replies[f"DATA: {text[:70]}"] += 1
+                return
+            w.write(b"Subject: pin\r\n\r\n" + body)
+            await w.drain()
+            stats["bursts_sent"] += 1
+            sent = True
+        except (ConnectionError, OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+            replies[f"lost: {e!r}"[:80]] += 1
+            return
+        finally:
+            if not sent:
+                w.close()
+            bursts[0] += 1
+            if bursts[0] == len(addrs):
+                burst_done.set()
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < a.hold:
+                try:
+                    data = await asyncio.wait_for(r.read(4096), a.every)
+                    if not data:
+                        replies["closed without a word"] += 1
+                    else:
+                        replies[f"trickle: {data.decode(errors='replace').strip()[:70]}"] += 1
+                    held_for.append(round(time.monotonic() - t0, 1))
+                    return
+                except asyncio.TimeoutError:
+                    w.write(b"y")
+                    await w.drain()
+            stats["still_open"] += 1
+        except (ConnectionError, OSError) as e:
+            replies[f"trickle lost: {e!r}"[:80]] += 1
+            held_for.append(round(time.monotonic() - t0, 1))
+        finally:
+            w.close()
+
+    tasks = [asyncio.create_task(one(s)) for s in addrs]
+    await asyncio.wait_for(burst_done.wait(), 300)
+    # The relay has the bursts (or has refused them): a mark for the
+    # caller's RSS reading, then an honest user.
+    print(json.dumps({"test": "pin-mark", "bursts_sent": stats["bursts_sent"]}), flush=True)
+    await asyncio.sleep(3)
+    during = await honest_round(a.smtp_port, a.imap_port, a.honest_source)
+    await asyncio.gather(*tasks)
+    after = await honest_round(a.smtp_port, a.imap_port, a.honest_source)
+    print(json.dumps({"test": "pin", "sources": a.sources, "size": a.size, "every_s": a.every,
+                      **stats, "replies": dict(replies), "trickle_lasted_s": sorted(held_for),
+                      "honest_during": during, "honest_after": after}), flush=True)
+
+
+async def flood6(a):
+    """Connections from --count distinct IPv6 /64s over two /48s
+    (2001:db8:1::/48 and 2001:db8:2::/48), --concurrency at a time, each
+    opened and closed at once; an honest IPv4 and an honest IPv6 user
+    (2001:db8:9::/48) log in and send once 100,000 /64s have been used."""
+    loop = asyncio.get_running_loop()
+    counts = collections.Counter()
+    gate = asyncio.Semaphore(a.concurrency)
+    honest = {}
+
+    async def one(i):
+        n48, k = 1 + i % 2, i // 2
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            sock.setblocking(False)
+            sock.bind((f"2001:db8:{n48:x}:{k:x}::1", 0))
+            await asyncio.wait_for(loop.sock_connect(sock, ("::1", a.port)), 10)
+            counts["connected"] += 1
+        except (OSError, asyncio.TimeoutError):
+            counts["connect_failed"] += 1
+        finally:
+            sock.close()
+            gate.release()
+
+    async def honest_pair():
+        t = time.perf_counter() - t0
+        v4, v6 = await asyncio.gather(
+            honest_round(a.smtp_port, a.imap_port, a.honest_source),
+            honest_round(a.smtp6_port, a.imap6_port, "2001:db8:9::1"))
+        honest.update({"at_s": round(t, 1), "v4": v4, "v6": v6})
+
+    assert a.count <= 2 * 65536
+    t0 = time.perf_counter()
+    tasks = []
+    check = None
+    for i in range(a.count):
+        await gate.acquire()
+        tasks.append(asyncio.create_task(one(i)))
+        if i == 100_000:
+            check = asyncio.create_task(honest_pair())
+        if len(tasks) >= 10_000:
+            await asyncio.gather(*tasks)
+            tasks = []
+    await asyncio.gather(*tasks)
+    flood_s = time.perf_counter() - t0
+    if check is None:
+        check = asyncio.create_task(honest_pair())
+    await check
+    print(json.dumps({"test": "flood6", "distinct_64s": a.count, "distinct_48s": 2, **counts,
+                      "flood_s": round(flood_s, 1), "per_s": round(a.count / flood_s),
+                      "honest": honest}), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["smtp-load", "honest", "slowloris", "stuffing"])
+    p.add_argument("mode", choices=["smtp-load", "honest", "slowloris", "stuffing", "pin", "flood6"])
     p.add_argument("--port", type=int)
     p.add_argument("--smtp-port", type=int, default=11465)
     p.add_argument("--imap-port", type=int, default=11993)
@@ -356,8 +518,13 @@ def main():
     p.add_argument("--label", default="")
     p.add_argument("--login", default="", help="stuffing: attack this one login")
     p.add_argument("--owner", action="store_true", help="honest: log in as alice on both protocols")
+    p.add_argument("--size", type=int, default=35 << 20, help="pin: bytes sent fast")
+    p.add_argument("--every", type=float, default=240, help="pin: seconds between trickled bytes")
+    p.add_argument("--smtp6-port", type=int, default=11466)
+    p.add_argument("--imap6-port", type=int, default=11994)
+    p.add_argument("--concurrency", type=int, default=500)
     a = p.parse_args()
-    mode = {"smtp-load": smtp_load, "honest": honest, "slowloris": slowloris, "stuffing": stuffing}[a.mode]
+    mode = {"smtp-load": smtp_load, "honest": honest, "slowloris": slowloris, "stuffing": stuffing, "pin": pin, "flood6": flood6}[a.mode]
     asyncio.run(mode(a))
 
 

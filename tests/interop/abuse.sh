@@ -80,6 +80,8 @@ use_limits() { # extra [limits] lines; "defaults" for the shipped defaults
 }
 peak_kib() { awk '/^VmHWM/ {print $2}' "/proc/$(cat "$W/mailveil.pid")/status"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$(cat "$W/mailveil.pid")/status"; }
+# mailveil's CPU time so far (user + system), in hundredths of a second.
+cpu_cs() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 100 / hz)}' "/proc/$(cat "$W/mailveil.pid")/stat"; }
 jget() { python3 -c 'import json,sys; r=json.loads(sys.argv[1]); v=eval(sys.argv[2], {}, {"r": r}); print(v)' "$1" "$2"; }
 
 # ------------------------------------------------------------------ load
@@ -284,6 +286,105 @@ for nsrc in 1 50; do
         ok "the guesses never logged in, and a network alice has not used is locked out of her login"
     else
         bad "stuffing alice's login from $nsrc address(es): $line; new network: $elsewhere"
+    fi
+done
+
+# ------------------------------------------------------------------ IPv6 flood
+# One IPv6 user holds a /48: 65,536 /64s. 2001:db8::/32 is routed to
+# loopback and the client binds each socket to its own /64 (IPV6_FREEBIND).
+# 110,000 connections from 110,000 /64s in two /48s, opened and closed at
+# once, as fast as the client goes (a prune interval is 60 s). mailveil
+# counts IPv6 per /64, /56 and /48 and refuses on the worst, so the flood
+# is stopped at its two /48s, the /64 table stays small, and refusals past
+# ten a minute per /48 are closed without a TLS handshake. An honest IPv4
+# user and an honest IPv6 user from another /48 log in and send after
+# 100,000 /64s have gone.
+log "IPv6 flood: 110,000 /64s over two /48s, opened and closed; honest IPv4 and IPv6 users"
+ip -6 route replace local 2001:db8::/32 dev lo
+use_limits defaults
+stop_mailveil
+python3 - "$W/mailveil.toml" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+listeners = "".join(
+    f'[[listen]]\nprotocol = "{proto}"\naddress = "[::1]:{port}"\ntls = "implicit"\n\n'
+    for proto, port in [("smtp", 11466), ("imap", 11994)])
+open(path, "w").write(text.replace("[tls]\n", listeners + "[tls]\n", 1))
+PY
+start_mailveil
+wait_port ::1 11466; wait_port ::1 11994
+base="$(rss_kib)"
+cpu0="$(cpu_cs)"
+line="$("${A[@]}" flood6 --port 11466 --count 110000 --concurrency 500)"
+peak="$(peak_kib)"
+cpu=$(( $(cpu_cs) - cpu0 ))
+ip -6 route del local 2001:db8::/32 dev lo || true
+echo "$line" | tee -a "$OUT"
+echo "{\"test\": \"flood6-relay\", \"rss_before_kib\": $base, \"peak_kib\": $peak, \"cpu_s\": $((cpu / 100)).$(printf %02d $((cpu % 100)))}" | tee -a "$OUT"
+flood_s="$(jget "$line" 'r["flood_s"]')"
+if [ "$(jget "$line" 'int(r["flood_s"] <= 60)')" = 1 ]; then
+    ok "IPv6 flood: 110,000 /64s in two /48s in $flood_s s ($(jget "$line" 'r["per_s"]')/s), within one 60 s prune interval; mailveil peak RSS $((peak / 1024)) MiB, $((cpu / 100)).$(printf %02d $((cpu % 100))) s of CPU"
+else
+    printf 'note - the IPv6 flood took %s s, longer than one 60 s prune interval (the client is the limit)\n' "$flood_s"
+fi
+for fam in v4 v6; do
+    if [ "$(jget "$line" "r['honest']['$fam']['ok']")" = True ]; then
+        ok "IPv6 flood: an honest $fam user logged in and sent in $(jget "$line" "r['honest']['$fam']['smtp_send_s']") s, IMAP in $(jget "$line" "r['honest']['$fam']['imap_login_select_s']") s, $(jget "$line" "r['honest']['at_s']") s into the flood"
+    else
+        bad "IPv6 flood: honest $fam user failed: $line"
+    fi
+done
+
+# ------------------------------------------------------------------ memory pinning
+# One account (bob) logs in from 20 addresses, one session each, and starts
+# a 35 MiB message in every one at once, sent as fast as it can go, then
+# trickles one byte every 4 minutes. With the shipped defaults: three
+# transactions per account, so 17 get 452 at MAIL; 128 MiB of messages at
+# most; and the transfer floor over a sliding window, so the three that
+# got in are cut off about command_timeout_secs (300 s) after their burst
+# instead of after the ~20 hours their burst would buy on an average. An
+# honest user (alice) sends meanwhile. mailveil's RSS is read at the
+# burst's end and its peak after; its budget is max_buffered_message_bytes
+# plus what the sessions themselves hold (README, "Memory").
+log "memory pinning: one account from 20 addresses, 35 MiB each fast, then 1 byte every 4 minutes"
+use_limits defaults
+base="$(rss_kib)"
+coproc PIN { "${A[@]}" pin --port 11465 --sources 20 --size $((35 << 20)) --every 240 --hold 420 \
+    --honest-source 127.0.0.10; }
+read -r mark <&"${PIN[0]}"
+sleep 2
+held="$(rss_kib)"
+read -r line <&"${PIN[0]}"
+wait "$PIN_PID" || true
+peak="$(peak_kib)"
+printf '%s\n' "$mark" "$line" | tee -a "$OUT"
+echo "{\"test\": \"pin-rss\", \"rss_before_kib\": $base, \"rss_held_kib\": $held, \"peak_kib\": $peak, \"rss_after_kib\": $(rss_kib)}" | tee -a "$OUT"
+budget_kib=$(( (128 + 32) * 1024 ))
+if [ $((peak - base)) -le "$budget_kib" ]; then
+    ok "memory pinning: RSS $((base / 1024)) MiB before, $((held / 1024)) MiB while held, peak $((peak / 1024)) MiB: $(( (peak - base) / 1024 )) MiB over the start, within 128 MiB of messages + 32 MiB"
+else
+    bad "memory pinning: peak RSS $((peak / 1024)) MiB is $(( (peak - base) / 1024 )) MiB over the start (budget 160 MiB)"
+fi
+refused="$(jget "$line" 'sum(v for k, v in r["replies"].items() if k.startswith("MAIL: 452 4.3.1"))')"
+sent="$(jget "$line" 'r.get("bursts_sent", 0)')"
+if [ "$refused" = 17 ] && [ "$sent" = 3 ]; then
+    ok "memory pinning: 3 transactions of the account went ahead, the other 17 got 452 4.3.1 at MAIL"
+else
+    bad "memory pinning: $sent bursts sent, $refused refused at MAIL: $line"
+fi
+cut="$(jget "$line" 'sum(v for k, v in r["replies"].items() if "too slowly" in k)')"
+lasted="$(jget "$line" 'max(r["trickle_lasted_s"] or [0])')"
+if [ "$cut" = 3 ] && [ "$(jget "$line" 'int(max(r["trickle_lasted_s"] or [999]) < 330)')" = 1 ]; then
+    ok "memory pinning: each trickle after a 35 MiB burst was cut within $lasted s (421, too slowly), not after hours"
+else
+    bad "memory pinning: trickles not cut in time: $line"
+fi
+for phase in during after; do
+    if [ "$(jget "$line" "r['honest_$phase']['ok']")" = True ]; then
+        ok "memory pinning: an honest user sent $phase the pinning in $(jget "$line" "r['honest_$phase']['smtp_send_s']") s"
+    else
+        bad "memory pinning: honest user failed $phase: $line"
     fi
 done
 

@@ -39,6 +39,44 @@ fn upstream_auths(upstream: &Upstream) -> usize {
         .count()
 }
 
+/// The MAIL commands the provider received.
+fn mails_at(upstream: &Upstream) -> usize {
+    upstream
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("MAIL FROM"))
+        .count()
+}
+
+/// MAIL, RCPT and DATA, each accepted.
+async fn begin_data(c: &mut Client) {
+    assert!(
+        c.cmd("MAIL FROM:<alice@example.test>")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<bob@example.test>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+}
+
+/// Sends `chunk` every `every_ms` up to `rounds` times, until the relay
+/// says something (its reply when it gives up on the client).
+async fn trickle_until_cut(
+    c: &mut Client,
+    chunk: &[u8],
+    every_ms: u64,
+    rounds: usize,
+) -> Option<String> {
+    for _ in 0..rounds {
+        c.send(chunk).await;
+        let wait = Duration::from_millis(every_ms);
+        if let Ok(reply) = tokio::time::timeout(wait, c.reply()).await {
+            return Some(reply);
+        }
+    }
+    None
+}
+
 #[tokio::test]
 async fn smtp_lockout_answers_every_password_alike_without_asking_the_provider() {
     let (upstream, relay) = smtp_relay(
@@ -189,12 +227,7 @@ async fn messages_per_account_per_hour() {
     );
     assert_eq!(upstream.messages().len(), 2);
     // Refused before the provider heard of it.
-    let mails = upstream
-        .lines()
-        .iter()
-        .filter(|l| l.starts_with("MAIL FROM"))
-        .count();
-    assert_eq!(mails, 2);
+    assert_eq!(mails_at(&upstream), 2);
 }
 
 #[tokio::test]
@@ -226,25 +259,11 @@ async fn a_message_trickled_below_the_rate_floor_is_cut_and_never_stored() {
         smtp_relay("command_timeout_secs = 1\nmin_transfer_bytes_per_sec = 1000").await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
-    assert!(
-        c.cmd("MAIL FROM:<alice@example.test>")
-            .await
-            .starts_with("250")
-    );
-    assert!(c.cmd("RCPT TO:<bob@example.test>").await.starts_with("250"));
-    assert!(c.cmd("DATA").await.starts_with("354"));
+    begin_data(&mut c).await;
     // 20 bytes every 400 ms, each gap under the command timeout, the
     // average far under the floor.
     let started = Instant::now();
-    let mut cut = None;
-    for _ in 0..40 {
-        c.send(b"X-Slow: trickling..\r\n").await;
-        // The relay's reply, if it has given up on the client.
-        if let Ok(reply) = tokio::time::timeout(Duration::from_millis(400), c.reply()).await {
-            cut = Some(reply);
-            break;
-        }
-    }
+    let cut = trickle_until_cut(&mut c, b"X-Slow: trickling..\r\n", 400, 40).await;
     assert_eq!(
         cut.as_deref(),
         Some("421 4.4.2 Message data arriving too slowly, closing connection"),
@@ -499,6 +518,8 @@ async fn a_login_waiting_for_its_networks_turn_ends_at_the_preauth_deadline() {
         c.send(format!("AUTH PLAIN {ir}\r\n").as_bytes()).await;
         holders.push(c);
     }
+    // Let the four take their turns before the fifth asks.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut waiting = smtp_from(&relay, "127.0.0.31").await;
     let started = Instant::now();
     let reply = waiting.auth_plain(USER, PASSWORD).await;
@@ -517,4 +538,165 @@ async fn a_login_waiting_for_its_networks_turn_ends_at_the_preauth_deadline() {
     // The provider saw four logins: the fifth never reached it.
     assert_eq!(upstream_auths(&upstream), 4);
     drop(holders);
+}
+
+#[tokio::test]
+async fn a_fast_burst_buys_no_later_trickle_the_floor_is_a_sliding_window() {
+    let (upstream, relay) =
+        smtp_relay("command_timeout_secs = 2\nmin_transfer_bytes_per_sec = 1000").await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    begin_data(&mut c).await;
+    // 500 kB at once: on an average since MAIL that would buy 500 s.
+    let line = format!("X-Fill: {}\r\n", "x".repeat(90));
+    c.send(line.repeat(500_000 / line.len()).as_bytes()).await;
+    // Then one byte every 1.5 s, each gap under the command timeout.
+    let started = Instant::now();
+    let cut = trickle_until_cut(&mut c, b"X", 1500, 20).await;
+    assert_eq!(
+        cut.as_deref(),
+        Some("421 4.4.2 Message data arriving too slowly, closing connection"),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(upstream.messages().is_empty());
+}
+
+/// MAIL, RCPT and DATA, then `bytes` of a message without its end.
+async fn start_message(c: &mut Client, bytes: usize) {
+    begin_data(c).await;
+    let line = format!("X-Fill: {}\r\n", "x".repeat(90));
+    c.send(b"Subject: big\r\n\r\n").await;
+    c.send(line.repeat(bytes / line.len()).as_bytes()).await;
+}
+
+#[tokio::test]
+async fn messages_held_at_once_share_one_budget_and_the_excess_gets_452() {
+    let (upstream, relay) =
+        smtp_relay("max_buffered_message_bytes = 2097152\nmax_transactions_per_account = 10").await;
+    // Two messages of 900 kB in progress hold the two MiB.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (mut c, _) = Client::implicit(&relay).await;
+        c.login().await;
+        start_message(&mut c, 900_000).await;
+        held.push(c);
+    }
+    let (mut late, _) = Client::implicit(&relay).await;
+    late.login().await;
+    // A declared size that can't fit is deferred at MAIL (once the relay
+    // has read what the others sent).
+    let mut reply = String::new();
+    for _ in 0..50 {
+        reply = late.cmd("MAIL FROM:<alice@example.test> SIZE=1000").await;
+        if !reply.starts_with("250") {
+            break;
+        }
+        assert!(late.cmd("RSET").await.starts_with("250"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        reply,
+        "452 4.3.1 The relay is holding all the mail it can right now; try again later"
+    );
+    // Undeclared, it is deferred at its end, and the provider never gets it.
+    let r = late.send_message(b"Subject: late\r\n\r\nbody\r\n").await;
+    assert_eq!(
+        r,
+        "452 4.3.1 The relay is holding all the mail it can right now; try again later"
+    );
+    assert!(upstream.messages().is_empty());
+    // A message that ends gives its room back.
+    let first = &mut held[0];
+    first.send(b"\r\n.\r\n").await;
+    assert!(first.reply().await.starts_with("250 "));
+    let r = late.send_message(b"Subject: late\r\n\r\nbody\r\n").await;
+    assert!(r.starts_with("250 "), "{r}");
+    assert_eq!(upstream.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn an_account_has_at_most_its_transactions_open_over_all_its_sessions() {
+    let (upstream, relay) = smtp_relay("max_transactions_per_account = 1").await;
+    let (mut one, _) = Client::implicit(&relay).await;
+    one.login().await;
+    let mut two = smtp_from(&relay, "127.0.0.9").await;
+    two.login().await;
+    assert!(
+        one.cmd("MAIL FROM:<alice@example.test>")
+            .await
+            .starts_with("250")
+    );
+    assert_eq!(
+        two.cmd("MAIL FROM:<alice@example.test>").await,
+        "452 4.3.1 Too many messages in progress for this account; try again later"
+    );
+    assert!(one.cmd("RSET").await.starts_with("250"));
+    let r = two.send_message(b"Subject: x\r\n\r\nbody\r\n").await;
+    assert!(r.starts_with("250 "), "{r}");
+    // Refused before the provider heard of it.
+    assert_eq!(mails_at(&upstream), 2);
+}
+
+#[tokio::test]
+async fn an_imap_login_waiting_for_its_networks_turn_ends_at_the_preauth_deadline() {
+    // A provider that accepts connections and never speaks: four logins
+    // from one network hold its turns (for the upstream timeout, 60 s).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            kept.push(s);
+        }
+    });
+    let upstream = start_imap_upstream(ImapScript::default()).await;
+    let text = with_limits(
+        imap_relay_config(&upstream, ""),
+        "preauth_timeout_secs = 5\ncommand_timeout_secs = 60",
+    )
+    .replace(
+        &format!("port = {}", upstream.addr.port()),
+        &format!("port = {silent_port}"),
+    )
+    .replace(
+        "upstream_timeout_secs = 15\n",
+        "upstream_timeout_secs = 60\n",
+    );
+    let relay = start_relay_with(&text).await;
+    let mut holders = Vec::new();
+    for i in 0..4 {
+        let mut c = imap_from(&relay, "127.0.0.32").await;
+        c.send(format!("h{i} LOGIN {USER} \"{PASSWORD}\"\r\n").as_bytes())
+            .await;
+        holders.push(c);
+    }
+    // Let the four take their turns before the fifth asks.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut waiting = imap_from(&relay, "127.0.0.32").await;
+    let started = Instant::now();
+    waiting
+        .send(format!("w LOGIN {USER} \"{PASSWORD}\"\r\n").as_bytes())
+        .await;
+    // Told it took too long when its deadline (5 s after it connected)
+    // passes, not when a turn frees up 60 s later.
+    assert_eq!(
+        waiting.line().await,
+        "* BYE [UNAVAILABLE] Took too long to log in"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(waiting.is_closed().await);
+    drop(holders);
+    held.abort();
 }

@@ -541,8 +541,8 @@ fn lines_that_are_not_commands_get_clear_replies() {
     assert!(matches!(s.command(line("QUIT\r\n"), &peer), Next::Close(_)));
 }
 
-#[test]
-fn the_read_deadline_is_the_login_deadline_then_idle_then_the_transfer_floor() {
+#[tokio::test(start_paused = true)]
+async fn the_read_deadline_is_the_login_deadline_then_idle_then_the_transfer_floor() {
     let world = World::new();
     let peer = world.peer("alice@example.test");
     let limits = &world.config.limits;
@@ -561,10 +561,26 @@ fn the_read_deadline_is_the_login_deadline_then_idle_then_the_transfer_floor() {
         (now + limits.command_timeout, Slow::Idle)
     );
     let mut s = in_transaction(&world, &peer);
-    let (deadline, why) = s.read_deadline(Instant::now() + limits.command_timeout);
+    let far = || Instant::now() + limits.command_timeout * 10;
+    let (deadline, why) = s.read_deadline(far());
     assert_eq!(why, Slow::Transfer);
+    assert_eq!(deadline, Instant::now() + limits.command_timeout);
     // Bytes received buy time at the floor's rate.
+    tokio::time::advance(Duration::from_secs(100)).await;
     s.received(limits.min_transfer_bytes_per_sec as usize * 10);
-    let (more, _) = s.read_deadline(Instant::now() + limits.command_timeout);
+    let (more, _) = s.read_deadline(far());
     assert_eq!(more - deadline, Duration::from_secs(10));
+    // But a fast burst buys no more than the command timeout from now: the
+    // floor holds over a sliding window, not on average since MAIL.
+    s.received(limits.min_transfer_bytes_per_sec as usize * 100_000);
+    let (capped, _) = s.read_deadline(far());
+    assert_eq!(capped, Instant::now() + limits.command_timeout);
+    tokio::time::advance(limits.command_timeout - Duration::from_secs(1)).await;
+    s.received(1);
+    let (after_trickle, why) = s.read_deadline(far());
+    assert_eq!(why, Slow::Transfer);
+    assert!(
+        after_trickle < Instant::now() + Duration::from_secs(2),
+        "one byte after the burst buys about nothing"
+    );
 }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use tokio::time::Instant;
 
 use super::{Incoming, Mode, Next, Outgoing, Pending, Session, Transaction};
-use crate::admission::Peer;
+use crate::admission::{MessageRoom, NoRoom, Peer};
 use crate::config::Limits;
 use crate::privacy::WipedBuf;
 use crate::sanitize::{date, header_shape, strip_identifying_headers};
@@ -43,6 +43,16 @@ impl Session<'_> {
         let Some(address) = envelope::write(&from.address) else {
             return Next::Reply(reply::bad_sender());
         };
+        let room = match peer.open_transaction(from.size) {
+            Ok(room) => room,
+            Err(why) => {
+                self.cx.stats.count(Counter::MessageNoRoom);
+                return Next::Reply(match why {
+                    NoRoom::Memory => reply::no_room(),
+                    NoRoom::Transactions => reply::too_many_transactions(),
+                });
+            }
+        };
         if !peer.take_message() {
             self.cx.stats.count(Counter::MessageRateLimited);
             return Next::Reply(reply::message_rate());
@@ -63,6 +73,7 @@ impl Session<'_> {
         command.extend_from_slice(b"\r\n");
         self.pending = Some(Pending::Mail {
             declared_size: from.size,
+            room,
         });
         Next::Upstream(command)
     }
@@ -95,7 +106,7 @@ impl Session<'_> {
 
     pub(super) fn data(&mut self) -> Next {
         let limits = self.cx.limits;
-        let Mode::Transaction(tx) = &self.mode else {
+        let Mode::Transaction(tx) = &mut self.mode else {
             return Next::Reply(reply::need_mail());
         };
         if tx.bdat.is_some() {
@@ -106,7 +117,7 @@ impl Session<'_> {
         }
         Next::ReceiveData(Incoming {
             receiver: MessageReceiver::data(limits.max_message_bytes, limits.max_line_bytes),
-            message: message_buffer(limits, tx.declared_size),
+            message: message_buffer(limits, tx.declared_size, tx.room.take()),
         })
     }
 
@@ -129,10 +140,16 @@ impl Session<'_> {
             _ => Some(reply::need_mail()),
         };
         let incoming = match (&refusal, &mut self.mode) {
-            (None, Mode::Transaction(tx)) => Some(tx.bdat.take().unwrap_or_else(|| Incoming {
-                receiver: MessageReceiver::bdat(limits.max_message_bytes, limits.max_line_bytes),
-                message: message_buffer(limits, tx.declared_size),
-            })),
+            (None, Mode::Transaction(tx)) => Some(match tx.bdat.take() {
+                Some(incoming) => incoming,
+                None => Incoming {
+                    receiver: MessageReceiver::bdat(
+                        limits.max_message_bytes,
+                        limits.max_line_bytes,
+                    ),
+                    message: message_buffer(limits, tx.declared_size, tx.room.take()),
+                },
+            }),
             _ => None,
         };
         self.chunk_refusal = refusal;
@@ -188,6 +205,10 @@ impl Session<'_> {
             Some(Refusal::BareLineEnding) => Some(reply::bare_line_ending()),
             Some(Refusal::LineTooLong) => Some(reply::message_line_too_long()),
             Some(Refusal::TooLarge) => Some(reply::too_big()),
+            Some(Refusal::NoRoom) => {
+                self.cx.stats.count(Counter::MessageNoRoom);
+                Some(reply::no_room())
+            }
             None => {
                 let head = incoming.message.head();
                 let (fields, end) = header_shape(head);
@@ -241,15 +262,18 @@ impl Session<'_> {
             return self.provider_lost();
         };
         match pending {
-            Some(Pending::Mail { declared_size }) => {
+            Some(Pending::Mail {
+                declared_size,
+                room,
+            }) => {
                 if reply.is_positive() {
                     self.mode = Mode::Transaction(Transaction {
                         declared_size,
                         recipients: 0,
                         accepted: 0,
                         bdat: None,
-                        started: Instant::now(),
-                        received: 0,
+                        credit_until: Instant::now() + self.cx.limits.command_timeout,
+                        room: Some(room),
                     });
                 }
                 Next::Reply(reply)
@@ -286,10 +310,15 @@ impl Session<'_> {
 }
 
 /// The buffer for a message of `declared_size` bytes (0 if undeclared):
-/// sized for the declaration up to the limit, with room for the header.
-fn message_buffer(limits: &Limits, declared_size: usize) -> MessageBuf {
-    MessageBuf::new(
+/// sized for the declaration up to the limit, with room for the header,
+/// and held within the transaction's share of the relay's budget.
+fn message_buffer(limits: &Limits, declared_size: usize, room: Option<MessageRoom>) -> MessageBuf {
+    let buffer = MessageBuf::new(
         declared_size.min(limits.max_message_bytes),
         limits.max_header_bytes + limits.max_line_bytes + 2,
-    )
+    );
+    match room {
+        Some(room) => buffer.within(room),
+        None => buffer,
+    }
 }
