@@ -851,7 +851,7 @@ pub(crate) enum NoRoom {
 }
 
 /// Granularity of the relay-wide message budget.
-pub(crate) const ROOM_UNIT: usize = 1 << 20;
+pub(crate) use crate::config::MESSAGE_ROOM_UNIT as ROOM_UNIT;
 
 /// One open transaction of an account, and the share of the relay-wide
 /// message budget its message holds (in whole [`ROOM_UNIT`]s). Dropping
@@ -1385,6 +1385,31 @@ mod tests {
                 .get(&Tag::for_login(&login("alice@example.org")))
                 .is_none()
         );
+        assert_eq!(a.buffered.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn ordinary_messages_hold_little_of_the_default_budget() {
+        // 500 messages of 4 KiB in progress at once, from 500 accounts,
+        // fit the default 128 MiB: each holds one 64 KiB unit, not a MiB.
+        let a = Arc::new(Admission::new(AdmissionLimits {
+            per_prefix: 1000,
+            rate_per_minute: 1000,
+            buffered_bytes: 128 << 20,
+            ..limits()
+        }));
+        let mut open = Vec::new();
+        for n in 0..500u32 {
+            let mut peer = a
+                .admit(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n)))
+                .unwrap();
+            peer.logged_in(&login(&format!("user{n}@example.org")));
+            let mut room = peer.open_transaction(0).unwrap();
+            assert!(room.cover(4096), "message {n} found no room");
+            open.push((peer, room));
+        }
+        assert_eq!(a.buffered.load(Ordering::Relaxed), 500 * (64 << 10));
+        drop(open);
         assert_eq!(a.buffered.load(Ordering::Relaxed), 0);
     }
 

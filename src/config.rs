@@ -31,6 +31,7 @@ pub use egress::{
     DEFAULT_EGRESS, EgressConfig, EgressMode, Isolate, TestingAuthority, TestingFallback,
     TestingNetwork,
 };
+pub(crate) use limits::MESSAGE_ROOM_UNIT;
 pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
 pub use listen::{Listener, ListenerTls, Protocol};
 pub use logging::{DEFAULT_STATS_INTERVAL_MINUTES, MIN_STATS_INTERVAL_MINUTES};

@@ -205,7 +205,8 @@ limits! {
     messages_per_account_per_hour: u32 = count(messages_per_account_per_hour),
         default 200, min 1, max 1_000_000;
     /// Bytes of messages the relay holds at once, all sessions together
-    /// (each message counts in whole MiB as it arrives): past it, a
+    /// (each message counts the memory its buffer holds, as it grows):
+    /// past it, a
     /// message is deferred with 452 4.3.1.
     max_buffered_message_bytes: usize = count(max_buffered_message_bytes),
         default 128 << 20, min 1 << 20, max 1 << 40;
@@ -220,16 +221,28 @@ limits! {
     max_header_fields: usize = count(max_header_fields), default 1000, min 10, max 100_000;
 }
 
+/// A message counts against `max_buffered_message_bytes` by the memory
+/// its buffer holds, in whole units of this size as it grows: fine enough
+/// that an ordinary message of a few KiB holds little of the budget,
+/// coarse enough that a 35 MiB one touches the shared counter only a few
+/// hundred times.
+pub(crate) const MESSAGE_ROOM_UNIT: usize = 64 << 10;
+
 /// The limits that depend on each other: the buffer budget must hold at
-/// least one message of the largest size (counted in whole MiB).
+/// least one message of the largest size (as its buffer holds it).
 pub(crate) fn check_together(limits: &Limits) -> Result<(), ConfigError> {
-    let one_message = limits.max_message_bytes.div_ceil(1 << 20) << 20;
+    let one_message = crate::smtp::message::MessageBuf::most_allocated(
+        limits.max_message_bytes,
+        limits.max_header_bytes + limits.max_line_bytes + 2,
+    )
+    .div_ceil(MESSAGE_ROOM_UNIT)
+        * MESSAGE_ROOM_UNIT;
     if limits.max_buffered_message_bytes < one_message {
         return Err(invalid(
             "limits.max_buffered_message_bytes",
             format!(
                 "must hold at least one message of `max_message_bytes` ({one_message} bytes, \
-                 counted in whole MiB)"
+                 as buffered)"
             ),
         ));
     }
@@ -343,7 +356,7 @@ mod tests {
         assert_eq!(
             refusal(&with_limits(small)),
             "`limits.max_buffered_message_bytes`: must hold at least one message of \
-             `max_message_bytes` (5242880 bytes, counted in whole MiB)"
+             `max_message_bytes` (5242880 bytes, as buffered)"
         );
         let fits = "max_buffered_message_bytes = 4194304\nmax_message_bytes = 4194304";
         assert!(Config::parse(&with_limits(fits)).is_ok());

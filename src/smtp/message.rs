@@ -47,11 +47,57 @@ impl MessageBuf {
         self
     }
 
-    /// Makes room in the relay-wide budget for `more` bytes; false when
-    /// there is none.
+    /// Makes room in the relay-wide budget for `more` bytes: for the
+    /// memory the buffer will have allocated once they are appended (not
+    /// only their length: the head grows by doubling and the tail by whole
+    /// segments). False when there is none.
     pub fn has_room_for(&mut self, more: usize) -> bool {
-        let len = self.len.saturating_add(more);
-        self.room.as_mut().is_none_or(|room| room.cover(len))
+        let Some(room) = self.room.as_mut() else {
+            return true;
+        };
+        let allocated = Self::allocated_after(
+            self.segments.first().map(WipedBuf::capacity),
+            self.len,
+            more,
+            self.head_max,
+            self.expected,
+        );
+        room.cover(allocated)
+    }
+
+    /// The most a message of `len` bytes can hold allocated, whatever the
+    /// size of the writes and whether or not its size was declared, with
+    /// a head of `head` bytes (as passed to [`Self::new`]).
+    pub(crate) fn most_allocated(len: usize, head: usize) -> usize {
+        let head_max = head.max(SEGMENT);
+        if len <= head_max {
+            // A declared size (true or not) is reserved at once, and
+            // doubling overshoots: up to the whole head.
+            head_max
+        } else {
+            head_max + (len - head_max).div_ceil(SEGMENT) * SEGMENT
+        }
+    }
+
+    /// Bytes the buffer holds allocated after [`Self::extend_from_slice`]
+    /// appends `more` bytes to `len`, given the head's capacity now (none
+    /// before the first write). Mirrors how it allocates.
+    fn allocated_after(
+        head: Option<usize>,
+        len: usize,
+        more: usize,
+        head_max: usize,
+        expected: usize,
+    ) -> usize {
+        let total = len.saturating_add(more);
+        let head_len = total.min(head_max);
+        let mut head =
+            head.unwrap_or_else(|| Self::first_reservation_for(expected, more, head_max));
+        if head < head_len {
+            head = (head * 2).max(head_len).min(head_max);
+        }
+        let tail = total.saturating_sub(head_max).div_ceil(SEGMENT) * SEGMENT;
+        head + tail
     }
 
     /// Bytes held.
@@ -112,12 +158,12 @@ impl MessageBuf {
     /// The first segment's first allocation: the declared size when known
     /// (up to the head size), else small.
     fn first_reservation(&self, first_write: usize) -> usize {
-        let wanted = if self.expected > 0 {
-            self.expected
-        } else {
-            16 * 1024
-        };
-        wanted.max(first_write).min(self.head_max)
+        Self::first_reservation_for(self.expected, first_write, self.head_max)
+    }
+
+    fn first_reservation_for(expected: usize, first_write: usize, head_max: usize) -> usize {
+        let wanted = if expected > 0 { expected } else { 16 * 1024 };
+        wanted.max(first_write).min(head_max)
     }
 
     /// Forgets (and wipes) every byte.
@@ -157,6 +203,39 @@ mod tests {
         assert_eq!(m.whole()[..], data[..]);
         m.clear();
         assert!(m.is_empty() && m.head().is_empty());
+    }
+
+    /// What `allocated_after` predicts, checked against what the buffer
+    /// really allocates, for writes of many sizes.
+    #[test]
+    fn the_budget_is_charged_for_what_is_allocated() {
+        for (expected, chunk) in [
+            (0, 1),
+            (0, 7_777),
+            (0, 200_000),
+            (5000, 999),
+            (3 * SEGMENT, 65_536),
+        ] {
+            let mut m = MessageBuf::new(expected, 10);
+            while m.len() < 3 * SEGMENT + 17 {
+                let predicted = MessageBuf::allocated_after(
+                    m.segments.first().map(WipedBuf::capacity),
+                    m.len,
+                    chunk,
+                    m.head_max,
+                    m.expected,
+                );
+                m.extend_from_slice(&vec![b'x'; chunk]);
+                let allocated: usize = m.segments.iter().map(WipedBuf::capacity).sum();
+                assert_eq!(
+                    predicted,
+                    allocated,
+                    "expected {expected}, chunk {chunk}, len {}",
+                    m.len()
+                );
+                assert!(allocated <= MessageBuf::most_allocated(m.len(), 10));
+            }
+        }
     }
 
     #[test]

@@ -579,7 +579,8 @@ async fn start_message(c: &mut Client, bytes: usize) {
 async fn messages_held_at_once_share_one_budget_and_the_excess_gets_452() {
     let (upstream, relay) =
         smtp_relay("max_buffered_message_bytes = 2097152\nmax_transactions_per_account = 10").await;
-    // Two messages of 900 kB in progress hold the two MiB.
+    // Two messages of 900 kB in progress, each in a buffer grown to 1 MiB,
+    // hold the two MiB.
     let mut held = Vec::new();
     for _ in 0..2 {
         let (mut c, _) = Client::implicit(&relay).await;
