@@ -320,6 +320,11 @@ impl Rate {
         self.limiter.check_key(key).is_ok()
     }
 
+    /// True when `tag` has a key in the table (it connected lately).
+    fn knows(&self, tag: &Tag) -> bool {
+        self.keys.lock().contains_key(tag)
+    }
+
     fn has_room_for(&self, tag: &Tag) -> bool {
         // One lock at a time: the table's lock is not reentrant.
         let known = self.keys.lock().contains_key(tag);
@@ -427,8 +432,16 @@ impl Admission {
                     return Err(Refused::Concurrency);
                 }
             }
-            for (level, tag) in prefixes.widest_first() {
-                if !self.connect_rate[level].take(tag) {
+            // Rates: a network already known at its narrowest level is
+            // checked narrowest first, so that one /64 past its own rate
+            // is refused without spending its /56's and /48's allowances
+            // (which its neighbours share). A network not seen lately is
+            // checked widest first, so that a flood of new /64s from one
+            // /48 is stopped there before it makes a key per /64.
+            let known = self.connect_rate[0].knows(&prefixes.narrowest());
+            let order: [usize; LEVELS] = if known { [0, 1, 2] } else { [2, 1, 0] };
+            for level in order.into_iter().filter(|&l| l < prefixes.levels) {
+                if !self.connect_rate[level].take(&prefixes.tags[level]) {
                     return Err(Refused::Rate);
                 }
             }
@@ -501,7 +514,11 @@ impl Admission {
     /// Charges a failure to every level of `prefixes`; those spent are
     /// added to `lock_now`.
     fn charge_levels(&self, prefixes: &Prefixes, lock_now: &mut Vec<Tag>) {
-        self.note_failure(prefixes.narrowest());
+        // Every level: past the provider budget, a /48 that failed lately
+        // is held back whichever of its /64s asks next.
+        for tag in prefixes.all() {
+            self.note_failure(*tag);
+        }
         for (level, tag) in prefixes.widest_first() {
             if !self.fail_prefix[level].take(tag) {
                 lock_now.push(*tag);
@@ -754,7 +771,7 @@ impl Peer {
         let a = &self.admission;
         let spent = a.provider_failures(upstream) >= a.limits.provider_failures_per_hour;
         if spent
-            && a.failed_lately(self.prefix)
+            && self.prefixes.all().iter().any(|t| a.failed_lately(*t))
             && !a.succeeded_lately(Tag::for_login_on(login, self.prefix))
         {
             LoginGate::Locked
@@ -1118,6 +1135,60 @@ mod tests {
         home.login_failed(&login("owner@x"));
         assert_eq!(home.provider_gate(&login("owner@x"), 0), LoginGate::Open);
         assert_eq!(home.provider_gate(&login("other@x"), 0), LoginGate::Locked);
+    }
+
+    #[test]
+    fn past_the_providers_budget_a_fresh_64_of_a_48_that_failed_is_held_back() {
+        let a = Arc::new(Admission::new(AdmissionLimits {
+            provider_failures_per_hour: 2,
+            auth_failures_per_prefix: 100,
+            auth_failures_per_login: 100,
+            ..limits()
+        }));
+        for i in 0..2u8 {
+            let stuffer = a.admit(v6(1, 0, i)).unwrap();
+            let user = login(&format!("user{i}@x"));
+            stuffer.login_failed(&user);
+            stuffer.provider_refused(0);
+        }
+        // Spent: a /64 of that /48 never seen before is held back too...
+        let rotated = a.admit(v6(1, 7, 7)).unwrap();
+        assert_eq!(
+            rotated.provider_gate(&login("user9@x"), 0),
+            LoginGate::Locked
+        );
+        // ...while another /48 goes.
+        let elsewhere = a.admit(v6(2, 0, 0)).unwrap();
+        assert_eq!(
+            elsewhere.provider_gate(&login("user9@x"), 0),
+            LoginGate::Open
+        );
+    }
+
+    #[test]
+    fn a_64_past_its_own_rate_does_not_spend_its_48s() {
+        // rate_per_minute 5 for a /64, 80 for its /48 (factor 4 twice).
+        let a = Arc::new(Admission::new(AdmissionLimits {
+            per_prefix: 1000,
+            ..limits()
+        }));
+        let mut admitted = Vec::new();
+        for _ in 0..5 {
+            admitted.push(a.admit(v6(1, 0, 0)).unwrap());
+        }
+        for _ in 0..200 {
+            assert_eq!(a.admit(v6(1, 0, 0)).unwrap_err(), Refused::Rate);
+        }
+        // The hammering spent only its own /64: 12 other /64s of the
+        // same /48 still get in (3 more /56s of 4 /64s: 60 connections;
+        // 20 a /56).
+        for n56 in 1..4u8 {
+            for n64 in 0..4u8 {
+                for _ in 0..5 {
+                    admitted.push(a.admit(v6(1, n56, n64)).expect("a neighbour"));
+                }
+            }
+        }
     }
 
     #[test]

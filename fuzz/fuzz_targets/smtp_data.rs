@@ -81,7 +81,7 @@ fuzz_target!(|input: &[u8]| {
     if refusal.is_none() && done.is_some() {
         no_bare_line_endings(&out);
         // Re-stuffed, the content is received as the same message.
-        let stuffed: Vec<u8> = stuffed_pieces(&[&out]).concat();
+        let stuffed: Vec<u8> = stuffed_pieces(&[&out]).collect::<Vec<_>>().concat();
         let (again, again_refusal, again_done) = receive_data(&[&stuffed]);
         assert_eq!(again_refusal, None, "re-stuffed message refused");
         assert_eq!(again_done, Some(stuffed.len()), "terminator moved");

@@ -166,8 +166,9 @@ limits! {
         default 120, min 1, max 1_000_000;
     /// Time a client may take from connecting to logging in.
     preauth_timeout: Duration = secs(preauth_timeout_secs), default 120, min 5, max 3600;
-    /// Slowest average rate a client may send a message at, once the
-    /// command timeout's worth of grace is used up.
+    /// Slowest rate a client may send a message or an IMAP literal at:
+    /// each byte buys 1/rate seconds, never more than the command timeout
+    /// ahead (a sliding window, not an average).
     min_transfer_bytes_per_sec: u32 = count(min_transfer_bytes_per_sec),
         default 512, min 1, max 1 << 30;
     /// How much more an IPv6 /56 may do than a /64, and a /48 than a /56

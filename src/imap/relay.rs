@@ -325,8 +325,9 @@ where
 struct Clocks {
     t: Timeouts,
     last_client_read: Instant,
-    /// The literal (its number) and when it must have arrived.
-    literal: Option<(u64, Instant)>,
+    /// The literal being read: its number, the bytes it still had when
+    /// last seen, and its credit (see [`Clocks::client`]).
+    literal: Option<(u64, u64, Instant)>,
     /// The wait (its number) and when it began.
     awaiting: Option<(u64, Instant)>,
     closing_since: Option<Instant>,
@@ -346,21 +347,31 @@ impl Clocks {
     /// The client's deadline: the rate floor inside a literal, the idle
     /// timeout otherwise; none while the provider is the one awaited or the
     /// session is ending.
+    ///
+    /// The floor holds over a sliding window, as for SMTP messages: a
+    /// literal starts with `literal_grace` of credit, each byte that
+    /// arrives buys `1 / literal_bytes_per_sec` seconds more, and the
+    /// credit never reaches further than `literal_grace` from now. A fast
+    /// burst therefore buys no hours of trickling afterwards.
     fn client(&mut self, core: &Core<'_>, now: Instant) -> Option<(Instant, ClientClock)> {
         if core.awaiting_provider().is_some() || core.is_closing() {
             return None;
         }
-        let Some((id, size)) = core.client_literal() else {
+        let Some((id, left)) = core.client_literal() else {
             return Some((self.last_client_read + self.t.idle, ClientClock::Idle));
         };
-        if self.literal.is_none_or(|(seen, _)| seen != id) {
-            let floor = u64::from(self.t.literal_bytes_per_sec.max(1));
-            let allowed =
-                self.t.literal_grace + Duration::from_millis(size.saturating_mul(1000) / floor);
-            self.literal = Some((id, now + allowed));
-        }
+        let grace = self.t.literal_grace;
+        self.literal = Some(match self.literal {
+            Some((seen, was_left, credit)) if seen == id => {
+                let floor = u64::from(self.t.literal_bytes_per_sec.max(1));
+                let arrived = was_left.saturating_sub(left);
+                let bought = Duration::from_millis(arrived.saturating_mul(1000) / floor);
+                (id, left, (credit.max(now) + bought).min(now + grace))
+            }
+            _ => (id, left, now + grace),
+        });
         self.literal
-            .map(|(_, deadline)| (deadline, ClientClock::Literal))
+            .map(|(_, _, deadline)| (deadline, ClientClock::Literal))
     }
 
     /// The provider's deadline: to invite each literal it is waited for,

@@ -102,23 +102,21 @@ impl UpstreamSmtp {
         if self.supports(smtp_proto::EXT_CHUNKING) {
             let size: usize = pieces.iter().map(|p| p.len()).sum();
             let command = format!("BDAT {size} LAST\r\n");
-            let mut all = Vec::with_capacity(pieces.len() + 1);
-            all.push(command.as_bytes());
-            all.extend_from_slice(pieces);
-            return self.write_then_read(&all).await;
+            let mut all = std::iter::once(command.as_bytes()).chain(pieces.iter().copied());
+            return self.write_then_read(&mut all).await;
         }
         let reply = self.client.cmd(b"DATA\r\n").await?;
         if reply.code != 354 {
             return Ok(reply);
         }
-        self.write_then_read(&stuffed_pieces(pieces)).await
+        self.write_then_read(&mut stuffed_pieces(pieces)).await
     }
 
     /// Writes `pieces` in staged writes and reads the reply, within
     /// [`DATA_END_TIMEOUT`].
     async fn write_then_read(
         &mut self,
-        pieces: &[&[u8]],
+        pieces: &mut (dyn Iterator<Item = &[u8]> + Send),
     ) -> Result<Response<String>, UpstreamError> {
         tokio::time::timeout(DATA_END_TIMEOUT, async {
             write_staged(&mut self.client.stream, pieces)
@@ -146,7 +144,7 @@ impl UpstreamSmtp {
 /// staging buffer is wiped. Large pieces are written directly.
 pub(crate) async fn write_staged<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    pieces: &[&[u8]],
+    pieces: &mut (dyn Iterator<Item = &[u8]> + Send),
 ) -> std::io::Result<()> {
     let mut stage = WipedBuf::new();
     for piece in pieces {
@@ -194,7 +192,9 @@ mod tests {
         let big = vec![b'x'; STAGE + 10];
         let pieces: [&[u8]; 5] = [b"BDAT 9 LAST\r\n", b"head", &big, b"tail", b"."];
         let mut out = Vec::new();
-        write_staged(&mut out, &pieces).await.expect("write");
+        write_staged(&mut out, &mut pieces.into_iter())
+            .await
+            .expect("write");
         assert_eq!(out, pieces.concat());
     }
 }

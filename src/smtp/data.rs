@@ -208,34 +208,70 @@ impl MessageReceiver {
 
 /// The pieces to write, in order, to send `parts` (one message, split
 /// anywhere) dot-stuffed and terminated: content slices borrowed from `parts`
-/// and the few bytes the transparency procedure adds.
-pub fn stuffed_pieces<'a>(parts: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    let mut pieces = Vec::new();
-    let mut at_line_start = true;
-    let mut last: Option<u8> = None;
-    for part in parts {
-        let mut start = 0;
-        while start < part.len() {
-            if at_line_start && part[start] == b'.' {
-                pieces.push(&b"."[..]);
+/// and the few bytes the transparency procedure adds. Made as they are
+/// written, one line at a time: a message of millions of short lines is
+/// never described by a list as long as itself.
+pub fn stuffed_pieces<'a, 'p>(parts: &'p [&'a [u8]]) -> Stuffed<'a, 'p> {
+    Stuffed {
+        parts,
+        part: 0,
+        start: 0,
+        at_line_start: true,
+        dot_written: false,
+        last: None,
+        ending: 0,
+    }
+}
+
+/// The iterator of [`stuffed_pieces`].
+#[derive(Debug)]
+pub struct Stuffed<'a, 'p> {
+    parts: &'p [&'a [u8]],
+    part: usize,
+    start: usize,
+    at_line_start: bool,
+    dot_written: bool,
+    last: Option<u8>,
+    ending: u8,
+}
+
+impl<'a> Iterator for Stuffed<'a, '_> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        while let Some(&p) = self.parts.get(self.part) {
+            if self.start >= p.len() {
+                self.part += 1;
+                self.start = 0;
+                continue;
             }
-            let end = match memchr::memchr(b'\n', &part[start..]) {
-                Some(nl) => start + nl + 1,
-                None => part.len(),
+            if self.at_line_start && p[self.start] == b'.' && !self.dot_written {
+                self.dot_written = true;
+                return Some(&b"."[..]);
+            }
+            self.dot_written = false;
+            let end = match memchr::memchr(b'\n', &p[self.start..]) {
+                Some(nl) => self.start + nl + 1,
+                None => p.len(),
             };
-            pieces.push(&part[start..end]);
-            at_line_start = part[end - 1] == b'\n';
-            last = Some(part[end - 1]);
-            start = end;
+            self.at_line_start = p[end - 1] == b'\n';
+            self.last = Some(p[end - 1]);
+            let piece = &p[self.start..end];
+            self.start = end;
+            return Some(piece);
+        }
+        // A message that does not end in CRLF (possible with BDAT) gets
+        // one, so the terminator stands on a line of its own.
+        loop {
+            self.ending = self.ending.saturating_add(1);
+            match self.ending {
+                1 if self.last.is_some_and(|b| b != b'\n') => return Some(&b"\r\n"[..]),
+                1 => continue,
+                2 => return Some(&b".\r\n"[..]),
+                _ => return None,
+            }
         }
     }
-    // A message that does not end in CRLF (possible with BDAT) gets one, so
-    // the terminator stands on a line of its own.
-    if last.is_some_and(|b| b != b'\n') {
-        pieces.push(&b"\r\n"[..]);
-    }
-    pieces.push(&b".\r\n"[..]);
-    pieces
 }
 
 #[cfg(test)]
@@ -254,7 +290,7 @@ mod tests {
     }
 
     fn stuff(parts: &[&[u8]]) -> Vec<u8> {
-        stuffed_pieces(parts).concat()
+        stuffed_pieces(parts).collect::<Vec<_>>().concat()
     }
 
     #[test]

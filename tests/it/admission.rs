@@ -378,16 +378,23 @@ async fn imap_preauth_deadline_and_prefix_refusal() {
     assert_eq!(last, "* BYE [UNAVAILABLE] Took too long to log in");
 }
 
-#[tokio::test]
-async fn an_imap_literal_trickled_below_the_rate_floor_is_cut_and_never_stored() {
+/// An IMAP relay with a floor of 1000 bytes a second and a command
+/// timeout of `timeout_secs`, and a client logged in through it.
+async fn imap_logged_in_with_floor(timeout_secs: u32) -> (ImapUpstream, TestRelay, ImapClient) {
     let upstream = start_imap_upstream(ImapScript::default()).await;
     let text = with_limits(
         imap_relay_config(&upstream, ""),
-        "command_timeout_secs = 1\nmin_transfer_bytes_per_sec = 1000",
+        &format!("command_timeout_secs = {timeout_secs}\nmin_transfer_bytes_per_sec = 1000"),
     );
     let relay = start_relay_with(&text).await;
     let (mut c, _) = ImapClient::implicit(&relay).await;
     c.login().await;
+    (upstream, relay, c)
+}
+
+#[tokio::test]
+async fn an_imap_literal_trickled_below_the_rate_floor_is_cut_and_never_stored() {
+    let (upstream, relay, mut c) = imap_logged_in_with_floor(1).await;
     // 1000 bytes may take 1 s of grace plus 1 s; 10 bytes every 200 ms
     // would take 20 s.
     c.send(b"a1 APPEND Drafts {1000}\r\n").await;
@@ -538,6 +545,39 @@ async fn a_login_waiting_for_its_networks_turn_ends_at_the_preauth_deadline() {
     // The provider saw four logins: the fifth never reached it.
     assert_eq!(upstream_auths(&upstream), 4);
     drop(holders);
+}
+
+#[tokio::test]
+async fn an_imap_literal_s_fast_burst_buys_no_later_trickle() {
+    let (_upstream, _relay, mut c) = imap_logged_in_with_floor(2).await;
+    // A 600 kB literal, 500 kB of it at once: counted from its start,
+    // that would allow 2 s + 600 s.
+    c.send(b"a1 APPEND Drafts {600000}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(b"Subject: big\r\n\r\n").await;
+    let line = format!("{}\r\n", "x".repeat(98));
+    c.send(line.repeat(500_000 / line.len()).as_bytes()).await;
+    // Then one byte every 1.5 s, each gap under the command timeout.
+    let started = Instant::now();
+    let mut cut = None;
+    for _ in 0..20 {
+        c.send(b"X").await;
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(1500), c.line()).await {
+            cut = Some(line);
+            break;
+        }
+    }
+    assert_eq!(
+        cut.as_deref(),
+        Some("* BYE [UNAVAILABLE] Literal data arriving too slowly"),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
