@@ -24,6 +24,7 @@ mod logging;
 mod sanitize;
 mod server;
 mod summary;
+mod template;
 mod tls;
 mod upstream;
 
@@ -61,6 +62,22 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Values of the deployment template were left as they came.
+    #[error("{}", unfilled_message(.0))]
+    Unfilled(Vec<(String, String)>),
+}
+
+fn unfilled_message(left: &[(String, String)]) -> String {
+    let mut text = format!(
+        "{} setting{} of the template still to fill in (each value that begins with \"{}\"):",
+        left.len(),
+        if left.len() == 1 { "" } else { "s" },
+        template::MARK
+    );
+    for (key, hint) in left {
+        text.push_str(&format!("\n  `{key}`: {hint}"));
+    }
+    text
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -142,6 +159,10 @@ impl Config {
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let left = template::unfilled(text);
+        if !left.is_empty() {
+            return Err(ConfigError::Unfilled(left));
+        }
         let raw: RawConfig = toml::from_str(text)?;
         validate(raw)
     }

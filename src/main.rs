@@ -25,7 +25,31 @@ static ALLOCATOR: zeroize_alloc::ZeroizingAllocator<std::alloc::System> =
 #[command(
     name = "mailveil",
     version,
-    about = "Metadata-minimizing mail relay proxy"
+    about = "Metadata-minimizing mail relay proxy",
+    long_about = "Metadata-minimizing mail relay proxy.\n\n\
+        Mail clients submit (SMTP) and read (IMAP) through mailveil instead of \
+        at their provider. It logs in at the provider with each client's own \
+        credentials, removes the client's address and device-identifying \
+        headers, reaches the provider directly, over SOCKS5 or over its \
+        built-in Tor client, and keeps no connection logs and nothing on disk.",
+    after_long_help = "FILES:\n  \
+        /etc/mailveil/mailveil.toml                 the configuration (the Debian \
+        package installs a template to fill in)\n  \
+        /usr/share/doc/mailveil/mailveil.example.toml  every key, documented\n  \
+        /usr/share/doc/mailveil/README.md           deployment, client set-up, limits\n  \
+        /usr/share/mailveil/certbot-deploy-hook     installs a certbot certificate and \
+        restarts the service\n\n\
+        SIGNALS (run):\n  \
+        SIGTERM, SIGINT  stop accepting, let sessions finish (limits.shutdown_grace_secs), exit\n  \
+        SIGHUP           read the certificate files again (not under the systemd unit, \
+        whose key arrives only at start: restart it instead)\n\n\
+        EXIT STATUS:\n  \
+        0 on success; 1 on an invalid configuration, a failed probe, or a relay that \
+        could not start.\n\n\
+        EXAMPLES:\n  \
+        mailveil check --config /etc/mailveil/mailveil.toml\n  \
+        mailveil check --probe --config /etc/mailveil/mailveil.toml\n  \
+        mailveil run --config /etc/mailveil/mailveil.toml"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(&config)
                 .with_context(|| format!("invalid configuration {}", config.display()))?;
             print!("{}", config.summary());
+            check_certificate_files(&config)?;
             println!("configuration OK");
             if probe {
                 mailveil::logging::init();
@@ -67,7 +92,13 @@ fn main() -> anyhow::Result<()> {
                     .enable_all()
                     .build()
                     .context("starting the runtime")?;
-                if !runtime.block_on(mailveil::probe::run(&config))? {
+                let probed = runtime.block_on(mailveil::probe::run(&config))?;
+                // The Tor client's tasks end (and write their state) while
+                // its runtime directory still exists; then it is removed.
+                runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+                let all_ok = probed.all_ok;
+                drop(probed);
+                if !all_ok {
                     anyhow::bail!("some upstreams could not be reached");
                 }
                 println!("all upstreams reachable");
@@ -87,18 +118,49 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            let tor_dir = runtime.block_on(run(config))?;
+            let (tor_dir, relay) = runtime.block_on(run(config))?;
             // Every task, arti's included, is dropped here. Only then is the
             // Tor runtime directory removed for good: the client's own
             // state writer may still recreate files in it while it shuts
             // down, after the directory's first removal.
             runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+            // The relay, and with it the Tor client and its runtime
+            // directory, goes only now: arti's tasks wrote their state on
+            // the way out into a directory that still existed.
+            drop(relay);
             if let Some(dir) = tor_dir {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Ok(())
         }
     }
+}
+
+/// Reads the certificate files as `run` would, and says what it found.
+fn check_certificate_files(config: &Config) -> anyhow::Result<()> {
+    use mailveil::tls::FilesChecked;
+    let (Some(certificate), Some(private_key)) = (&config.certificate, &config.private_key) else {
+        return Ok(());
+    };
+    let checked = mailveil::tls::check_files(certificate, private_key).with_context(|| {
+        format!(
+            "`tls.certificate` / `tls.private_key`: unusable; a certificate is needed before \
+             the relay can start (README, \"Deploy on a Debian VPS\", for certbot) in {} and {}",
+            certificate.display(),
+            private_key.display()
+        )
+    })?;
+    match checked {
+        FilesChecked::Pair(fingerprint) => {
+            println!("certificate and key match; certificate SHA-256 {fingerprint}")
+        }
+        FilesChecked::KeyDeliveredAtStart(fingerprint) => println!(
+            "certificate read (SHA-256 {fingerprint}); the key {} is delivered by systemd \
+             (LoadCredential=) when the service starts, so it is not checked here",
+            private_key.display()
+        ),
+    }
+    Ok(())
 }
 
 fn report_hardening(hardening: mailveil::privacy::process::Hardening) {
@@ -139,8 +201,9 @@ fn fit_connections_to_descriptors(config: &mut Config, descriptors: Option<u64>)
 }
 
 /// Runs the relay until SIGTERM or Ctrl-C; returns the Tor runtime
-/// directory, if any, for removal once the runtime has stopped.
-async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
+/// directory, if any, and the relay, to be dropped and removed once the
+/// runtime has stopped.
+async fn run(config: Config) -> anyhow::Result<(Option<std::path::PathBuf>, Arc<Relay>)> {
     let identity = mailveil::tls::server_identity(
         config.certificate.as_deref(),
         config.private_key.as_deref(),
@@ -173,7 +236,9 @@ async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
     let tor_dir = relay.tor_runtime_dir().map(std::path::Path::to_path_buf);
     let workdir = tor_dir.clone().unwrap_or_else(|| "/".into());
     std::env::set_current_dir(&workdir).context("changing to the runtime directory")?;
-    let server = Server::bind(relay).await.context("binding listeners")?;
+    let server = Server::bind(relay.clone())
+        .await
+        .context("binding listeners")?;
     tracing::info!(
         "mailveil {} started; egress {}{}",
         env!("CARGO_PKG_VERSION"),
@@ -187,7 +252,7 @@ async fn run(config: Config) -> anyhow::Result<Option<std::path::PathBuf>> {
     tokio::spawn(reload_certificate_on_sighup(certificate, certificate_files));
     server.serve(shutdown_signal()).await;
     tracing::info!("mailveil stopped");
-    Ok(tor_dir)
+    Ok((tor_dir, relay))
 }
 
 /// On every SIGHUP, reads the certificate and key again: new handshakes get

@@ -15,9 +15,27 @@ use crate::tls::upstream_client_config;
 #[cfg(feature = "tor")]
 pub(crate) const BOOTSTRAP_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
-/// Probes every endpoint; true when all of them answered.
-pub async fn run(config: &Config) -> anyhow::Result<bool> {
+/// What a probe found, and the egress it used. Drop it only after the
+/// runtime has shut down: the embedded Tor client writes its state into
+/// its runtime directory as its tasks end, and dropping the egress removes
+/// that directory (before, arti logs an error about the missing state).
+pub struct Probed {
+    /// True when every endpoint answered.
+    pub all_ok: bool,
+    _egress: Egress,
+}
+
+/// Probes every endpoint.
+pub async fn run(config: &Config) -> anyhow::Result<Probed> {
     let egress = Egress::new(&config.egress, &config.upstreams)?;
+    let all_ok = probe_all(config, &egress).await?;
+    Ok(Probed {
+        all_ok,
+        _egress: egress,
+    })
+}
+
+async fn probe_all(config: &Config, egress: &Egress) -> anyhow::Result<bool> {
     #[cfg(feature = "tor")]
     if let Some(tor) = egress.tor() {
         let started = Instant::now();
@@ -43,7 +61,7 @@ pub async fn run(config: &Config) -> anyhow::Result<bool> {
         for (protocol, endpoint) in [("smtp", &u.smtp), ("imap", &u.imap)] {
             let Some(endpoint) = endpoint else { continue };
             let t = Instant::now();
-            let outcome = probe_one(protocol, endpoint, tls.clone(), &egress, config).await;
+            let outcome = probe_one(protocol, endpoint, tls.clone(), egress, config).await;
             let secs = t.elapsed().as_secs_f64();
             match outcome {
                 Ok(()) => println!(

@@ -115,6 +115,30 @@ fn load_certified_key(
     Ok((CertifiedKey::from_der(chain, key, &provider())?, leaf))
 }
 
+/// What `mailveil check` found of the certificate files, without keeping
+/// any key material.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FilesChecked {
+    /// The chain was read and the key belongs to it; the leaf's SHA-256.
+    Pair(String),
+    /// The chain was read (the leaf's SHA-256); the key is not there to
+    /// read, because systemd delivers it only to the running service.
+    KeyDeliveredAtStart(String),
+}
+
+/// Reads the certificate chain and, unless it is a systemd credential
+/// (under `/run/credentials/`) that does not exist outside the service,
+/// the private key, and checks that they belong together: what the relay
+/// would do at start, for `check`.
+pub fn check_files(certificate: &Path, private_key: &Path) -> Result<FilesChecked, TlsError> {
+    if private_key.starts_with("/run/credentials/") && !private_key.exists() {
+        let chain = read_certificates(certificate, "certificate")?;
+        return Ok(FilesChecked::KeyDeliveredAtStart(fingerprint(&chain[0])));
+    }
+    let (_, leaf) = load_certified_key(certificate, private_key)?;
+    Ok(FilesChecked::Pair(fingerprint(&leaf)))
+}
+
 /// Builds the client-facing TLS configuration from files, or makes an
 /// ephemeral self-signed certificate for `hostname` when none is configured.
 pub fn server_identity(
