@@ -160,6 +160,32 @@ async fn smtp_stuffing_from_one_prefix_leaves_another_prefix_alone() {
 }
 
 #[tokio::test]
+async fn past_a_few_explained_refusals_a_network_is_closed_without_a_word() {
+    use tokio::io::AsyncReadExt;
+    let (_upstream, relay) =
+        smtp_relay("connections_per_prefix_per_minute = 1\nmax_connections_per_prefix = 100").await;
+    let (_kept, greeting) = Client::plain_from(&relay, "127.0.0.35").await;
+    assert_eq!(greeting, "220 relay.test ESMTP");
+    let mut told = 0;
+    let mut silent = 0;
+    for _ in 0..16 {
+        let mut s = connect_from(relay.starttls, "127.0.0.35").await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        match String::from_utf8_lossy(&got).as_ref() {
+            "421 4.7.0 Too many new connections from your network, try again later\r\n" => {
+                told += 1
+            }
+            "" => silent += 1,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    // Ten a minute are told why; the rest are closed before any reply (on
+    // an implicit-TLS port: before any handshake).
+    assert_eq!((told, silent), (10, 6));
+}
+
+#[tokio::test]
 async fn connection_rate_and_concurrency_per_prefix() {
     let (_upstream, relay) =
         smtp_relay("connections_per_prefix_per_minute = 3\nmax_connections_per_prefix = 100").await;
