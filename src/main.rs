@@ -45,7 +45,7 @@ static ALLOCATOR: zeroize_alloc::ZeroizingAllocator<std::alloc::System> =
         whose key arrives only at start: restart it instead)\n\n\
         EXIT STATUS:\n  \
         0 on success; 1 on an invalid configuration, a failed probe, or a relay that \
-        could not start.\n\n\
+        could not start; 2 on a command-line usage error.\n\n\
         EXAMPLES:\n  \
         mailveil check --config /etc/mailveil/mailveil.toml\n  \
         mailveil check --probe --config /etc/mailveil/mailveil.toml\n  \
@@ -92,13 +92,13 @@ fn main() -> anyhow::Result<()> {
                     .enable_all()
                     .build()
                     .context("starting the runtime")?;
-                let probed = runtime.block_on(mailveil::probe::run(&config))?;
+                let mut probed = runtime.block_on(mailveil::probe::run(&config))?;
                 // The Tor client's tasks end (and write their state) while
                 // its runtime directory still exists; then it is removed.
                 runtime.shutdown_timeout(std::time::Duration::from_secs(10));
-                let all_ok = probed.all_ok;
+                let all_ok = std::mem::replace(&mut probed.all_ok, Ok(false));
                 drop(probed);
-                if !all_ok {
+                if !all_ok? {
                     anyhow::bail!("some upstreams could not be reached");
                 }
                 println!("all upstreams reachable");
@@ -118,7 +118,11 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            let (tor_dir, relay) = runtime.block_on(run(config))?;
+            let Ran {
+                relay,
+                tor_dir,
+                outcome,
+            } = runtime.block_on(run(config));
             // Every task, arti's included, is dropped here. Only then is the
             // Tor runtime directory removed for good: the client's own
             // state writer may still recreate files in it while it shuts
@@ -131,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(dir) = tor_dir {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            Ok(())
+            outcome
         }
     }
 }
@@ -200,10 +204,52 @@ fn fit_connections_to_descriptors(config: &mut Config, descriptors: Option<u64>)
     }
 }
 
-/// Runs the relay until SIGTERM or Ctrl-C; returns the Tor runtime
-/// directory, if any, and the relay, to be dropped and removed once the
-/// runtime has stopped.
-async fn run(config: Config) -> anyhow::Result<(Option<std::path::PathBuf>, Arc<Relay>)> {
+/// What [`run`] leaves to drop and remove once the runtime has stopped:
+/// the relay (with the Tor client) and the Tor runtime directory, also
+/// when it fails after the relay was made.
+struct Ran {
+    relay: Option<Arc<Relay>>,
+    tor_dir: Option<std::path::PathBuf>,
+    outcome: anyhow::Result<()>,
+}
+
+/// Runs the relay until SIGTERM or Ctrl-C.
+async fn run(config: Config) -> Ran {
+    let (relay, certificate, certificate_files) = match prepare(config) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            return Ran {
+                relay: None,
+                tor_dir: None,
+                outcome: Err(e),
+            };
+        }
+    };
+    let tor_dir = relay.tor_runtime_dir().map(std::path::Path::to_path_buf);
+    let outcome = serve(
+        relay.clone(),
+        tor_dir.clone(),
+        certificate,
+        certificate_files,
+    )
+    .await;
+    Ran {
+        relay: Some(relay),
+        tor_dir,
+        outcome,
+    }
+}
+
+type CertificateFiles = Option<(std::path::PathBuf, std::path::PathBuf)>;
+
+/// Loads the certificate and makes the relay (which starts Tor).
+fn prepare(
+    config: Config,
+) -> anyhow::Result<(
+    Arc<Relay>,
+    Arc<mailveil::tls::ServerCertificate>,
+    CertificateFiles,
+)> {
     let identity = mailveil::tls::server_identity(
         config.certificate.as_deref(),
         config.private_key.as_deref(),
@@ -228,13 +274,22 @@ async fn run(config: Config) -> anyhow::Result<(Option<std::path::PathBuf>, Arc<
     };
     let certificate = identity.certificate.clone();
     let relay = Arc::new(Relay::new(config, identity.config).context("setting up")?);
+    Ok((relay, certificate, certificate_files))
+}
+
+/// Binds the listeners and serves until SIGTERM or Ctrl-C.
+async fn serve(
+    relay: Arc<Relay>,
+    tor_dir: Option<std::path::PathBuf>,
+    certificate: Arc<mailveil::tls::ServerCertificate>,
+    certificate_files: CertificateFiles,
+) -> anyhow::Result<()> {
     // Everything is loaded: from here on the working directory is the Tor
     // runtime directory (or /). arti's state writer removes a stale
     // "<name>.tmp" by a path relative to the working directory (fs-mistrust
     // 0.16 `write_and_replace`); this keeps that inside its own directory
     // instead of wherever mailveil was started.
-    let tor_dir = relay.tor_runtime_dir().map(std::path::Path::to_path_buf);
-    let workdir = tor_dir.clone().unwrap_or_else(|| "/".into());
+    let workdir = tor_dir.unwrap_or_else(|| "/".into());
     std::env::set_current_dir(&workdir).context("changing to the runtime directory")?;
     let server = Server::bind(relay.clone())
         .await
@@ -252,7 +307,7 @@ async fn run(config: Config) -> anyhow::Result<(Option<std::path::PathBuf>, Arc<
     tokio::spawn(reload_certificate_on_sighup(certificate, certificate_files));
     server.serve(shutdown_signal()).await;
     tracing::info!("mailveil stopped");
-    Ok((tor_dir, relay))
+    Ok(())
 }
 
 /// On every SIGHUP, reads the certificate and key again: new handshakes get

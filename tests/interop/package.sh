@@ -35,8 +35,18 @@ stop_mailveil
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CACHE=/var/cache/mailveil-ci
 ROOT="$W/debroot"
+MACHINE=mailveil-ci
 NSPAWN_PID=
 LEADER=
+# This script's own cgroups: nspawn makes the container's below them.
+cg_of() { awk -F: -v c="$1" '$2 == c {print $3}' /proc/self/cgroup; }
+SYSTEMD_CG="/sys/fs/cgroup/systemd$(cg_of name=systemd)"
+UNIFIED_CG="/sys/fs/cgroup/unified$(cg_of '')"
+MEMORY_CG="/sys/fs/cgroup/memory$(cg_of memory)"
+if [ "$(cg_of memory)" = / ] || [ -z "$(cg_of memory)" ]; then
+    echo "package.sh: run me from a cgroup of my own, not the root memory cgroup" >&2
+    exit 2
+fi
 
 # ------------------------------------------------------------------ tools
 # systemd-container pinned to the host's systemd, so that installing it
@@ -92,19 +102,19 @@ cleanup_container() {
         kill -KILL "$NSPAWN_PID" 2>/dev/null || true
     fi
     # Anything of the container still running (nspawn gone before its
-    # systemd was found) is in nspawn's cgroup.
-    cat /sys/fs/cgroup/systemd/payload/cgroup.procs /sys/fs/cgroup/systemd/payload/*/cgroup.procs \
-        /sys/fs/cgroup/systemd/payload/*/*/cgroup.procs 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    # systemd was found) is in nspawn's cgroup, below this script's own.
+    cat "$SYSTEMD_CG"/payload/cgroup.procs "$SYSTEMD_CG"/payload/*/cgroup.procs \
+        "$SYSTEMD_CG"/payload/*/*/cgroup.procs 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
     sleep 0.2
-    # nspawn leaves empty cgroups and its propagation directory behind.
-    local memcg
-    memcg="/sys/fs/cgroup/memory$(awk -F: '$2=="memory"{print $3}' /proc/self/cgroup)"
-    [ -d "$memcg" ] && find "$memcg" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    # nspawn leaves empty cgroups and its propagation directory behind:
+    # this script's own only.
+    find "$MEMORY_CG" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
     local d
-    for d in /sys/fs/cgroup/{systemd,unified}/{payload,supervisor}; do
+    for d in "$SYSTEMD_CG"/{payload,supervisor} "$UNIFIED_CG"/{payload,supervisor}; do
         [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
-    rm -rf /run/systemd/nspawn
+    rm -rf "/run/systemd/nspawn/propagate/$MACHINE"
+    rmdir /run/systemd/nspawn/propagate /run/systemd/nspawn 2>/dev/null || true
     LEADER=
     NSPAWN_PID=
 }
@@ -115,7 +125,7 @@ t0=$(date +%s%N)
 # --capability=CAP_IPC_LOCK: see the drop-in below. The host's network is
 # shared, so that the relay in the root reaches the interop servers on
 # loopback and clients here reach the relay.
-systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --console=passive \
+systemd-nspawn -D "$ROOT" --machine="$MACHINE" --boot --register=no --keep-unit --console=passive \
     --capability=CAP_IPC_LOCK --resolv-conf=copy-host </dev/null >"$W/log/nspawn.log" 2>&1 &
 NSPAWN_PID=$!
 for _ in $(seq 1 300); do
@@ -145,8 +155,8 @@ step_like() { # the README line matching a pattern
     for i in "${!STEPS[@]}"; do
         case "${STEPS[$i]}" in $1) echo "$i"; return 0 ;; esac
     done
-    bad "no README deploy line matches $1"
-    return 1
+    echo "FAIL - no README deploy line matches $1" >&2
+    exit 1
 }
 
 # 1. apt install of the package.
@@ -232,6 +242,8 @@ i="$(step_like 'mailveil check --config *')"
 if out="$(step "$i" 2>&1)"; then
     echo "$out"
     ok "check passes on the filled-in template"
+    # Never the public Tor network from here.
+    grep -q "PRIVATE TESTING NETWORK\|testing network" <<<"$out" || { bad "the filled config does not use the private Tor network"; exit 1; }
     check "check read the certificate and left the key to systemd" grep -q "delivered by systemd" <<<"$out"
 else
     echo "$out"; bad "check on the filled-in template"
@@ -241,11 +253,12 @@ fi
 # touched (installed first: that namespace has no network).
 ct apt-get install -q ufw >"$W/log/ufw-install.log" 2>&1 || true
 i="$(step_like 'apt install ufw*')"
-if ct unshare --net sh -c "cd /root && ${STEPS[$i]}" >"$W/log/ufw.log" 2>&1; then
-    ok "README: the ufw line runs (in a private network namespace)"
+if ct unshare --net sh -c "cd /root && ${STEPS[$i]} && ufw status" >"$W/log/ufw.log" 2>&1 \
+    && grep -q "Status: active" "$W/log/ufw.log" && grep -q "^465,587,993,143,80/tcp\|^80,143,465,587,993/tcp" "$W/log/ufw.log"; then
+    ok "README: the ufw line runs and the firewall is active with the mail ports open (in a private network namespace)"
 else
     tail -5 "$W/log/ufw.log"
-    echo "note - the ufw line failed inside the test's private network namespace (above); not counted"
+    bad "README: the ufw line, in the test's private network namespace"
 fi
 
 # 6. journald in memory only.
@@ -269,7 +282,10 @@ fi
 # LimitMEMLOCK=infinity becomes that. CAP_IPC_LOCK lets the relay lock its
 # memory anyway, so that mlockall runs under the unit's system-call filter.
 mkdir -p "$ROOT/etc/systemd/system/mailveil.service.d"
-printf '[Service]\nAmbientCapabilities=CAP_IPC_LOCK\nCapabilityBoundingSet=CAP_IPC_LOCK\n' \
+# And a soft descriptor limit below the hard one, so that the relay must
+# raise it itself (prlimit) under the filter: the unit alone sets both to
+# 16384, which would leave nothing to raise.
+printf '[Service]\nAmbientCapabilities=CAP_IPC_LOCK\nCapabilityBoundingSet=CAP_IPC_LOCK\nLimitNOFILE=1024:16384\n' \
     > "$ROOT/etc/systemd/system/mailveil.service.d/ci-memlock.conf"
 echo "hard limits here: nofile $(ulimit -Hn), memlock $(ulimit -Hl) KiB"
 
@@ -297,6 +313,8 @@ check "LoadCredential delivered the key to the service" \
 check "the system-call filter let it lock its memory (mlockall)" sh -c "nsenter -t $LEADER -a journalctl -u mailveil.service -o cat --no-pager | grep -q 'memory locked'"
 check "and raise its descriptor limit (prlimit): soft = hard = 16384" \
     sh -c "nsenter -t $LEADER -a cat /proc/$pid/limits | grep -q 'Max open files *16384 *16384'"
+check "MemoryMax is in force (the service's memory is accounted: $(ct systemctl show -p MemoryCurrent --value mailveil.service) bytes)" \
+    sh -c "nsenter -t $LEADER -a systemctl show -p MemoryCurrent --value mailveil.service | grep -q '^[0-9][0-9]*$'"
 check "no core dumps: its core limit is 0" sh -c "nsenter -t $LEADER -a cat /proc/$pid/limits | grep -q 'Max core file size *0 *0'"
 
 # A real client, through the unit's relay (127.0.0.1:465 and :993, with
@@ -321,6 +339,32 @@ with imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=ctx) as m:
 PY
 )" && [ "$imap_out" = OK ] && ok "imaplib logged in and selected INBOX through the unit's relay (993)" \
     || bad "imaplib through the unit's relay: $imap_out"
+
+# A renewal while the relay runs: certbot calls the hook again, which
+# must restart the relay (a reload would keep the old key, which
+# LoadCredential copied at start) so that it serves the new certificate.
+openssl req -new -key "$LIVE/privkey.pem" -subj "/CN=relay.test" -out "$W/tls/relay2.csr" 2>/dev/null
+openssl x509 -req -in "$W/tls/relay2.csr" -CA "$CA" -CAkey "$W/tls/ca-key.pem" -CAcreateserial -days 60 \
+    -extfile "$W/tls/relay.ext" -out "$LIVE/cert.pem" 2>/dev/null
+cat "$LIVE/cert.pem" "$CA" > "$LIVE/fullchain.pem"
+renewed_fp="$(openssl x509 -in "$LIVE/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)"
+ct env RENEWED_LINEAGE=/etc/letsencrypt/live/relay.test /usr/share/mailveil/certbot-deploy-hook
+for _ in $(seq 1 100); do
+    [ "$(ct systemctl show -p MainPID --value mailveil.service)" != "$pid" ] \
+        && ct systemctl is-active --quiet mailveil.service && break
+    sleep 0.1
+done
+wait_port 127.0.0.1 465 || true
+served_fp="$(openssl s_client -connect 127.0.0.1:465 -servername relay.test </dev/null 2>/dev/null \
+    | openssl x509 -noout -fingerprint -sha256 | cut -d= -f2)"
+check "a renewal through the hook restarted the relay, which serves the new certificate" \
+    test "$served_fp" = "$renewed_fp" -a "$renewed_fp" != "$relay_fp" \
+    -a "$(ct systemctl show -p MainPID --value mailveil.service)" != "$pid"
+pid="$(ct systemctl show -p MainPID --value mailveil.service)"
+for _ in $(seq 1 240); do
+    ct journalctl -u mailveil.service -o cat --no-pager | grep -c "Tor: bootstrapped, ready" | grep -q '^2$' && break
+    sleep 0.5
+done
 
 # 9. check --probe, as written.
 i="$(step_like 'mailveil check --probe *')"
