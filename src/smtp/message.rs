@@ -52,17 +52,8 @@ impl MessageBuf {
     /// only their length: the head grows by doubling and the tail by whole
     /// segments). False when there is none.
     pub fn has_room_for(&mut self, more: usize) -> bool {
-        let Some(room) = self.room.as_mut() else {
-            return true;
-        };
-        let allocated = Self::allocated_after(
-            self.segments.first().map(WipedBuf::capacity),
-            self.len,
-            more,
-            self.head_max,
-            self.expected,
-        );
-        room.cover(allocated)
+        let allocated = self.allocated_after(more);
+        self.room.as_mut().is_none_or(|room| room.cover(allocated))
     }
 
     /// The most a message of `len` bytes can hold allocated, whatever the
@@ -80,23 +71,18 @@ impl MessageBuf {
     }
 
     /// Bytes the buffer holds allocated after [`Self::extend_from_slice`]
-    /// appends `more` bytes to `len`, given the head's capacity now (none
-    /// before the first write). Mirrors how it allocates.
-    fn allocated_after(
-        head: Option<usize>,
-        len: usize,
-        more: usize,
-        head_max: usize,
-        expected: usize,
-    ) -> usize {
-        let total = len.saturating_add(more);
-        let head_len = total.min(head_max);
-        let mut head =
-            head.unwrap_or_else(|| Self::first_reservation_for(expected, more, head_max));
+    /// appends `more` bytes. Mirrors how it allocates.
+    fn allocated_after(&self, more: usize) -> usize {
+        let total = self.len.saturating_add(more);
+        let head_len = total.min(self.head_max);
+        let mut head = self
+            .segments
+            .first()
+            .map_or_else(|| self.first_reservation(more), WipedBuf::capacity);
         if head < head_len {
-            head = (head * 2).max(head_len).min(head_max);
+            head = (head * 2).max(head_len).min(self.head_max);
         }
-        let tail = total.saturating_sub(head_max).div_ceil(SEGMENT) * SEGMENT;
+        let tail = total.saturating_sub(self.head_max).div_ceil(SEGMENT) * SEGMENT;
         head + tail
     }
 
@@ -158,12 +144,12 @@ impl MessageBuf {
     /// The first segment's first allocation: the declared size when known
     /// (up to the head size), else small.
     fn first_reservation(&self, first_write: usize) -> usize {
-        Self::first_reservation_for(self.expected, first_write, self.head_max)
-    }
-
-    fn first_reservation_for(expected: usize, first_write: usize, head_max: usize) -> usize {
-        let wanted = if expected > 0 { expected } else { 16 * 1024 };
-        wanted.max(first_write).min(head_max)
+        let wanted = if self.expected > 0 {
+            self.expected
+        } else {
+            16 * 1024
+        };
+        wanted.max(first_write).min(self.head_max)
     }
 
     /// Forgets (and wipes) every byte.
@@ -218,13 +204,7 @@ mod tests {
         ] {
             let mut m = MessageBuf::new(expected, 10);
             while m.len() < 3 * SEGMENT + 17 {
-                let predicted = MessageBuf::allocated_after(
-                    m.segments.first().map(WipedBuf::capacity),
-                    m.len,
-                    chunk,
-                    m.head_max,
-                    m.expected,
-                );
+                let predicted = m.allocated_after(chunk);
                 m.extend_from_slice(&vec![b'x'; chunk]);
                 let allocated: usize = m.segments.iter().map(WipedBuf::capacity).sum();
                 assert_eq!(

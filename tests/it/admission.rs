@@ -77,6 +77,23 @@ async fn trickle_until_cut(
     None
 }
 
+/// The same inside an IMAP literal: the relay's first line when it cuts.
+async fn trickle_literal_until_cut(
+    c: &mut ImapClient,
+    chunk: &[u8],
+    every_ms: u64,
+    rounds: usize,
+) -> Option<String> {
+    for _ in 0..rounds {
+        c.send(chunk).await;
+        let wait = Duration::from_millis(every_ms);
+        if let Ok(line) = tokio::time::timeout(wait, c.line()).await {
+            return Some(line);
+        }
+    }
+    None
+}
+
 #[tokio::test]
 async fn smtp_lockout_answers_every_password_alike_without_asking_the_provider() {
     let (upstream, relay) = smtp_relay(
@@ -426,14 +443,7 @@ async fn an_imap_literal_trickled_below_the_rate_floor_is_cut_and_never_stored()
     c.send(b"a1 APPEND Drafts {1000}\r\n").await;
     assert!(c.line().await.starts_with("+ "));
     let started = Instant::now();
-    let mut cut = None;
-    for _ in 0..50 {
-        c.send(b"X-Slow: 1\r\n").await;
-        if let Ok(line) = tokio::time::timeout(Duration::from_millis(200), c.line()).await {
-            cut = Some(line);
-            break;
-        }
-    }
+    let cut = trickle_literal_until_cut(&mut c, b"X-Slow: 1\r\n", 200, 50).await;
     assert_eq!(
         cut.as_deref(),
         Some("* BYE [UNAVAILABLE] Literal data arriving too slowly"),
@@ -585,14 +595,7 @@ async fn an_imap_literal_s_fast_burst_buys_no_later_trickle() {
     c.send(line.repeat(500_000 / line.len()).as_bytes()).await;
     // Then one byte every 1.5 s, each gap under the command timeout.
     let started = Instant::now();
-    let mut cut = None;
-    for _ in 0..20 {
-        c.send(b"X").await;
-        if let Ok(line) = tokio::time::timeout(Duration::from_millis(1500), c.line()).await {
-            cut = Some(line);
-            break;
-        }
-    }
+    let cut = trickle_literal_until_cut(&mut c, b"X", 1500, 20).await;
     assert_eq!(
         cut.as_deref(),
         Some("* BYE [UNAVAILABLE] Literal data arriving too slowly"),
