@@ -38,7 +38,7 @@ pub use listen::{Listener, ListenerTls, Protocol};
 pub use logging::{DEFAULT_STATS_INTERVAL_MINUTES, MIN_STATS_INTERVAL_MINUTES};
 pub use sanitize::{SanitizeConfig, SanitizeMode};
 pub(crate) use upstream::normalize_domain;
-pub use upstream::{Endpoint, Upstream, UpstreamTls};
+pub use upstream::{Endpoint, LoginForm, Pins, Upstream, UpstreamTls};
 
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, thiserror::Error)]

@@ -93,6 +93,11 @@ pub(crate) enum EgressError {
     /// The SOCKS5 proxy could not be reached or refused the request.
     #[error("SOCKS5 proxy: {0}")]
     Proxy(&'static str),
+    /// The proxy or Tor could not reach the provider's endpoint (refused,
+    /// unreachable, no exit for that port, timed out): another endpoint
+    /// may do better.
+    #[error("{0}")]
+    TargetUnreachable(&'static str),
     /// The embedded Tor client has not finished bootstrapping.
     #[error("Tor is not ready yet")]
     #[cfg_attr(not(feature = "tor"), allow(dead_code))]
@@ -105,6 +110,19 @@ pub(crate) enum EgressError {
     /// should have refused).
     #[error("egress mode not available")]
     Unavailable,
+}
+
+impl EgressError {
+    /// True when the connection could not be made to this endpoint — refused,
+    /// unreachable, timed out — so that the upstream's next endpoint may be
+    /// tried. Not when the way out itself failed (the proxy, Tor not ready):
+    /// the next endpoint would go the same way.
+    pub(crate) fn may_try_next(&self) -> bool {
+        matches!(
+            self,
+            EgressError::Connect(_) | EgressError::Timeout | EgressError::TargetUnreachable(_)
+        )
+    }
 }
 
 /// Why egress could not be set up at start-up.
@@ -165,10 +183,18 @@ impl Egress {
         self.tor.as_ref()
     }
 
+    /// Time allowed to open connections in `mode`, for all of an upstream's
+    /// endpoints together: `timeout`, or through Tor or a proxy the longer
+    /// of `timeout` and `egress.proxied_connect_timeout_secs`.
+    pub(crate) fn connect_budget(&self, mode: EgressMode, timeout: Duration) -> Duration {
+        match mode {
+            EgressMode::Direct => timeout,
+            EgressMode::Socks5 | EgressMode::Tor => timeout.max(self.proxied_connect_timeout),
+        }
+    }
+
     /// Opens a stream to `endpoint` for the account (or session) behind
-    /// `isolation`, the way its configuration says. Through Tor or a
-    /// proxy the connection may take the longer of `timeout` and
-    /// `egress.proxied_connect_timeout_secs`.
+    /// `isolation`, the way its configuration says, within `timeout`.
     pub(crate) async fn connect(
         &self,
         endpoint: &Endpoint,
@@ -176,16 +202,15 @@ impl Egress {
         timeout: Duration,
     ) -> Result<BoxedStream, EgressError> {
         let host = endpoint.bare_host();
-        let proxied = timeout.max(self.proxied_connect_timeout);
         match endpoint.egress {
             EgressMode::Direct => connect_direct(host, endpoint.port, timeout).await,
             EgressMode::Socks5 => {
                 let proxy = self.socks5.ok_or(EgressError::Unavailable)?;
-                connect_socks5(proxy, host, endpoint.port, isolation, proxied).await
+                connect_socks5(proxy, host, endpoint.port, isolation, timeout).await
             }
             #[cfg(feature = "tor")]
             EgressMode::Tor => match &self.tor {
-                Some(tor) => tor.connect(host, endpoint.port, isolation, proxied).await,
+                Some(tor) => tor.connect(host, endpoint.port, isolation, timeout).await,
                 None => Err(EgressError::Unavailable),
             },
             #[cfg(not(feature = "tor"))]
@@ -250,7 +275,7 @@ async fn connect_socks5(
             .map_err(|e| EgressError::Connect(e.kind()))?;
         Socks5Stream::connect_with_password_and_socket(tcp, target, &user, &pass)
             .await
-            .map_err(|e| EgressError::Proxy(socks5_reason(&e)))
+            .map_err(|e| socks5_error(&e))
     };
     let stream = tokio::time::timeout(timeout, connect)
         .await
@@ -258,21 +283,30 @@ async fn connect_socks5(
     Ok(Box::new(stream))
 }
 
-/// A fixed description of a SOCKS failure (the library's messages are fixed
-/// too, but this keeps anything dynamic out of errors by construction).
-fn socks5_reason(e: &tokio_socks::Error) -> &'static str {
+/// A SOCKS failure, with a fixed description (the library's messages are
+/// fixed too, but this keeps anything dynamic out of errors by
+/// construction): the provider's endpoint unreachable, or the proxy itself.
+fn socks5_error(e: &tokio_socks::Error) -> EgressError {
     use tokio_socks::Error as E;
     match e {
-        E::Io(_) => "connection to the proxy failed",
-        E::NoAcceptableAuthMethods | E::PasswordAuthFailure(_) => {
-            "the proxy refused the credentials"
+        E::HostUnreachable | E::NetworkUnreachable => {
+            EgressError::TargetUnreachable("the proxy could not reach the provider")
         }
-        E::HostUnreachable | E::NetworkUnreachable => "the proxy could not reach the provider",
-        E::ConnectionRefused => "the provider refused the connection",
-        E::TtlExpired => "the proxy timed out reaching the provider",
-        E::ConnectionNotAllowedByRuleset => "the proxy's rules refused the connection",
-        E::GeneralSocksServerFailure => "the proxy failed",
-        _ => "the proxy refused the request",
+        E::ConnectionRefused => {
+            EgressError::TargetUnreachable("the provider refused the connection")
+        }
+        E::TtlExpired => {
+            EgressError::TargetUnreachable("the proxy timed out reaching the provider")
+        }
+        E::Io(_) => EgressError::Proxy("connection to the proxy failed"),
+        E::NoAcceptableAuthMethods | E::PasswordAuthFailure(_) => {
+            EgressError::Proxy("the proxy refused the credentials")
+        }
+        E::ConnectionNotAllowedByRuleset => {
+            EgressError::Proxy("the proxy's rules refused the connection")
+        }
+        E::GeneralSocksServerFailure => EgressError::Proxy("the proxy failed"),
+        _ => EgressError::Proxy("the proxy refused the request"),
     }
 }
 

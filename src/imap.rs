@@ -529,11 +529,14 @@ impl Provider for ImapProvider {
     type Session = UpstreamImap;
     type Reply = ImapVerdict;
 
-    fn endpoint(upstream: &Upstream) -> Option<&Endpoint> {
-        upstream.imap.as_ref()
+    fn endpoints(upstream: &Upstream) -> &[Endpoint] {
+        &upstream.imap
     }
 
-    async fn connect(&mut self, target: &Target<'_>) -> Result<UpstreamImap, UpstreamError> {
+    async fn connect<'t>(
+        &mut self,
+        target: &Target<'t>,
+    ) -> Result<(UpstreamImap, &'t Endpoint), UpstreamError> {
         UpstreamImap::connect(target).await
     }
 

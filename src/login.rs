@@ -26,14 +26,16 @@ pub(crate) trait Provider {
     /// The provider's verdict, as the client is to be shown it.
     type Reply;
 
-    /// This protocol's endpoint of `upstream`, if it has one.
-    fn endpoint(upstream: &Upstream) -> Option<&Endpoint>;
+    /// This protocol's endpoints of `upstream`, in order (empty when it
+    /// has none).
+    fn endpoints(upstream: &Upstream) -> &[Endpoint];
 
-    /// Connects to the provider and greets it.
-    fn connect(
+    /// Connects to the first reachable endpoint and greets the provider;
+    /// says which endpoint it is.
+    fn connect<'t>(
         &mut self,
-        target: &Target<'_>,
-    ) -> impl Future<Output = Result<Self::Session, UpstreamError>> + Send;
+        target: &Target<'t>,
+    ) -> impl Future<Output = Result<(Self::Session, &'t Endpoint), UpstreamError>> + Send;
 
     /// Presents the credentials and reads the verdict.
     fn authenticate(
@@ -79,7 +81,7 @@ pub(crate) enum Unreachable {
 impl From<&UpstreamError> for Unreachable {
     fn from(e: &UpstreamError) -> Self {
         match e {
-            UpstreamError::Tls | UpstreamError::NoStartTls => Unreachable::Tls,
+            UpstreamError::Tls(_) | UpstreamError::NoStartTls => Unreachable::Tls,
             UpstreamError::Egress(EgressError::TorNotReady) => Unreachable::TorNotReady,
             _ => Unreachable::Network,
         }
@@ -159,6 +161,7 @@ impl<S, R> Outcome<S, R> {
             Outcome::Locked | Outcome::ProviderBudget => Counter::LoginLocked,
             Outcome::NoRoute => Counter::LoginNoRoute,
             Outcome::Unreachable(Unreachable::TorNotReady) => Counter::TorNotReady,
+            Outcome::Unreachable(Unreachable::Tls) => Counter::ProviderTlsFailed,
             Outcome::Unreachable(_) => Counter::ProviderUnreachable,
             Outcome::Lost => Counter::ProviderLost,
             // The session's own end (eviction, deadline) is counted there.
@@ -262,17 +265,20 @@ async fn attempt<P: Provider>(
     provider: &mut P,
 ) -> Outcome<P::Session, P::Reply> {
     let config = &relay.config;
-    let route = route.and_then(|i| Some((i, P::endpoint(&config.upstreams[i])?)));
-    let Some((index, endpoint)) = route else {
+    let route = route.filter(|&i| !P::endpoints(&config.upstreams[i]).is_empty());
+    let Some(index) = route else {
         return Outcome::NoRoute;
     };
+    let upstream = &config.upstreams[index];
     let isolation = IsolationKey::for_session(config.egress.isolate, login);
-    let target = relay.target(index, endpoint, &isolation);
-    let mut session = match provider.connect(&target).await {
-        Ok(session) => session,
+    let target = relay.target(index, P::endpoints(upstream), &isolation);
+    let (mut session, endpoint) = match provider.connect(&target).await {
+        Ok(connected) => connected,
         Err(e) => return Outcome::Unreachable(Unreachable::from(&e)),
     };
-    let credentials = credentials.for_endpoint(endpoint.bare_server_name(), endpoint.port);
+    let credentials = credentials
+        .for_endpoint(endpoint.bare_server_name(), endpoint.port)
+        .presented_as(upstream.login);
     match provider.authenticate(&mut session, credentials).await {
         Ok(Verdict::Accepted(reply)) => Outcome::Accepted { session, reply },
         Ok(Verdict::Refused { reply, temporary }) => {
@@ -348,7 +354,7 @@ mod tests {
             ),
             (
                 Outcome::Unreachable(Unreachable::Tls),
-                Some(Counter::ProviderUnreachable),
+                Some(Counter::ProviderTlsFailed),
                 Charge::Nothing,
                 false,
                 true,

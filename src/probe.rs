@@ -9,7 +9,7 @@ use crate::egress::{Egress, IsolationKey};
 use crate::provider::imap::UpstreamImap;
 use crate::provider::smtp::UpstreamSmtp;
 use crate::provider::{Target, UpstreamError};
-use crate::tls::upstream_client_config;
+use crate::tls::{TlsFailure, names_of, pin_of, upstream_client_config};
 
 /// How long to wait for the embedded Tor client to bootstrap.
 #[cfg(feature = "tor")]
@@ -57,28 +57,52 @@ async fn probe_all(config: &Config, egress: &Egress) -> anyhow::Result<bool> {
     }
     let mut all_ok = true;
     for u in &config.upstreams {
-        let tls = upstream_client_config(u.ca.as_deref())?;
-        for (protocol, endpoint) in [("smtp", &u.smtp), ("imap", &u.imap)] {
-            let Some(endpoint) = endpoint else { continue };
-            let t = Instant::now();
-            let outcome = probe_one(protocol, endpoint, tls.clone(), egress, config).await;
-            let secs = t.elapsed().as_secs_f64();
-            match outcome {
-                Ok(()) => println!(
-                    "probe: {} {protocol} {}:{} via {}: ok in {secs:.1} s",
+        for (protocol, endpoints) in [("smtp", &u.smtp), ("imap", &u.imap)] {
+            for (j, endpoint) in endpoints.iter().enumerate() {
+                // A verifier of its own, to show the certificate it saw.
+                let (tls, verifier) = upstream_client_config(u, true)?;
+                let t = Instant::now();
+                let outcome = probe_one(protocol, endpoint, tls, egress, config).await;
+                let secs = t.elapsed().as_secs_f64();
+                let place = format!(
+                    "{} {protocol}{} {}:{} via {}",
                     u.name,
+                    if endpoints.len() > 1 {
+                        format!("[{j}]")
+                    } else {
+                        String::new()
+                    },
                     endpoint.host.expose(),
                     endpoint.port,
                     endpoint.egress.name()
-                ),
-                Err(e) => {
-                    all_ok = false;
+                );
+                match &outcome {
+                    Ok(()) => println!("probe: {place}: ok in {secs:.1} s"),
+                    Err(e) => {
+                        all_ok = false;
+                        println!("probe: {place}: FAILED after {secs:.1} s: {e}");
+                    }
+                }
+                let Some(shown) = verifier.seen() else {
+                    continue;
+                };
+                if let Some(pin) = pin_of(&shown) {
+                    println!("probe:   certificate key pin_sha256 = \"{pin}\"");
+                }
+                if let Err(UpstreamError::Tls(TlsFailure::NameMismatch)) = outcome {
                     println!(
-                        "probe: {} {protocol} {}:{} via {}: FAILED after {secs:.1} s: {e}",
-                        u.name,
-                        endpoint.host.expose(),
-                        endpoint.port,
-                        endpoint.egress.name()
+                        "probe:   the certificate names [{}], not {}",
+                        names_of(&shown).join(", "),
+                        endpoint.tls_server_name.expose()
+                    );
+                }
+                if let Err(UpstreamError::Tls(TlsFailure::CaAsLeaf | TlsFailure::UnknownIssuer)) =
+                    outcome
+                {
+                    println!(
+                        "probe:   if this is the provider's own certificate (check the pin with \
+                         them, out of band), pin it: pin_sha256 = [\"{}\"]",
+                        pin_of(&shown).unwrap_or_default()
                     );
                 }
             }
@@ -97,7 +121,7 @@ async fn probe_one(
     // A key of its own: the probe shares no circuit with anybody.
     let isolation = IsolationKey::random();
     let target = Target {
-        endpoint,
+        endpoints: std::slice::from_ref(endpoint),
         tls,
         egress,
         isolation: &isolation,
@@ -106,6 +130,7 @@ async fn probe_one(
     if protocol == "smtp" {
         UpstreamSmtp::connect(&target, &config.upstream_ehlo_name)
             .await?
+            .0
             .quit()
             .await;
     } else {

@@ -58,7 +58,7 @@ impl Relay {
         let upstream_tls = config
             .upstreams
             .iter()
-            .map(|u| upstream_client_config(u.ca.as_deref()))
+            .map(|u| upstream_client_config(u, false).map(|(tls, _)| tls))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Relay {
             egress: Egress::new(&config.egress, &config.upstreams)?,
@@ -88,16 +88,16 @@ impl Relay {
         self.egress.tor_runtime_dir()
     }
 
-    /// How to reach `endpoint` of upstream `index` for a session isolated by
-    /// `isolation`.
+    /// How to reach `endpoints` of upstream `index` for a session isolated
+    /// by `isolation`.
     pub(crate) fn target<'a>(
         &'a self,
         index: usize,
-        endpoint: &'a Endpoint,
+        endpoints: &'a [Endpoint],
         isolation: &'a IsolationKey,
     ) -> Target<'a> {
         Target {
-            endpoint,
+            endpoints,
             tls: self.upstream_tls[index].clone(),
             egress: &self.egress,
             isolation,

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use zeroize::Zeroizing;
 
+use crate::config::LoginForm;
 use crate::privacy::{Login, Secret, Sensitive, WipedBuf};
 
 /// SASL mechanisms the relay carries.
@@ -278,6 +279,93 @@ impl Credentials {
         }
     }
 
+    /// The credentials with the login as the provider is to see it: with
+    /// [`LoginForm::LocalPart`], only what comes before the last `@` of the
+    /// login (PLAIN's authcid, and its authzid when that is the same login;
+    /// LOGIN's user name; XOAUTH2's `user=`; OAUTHBEARER's `a=`), the
+    /// password or token untouched. A login without `@` is left as it is.
+    pub(crate) fn presented_as(self, form: LoginForm) -> Credentials {
+        if form == LoginForm::Address {
+            return self;
+        }
+        match self {
+            Credentials::Plain {
+                encoded,
+                authzid,
+                authcid,
+                password,
+            } => {
+                let Some(local) = local_part(authcid.expose()) else {
+                    return Credentials::Plain {
+                        encoded,
+                        authzid,
+                        authcid,
+                        password,
+                    };
+                };
+                let local = Secret::copy_of(local);
+                let authzid = if authzid.expose().eq_ignore_ascii_case(authcid.expose()) {
+                    local.clone()
+                } else {
+                    authzid
+                };
+                Credentials::Plain {
+                    encoded: plain_response(authzid.expose(), local.expose(), password.expose()),
+                    authzid,
+                    authcid: local,
+                    password,
+                }
+            }
+            Credentials::Login {
+                user_encoded,
+                password_encoded,
+            } => {
+                let user = decode_b64(user_encoded.expose()).unwrap_or_default();
+                Credentials::Login {
+                    user_encoded: match local_part(user.expose()) {
+                        Some(local) => encode_b64(local),
+                        None => user_encoded,
+                    },
+                    password_encoded,
+                }
+            }
+            Credentials::Token { mechanism, encoded } => {
+                let Ok(decoded) = decode_b64(encoded.expose()) else {
+                    return Credentials::Token { mechanism, encoded };
+                };
+                let mut message = WipedBuf::with_capacity(decoded.expose().len());
+                let mut changed = false;
+                for (i, field) in decoded.expose().split(|b| *b == 1).enumerate() {
+                    if i > 0 {
+                        message.push(1);
+                    }
+                    match mechanism {
+                        Mechanism::XOAuth2 => match field.strip_prefix(b"user=") {
+                            Some(user) if local_part(user).is_some() => {
+                                message.extend_from_slices(&[
+                                    b"user=",
+                                    local_part(user).unwrap_or(user),
+                                ]);
+                                changed = true;
+                            }
+                            _ => message.extend_from_slice(field),
+                        },
+                        _ if i == 0 => changed |= gs2_with_local_part(field, &mut message),
+                        _ => message.extend_from_slice(field),
+                    }
+                }
+                Credentials::Token {
+                    mechanism,
+                    encoded: if changed {
+                        encode_b64(&message)
+                    } else {
+                        encoded
+                    },
+                }
+            }
+        }
+    }
+
     /// The mechanism the client chose.
     pub(crate) fn mechanism(&self) -> Mechanism {
         match self {
@@ -473,6 +561,57 @@ impl Exchange {
     }
 }
 
+/// What comes before the last `@` of a login, when it has one and that part
+/// is not empty.
+fn local_part(login: &[u8]) -> Option<&[u8]> {
+    let at = memchr::memrchr(b'@', login)?;
+    (at > 0).then(|| &login[..at])
+}
+
+/// Writes OAUTHBEARER's GS2 header (`n,a=<saslname>,`) to `out` with the
+/// authorization identity cut to its local part, re-escaped (`,` as `=2C`,
+/// `=` as `=3D`). False, and the header written as it was, when there is
+/// nothing to cut.
+fn gs2_with_local_part(gs2: &[u8], out: &mut WipedBuf) -> bool {
+    let Some(value_start) = memchr::memmem::find(gs2, b",a=").map(|n| n + 3) else {
+        out.extend_from_slice(gs2);
+        return false;
+    };
+    let value_end =
+        memchr::memchr(b',', &gs2[value_start..]).map_or(gs2.len(), |n| value_start + n);
+    let login = unescape_saslname(&gs2[value_start..value_end]);
+    let Some(local) = local_part(&login) else {
+        out.extend_from_slice(gs2);
+        return false;
+    };
+    out.extend_from_slice(&gs2[..value_start]);
+    for &b in local {
+        match b {
+            b',' => out.extend_from_slice(b"=2C"),
+            b'=' => out.extend_from_slice(b"=3D"),
+            _ => out.push(b),
+        }
+    }
+    out.extend_from_slice(&gs2[value_end..]);
+    true
+}
+
+/// A GS2 saslname decoded: "=2C" is ',' and "=3D" is '='.
+fn unescape_saslname(name: &[u8]) -> WipedBuf {
+    let mut login = WipedBuf::with_capacity(name.len());
+    let mut rest = name;
+    while let Some((&first, tail)) = rest.split_first() {
+        let (byte, after) = match (first, tail) {
+            (b'=', [b'2', b'C', after @ ..]) => (b',', after),
+            (b'=', [b'3', b'D', after @ ..]) => (b'=', after),
+            _ => (first, tail),
+        };
+        login.push(byte);
+        rest = after;
+    }
+    login
+}
+
 /// `user=<login>\x01auth=Bearer <token>\x01\x01` → the login.
 fn xoauth2_user(decoded: &[u8]) -> Option<Secret> {
     let mut user = None;
@@ -505,18 +644,7 @@ fn oauthbearer_user(decoded: &[u8]) -> Option<Option<Secret>> {
     let authzid = parts.next()?;
     match authzid.strip_prefix(b"a=") {
         Some(name) => {
-            // saslname: "=2C" is ',' and "=3D" is '='.
-            let mut login = WipedBuf::with_capacity(name.len());
-            let mut rest = name;
-            while let Some((&first, tail)) = rest.split_first() {
-                let (byte, after) = match (first, tail) {
-                    (b'=', [b'2', b'C', after @ ..]) => (b',', after),
-                    (b'=', [b'3', b'D', after @ ..]) => (b'=', after),
-                    _ => (first, tail),
-                };
-                login.push(byte);
-                rest = after;
-            }
+            let login = unescape_saslname(name);
             // An empty a= names no one either.
             Some((!login.is_empty()).then(|| Secret::from(login)))
         }
@@ -545,6 +673,76 @@ mod tests {
         let c = parse_plain(b64(b"\0alice@example.test\0secret").as_bytes()).expect("valid");
         assert_eq!(c.login().expose().as_str(), "alice@example.test");
         assert_eq!(c.mechanism(), Mechanism::Plain);
+    }
+
+    /// The decoded form of what `credentials` would send as they are.
+    fn sent(credentials: &Credentials) -> Vec<Vec<u8>> {
+        let Plan::Authenticate {
+            initial, answers, ..
+        } = credentials.as_sent()
+        else {
+            panic!("an exchange");
+        };
+        initial
+            .into_iter()
+            .chain(answers)
+            .map(|s| decode_b64(s.expose()).expect("base64").expose().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_localpart_provider_sees_only_the_local_part_of_every_mechanism() {
+        let local = |c: Credentials| sent(&c.presented_as(LoginForm::LocalPart));
+        let plain = |text: &[u8]| parse_plain(b64(text).as_bytes()).expect("plain");
+        assert_eq!(
+            local(plain(b"\0alice@example.test\0pw@x")),
+            [b"\0alice\0pw@x".to_vec()]
+        );
+        // An authzid naming the same login is cut too; another is left.
+        assert_eq!(
+            local(plain(b"Alice@Example.test\0alice@example.test\0pw")),
+            [b"alice\0alice\0pw".to_vec()]
+        );
+        assert_eq!(
+            local(plain(b"admin@example.test\0alice@example.test\0pw")),
+            [b"admin@example.test\0alice\0pw".to_vec()]
+        );
+        // The last @ ends the local part; a bare name is left as it is.
+        assert_eq!(
+            local(plain(b"\0\"a@b\"@example.test\0pw")),
+            [b"\0\"a@b\"\0pw".to_vec()]
+        );
+        assert_eq!(local(plain(b"\0alice\0pw")), [b"\0alice\0pw".to_vec()]);
+        let login = parse_login(
+            Secret::copy_of(b64(b"alice@example.test").as_bytes()),
+            Secret::copy_of(b64(b"pw").as_bytes()),
+        )
+        .expect("login");
+        assert_eq!(local(login), [b"alice".to_vec(), b"pw".to_vec()]);
+        let xoauth2 = parse_token(
+            Mechanism::XOAuth2,
+            b64(b"user=alice@example.test\x01auth=Bearer tok\x01\x01").as_bytes(),
+        )
+        .expect("xoauth2");
+        assert_eq!(
+            local(xoauth2),
+            [b"user=alice\x01auth=Bearer tok\x01\x01".to_vec()]
+        );
+        let bearer = parse_token(
+            Mechanism::OAuthBearer,
+            b64(b"n,a=a=2Cb=3Dc@example.test,\x01host=h\x01auth=Bearer t\x01\x01").as_bytes(),
+        )
+        .expect("oauthbearer");
+        assert_eq!(
+            local(bearer),
+            [b"n,a=a=2Cb=3Dc,\x01host=h\x01auth=Bearer t\x01\x01".to_vec()]
+        );
+        // The login the relay routes, tags and isolates by stays whole.
+        let c = plain(b"\0alice@example.test\0pw");
+        assert_eq!(c.login().expose().as_str(), "alice@example.test");
+        // "address" changes nothing.
+        let c = plain(b"\0alice@example.test\0pw").presented_as(LoginForm::Address);
+        assert_eq!(sent(&c), [b"\0alice@example.test\0pw".to_vec()]);
     }
 
     #[test]

@@ -308,11 +308,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Provider for SmtpProvider<'_, '_,
     type Session = UpstreamSmtp;
     type Reply = Reply;
 
-    fn endpoint(upstream: &Upstream) -> Option<&Endpoint> {
-        upstream.smtp.as_ref()
+    fn endpoints(upstream: &Upstream) -> &[Endpoint] {
+        &upstream.smtp
     }
 
-    async fn connect(&mut self, target: &Target<'_>) -> Result<UpstreamSmtp, UpstreamError> {
+    async fn connect<'t>(
+        &mut self,
+        target: &Target<'t>,
+    ) -> Result<(UpstreamSmtp, &'t Endpoint), UpstreamError> {
         UpstreamSmtp::connect(target, self.ehlo_name).await
     }
 

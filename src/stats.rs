@@ -23,10 +23,13 @@ pub(crate) enum Counter {
     LoginRefusedByProvider,
     /// No upstream serves the login's domain.
     LoginNoRoute,
-    /// The provider could not be reached (network, proxy, Tor, TLS).
+    /// The provider could not be reached (network, proxy, Tor).
     ProviderUnreachable,
     /// The embedded Tor client was still bootstrapping.
     TorNotReady,
+    /// The provider's TLS failed: its certificate (expired, wrong name,
+    /// unknown issuer, no pin matching), no STARTTLS, or the handshake.
+    ProviderTlsFailed,
     /// The provider accepted a message (its 2xx reached the client).
     MessageRelayed,
     /// The provider refused a message (its 4xx/5xx reached the client).
@@ -57,7 +60,7 @@ pub(crate) enum Counter {
     MessageNoRoom,
 }
 
-const ALL: [Counter; 20] = [
+const ALL: [Counter; 21] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -65,6 +68,7 @@ const ALL: [Counter; 20] = [
     Counter::LoginNoRoute,
     Counter::ProviderUnreachable,
     Counter::TorNotReady,
+    Counter::ProviderTlsFailed,
     Counter::MessageRelayed,
     Counter::MessageRefusedByProvider,
     Counter::MessageRefusedHere,
@@ -90,6 +94,7 @@ impl Counter {
             Counter::LoginNoRoute => "logins for no configured provider",
             Counter::ProviderUnreachable => "provider unreachable",
             Counter::TorNotReady => "Tor not ready",
+            Counter::ProviderTlsFailed => "provider TLS failed",
             Counter::MessageRelayed => "messages relayed",
             Counter::MessageRefusedByProvider => "messages refused by provider",
             Counter::MessageRefusedHere => "messages refused here",
@@ -154,7 +159,7 @@ mod tests {
         assert_eq!(
             stats.take_report(),
             "SMTP sessions 2, IMAP sessions 0, logins 0, logins refused by provider 0, \
-             logins for no configured provider 0, provider unreachable 0, Tor not ready 0, \
+             logins for no configured provider 0, provider unreachable 0, Tor not ready 0, provider TLS failed 0, \
              messages relayed 0, messages refused by provider 0, messages refused here 0, \
              provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
              connections refused by rate 0, connections refused per prefix 0, \

@@ -8,6 +8,8 @@
 //! that egress isolation keeps apart). This module never disables
 //! verification.
 
+mod upstream;
+
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -17,6 +19,9 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use upstream::pin_of;
+pub(crate) use upstream::{TlsFailure, names_of, upstream_client_config};
 
 /// A TLS set-up problem. Messages name files, never key material.
 #[derive(Debug, thiserror::Error)]
@@ -187,25 +192,6 @@ pub fn server_identity(
         leaf,
         certificate,
     })
-}
-
-/// Builds a client configuration for talking to an upstream: web PKI roots,
-/// or only the given CA file when one is configured. No resumption.
-pub(crate) fn upstream_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in read_certificates(path, "CA")? {
-                roots.add(cert).map_err(|e| TlsError::File {
-                    what: "CA",
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    Ok(client_config_with_roots(roots)?)
 }
 
 /// A client configuration trusting exactly `roots`, with resumption off.

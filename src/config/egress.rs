@@ -133,8 +133,7 @@ impl EgressConfig {
     pub(crate) fn uses(&self, upstreams: &[Upstream], mode: EgressMode) -> bool {
         upstreams
             .iter()
-            .flat_map(|u| [&u.smtp, &u.imap])
-            .flatten()
+            .flat_map(|u| u.smtp.iter().chain(&u.imap))
             .any(|e| e.egress == mode)
     }
 }
@@ -274,7 +273,7 @@ mod tests {
         // than a mail client's patience for a login.
         assert_eq!(c.egress.proxied_connect_timeout, Duration::from_secs(90));
         assert_eq!(c.limits.upstream_timeout, Duration::from_secs(60));
-        let smtp = c.upstreams[0].smtp.as_ref().expect("smtp");
+        let smtp = c.upstreams[0].smtp.first().expect("smtp");
         assert_eq!(smtp.egress, DEFAULT_EGRESS);
         assert_eq!(smtp.tls_server_name.expose(), "smtp.a.example");
         if cfg!(feature = "tor") {

@@ -86,8 +86,8 @@ pub(super) fn check_served(
 ) -> Result<(), ConfigError> {
     for (i, l) in listeners.iter().enumerate() {
         let wanted = match l.protocol {
-            Protocol::Smtp => upstreams.iter().any(|u| u.smtp.is_some()),
-            Protocol::Imap => upstreams.iter().any(|u| u.imap.is_some()),
+            Protocol::Smtp => upstreams.iter().any(|u| !u.smtp.is_empty()),
+            Protocol::Imap => upstreams.iter().any(|u| !u.imap.is_empty()),
         };
         if !wanted {
             return Err(invalid(

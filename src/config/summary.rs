@@ -35,8 +35,8 @@ impl Config {
             if self.catch_all == Some(i) {
                 domains.insert(0, super::upstream::CATCH_ALL);
             }
-            let show = |e: &Option<Endpoint>| match e {
-                Some(e) => format!(
+            let show_one = |e: &Endpoint| {
+                format!(
                     "{}:{} ({:?} TLS{}, via {})",
                     e.host.expose(),
                     e.port,
@@ -47,17 +47,42 @@ impl Config {
                         format!(", certificate name {}", e.tls_server_name.expose())
                     },
                     e.egress.name()
+                )
+            };
+            let show = |list: &[Endpoint]| match list {
+                [] => "none".to_string(),
+                _ => list
+                    .iter()
+                    .map(show_one)
+                    .collect::<Vec<_>>()
+                    .join(", then "),
+            };
+            let trust = match (&u.pins, &u.ca) {
+                (Some(p), _) => format!(
+                    "pinned key ({} pin{}{})",
+                    p.spki_sha256.len(),
+                    if p.spki_sha256.len() == 1 { "" } else { "s" },
+                    if p.check_name {
+                        ""
+                    } else {
+                        ", name not checked"
+                    }
                 ),
-                None => "none".to_string(),
+                (None, Some(path)) => path.display().to_string(),
+                (None, None) => "public roots".to_string(),
             };
             out.push_str(&format!(
-                "upstream {}: smtp {}, imap {}, CA: {}, domains: [{}]{}\n",
+                "upstream {}: smtp {}, imap {}, CA: {}, domains: [{}]{}{}\n",
                 u.name,
                 show(&u.smtp),
                 show(&u.imap),
-                u.ca.as_ref()
-                    .map_or("public roots".to_string(), |p| p.display().to_string()),
+                trust,
                 domains.join(", "),
+                if u.login == super::LoginForm::LocalPart {
+                    ", login: local part"
+                } else {
+                    ""
+                },
                 if self.bare_upstream == Some(i) {
                     ", logins without @"
                 } else {

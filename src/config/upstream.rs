@@ -19,13 +19,18 @@ use crate::privacy::Sensitive;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     name: String,
-    smtp: Option<RawEndpoint>,
-    imap: Option<RawEndpoint>,
+    /// One `{ host, port, tls }` table, or a list of them tried in order.
+    smtp: Option<toml::Value>,
+    /// As `smtp`.
+    imap: Option<toml::Value>,
     ca: Option<PathBuf>,
     #[serde(default)]
     domains: Vec<String>,
     egress: Option<String>,
     tls_server_name: Option<String>,
+    login: Option<String>,
+    pin_sha256: Option<Vec<String>>,
+    pin_check_name: Option<bool>,
 }
 
 /// An upstream's `smtp` or `imap` table as written.
@@ -58,6 +63,30 @@ pub enum UpstreamTls {
     Implicit,
     /// STARTTLS, required: an upstream that does not offer it is not used.
     Starttls,
+}
+
+/// Most endpoints one protocol of an upstream may list: each is tried in
+/// turn within one connect budget, so a long list only thins it.
+pub(crate) const MAX_ENDPOINTS: usize = 4;
+
+/// How the provider is to see the login the client gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginForm {
+    /// As the client gave it, the whole address (the default).
+    Address,
+    /// Only what comes before the last `@` (`alice@riseup.net` → `alice`),
+    /// for providers that expect a bare user name. Routing, lockouts and
+    /// isolation still use the whole address.
+    LocalPart,
+}
+
+/// Certificate pinning for one upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pins {
+    /// SHA-256 digests of accepted SubjectPublicKeyInfo structures.
+    pub spki_sha256: Vec<[u8; 32]>,
+    /// Whether the certificate must still carry the endpoint's name.
+    pub check_name: bool,
 }
 
 /// Where an upstream service is.
@@ -96,13 +125,19 @@ impl Endpoint {
 pub struct Upstream {
     /// Name used in routing.
     pub name: String,
-    /// Submission endpoint, if the provider is used for sending.
-    pub smtp: Option<Endpoint>,
-    /// IMAP endpoint, if the provider is used for reading.
-    pub imap: Option<Endpoint>,
+    /// Submission endpoints in the order they are tried; empty when the
+    /// provider is not used for sending.
+    pub smtp: Vec<Endpoint>,
+    /// IMAP endpoints in the order they are tried; empty when the provider
+    /// is not used for reading.
+    pub imap: Vec<Endpoint>,
     /// Extra CA certificates (PEM) trusted for this upstream instead of the
     /// public web PKI roots.
     pub ca: Option<PathBuf>,
+    /// How the provider is to see the login.
+    pub login: LoginForm,
+    /// Pinned public keys, which replace chain validation when set.
+    pub pins: Option<Pins>,
 }
 
 /// The validated upstreams and how logins are routed to them.
@@ -178,14 +213,20 @@ pub(super) fn validate(
         if let Some(name) = &u.tls_server_name {
             check_host(&format!("{key}.tls_server_name"), name)?;
         }
-        let smtp = u
-            .smtp
-            .map(|e| endpoint(&format!("{key}.smtp"), e, mode, &u.tls_server_name))
-            .transpose()?;
-        let imap = u
-            .imap
-            .map(|e| endpoint(&format!("{key}.imap"), e, mode, &u.tls_server_name))
-            .transpose()?;
+        let smtp = endpoints(&format!("{key}.smtp"), u.smtp, mode, &u.tls_server_name)?;
+        let imap = endpoints(&format!("{key}.imap"), u.imap, mode, &u.tls_server_name)?;
+        let login = match u.login.as_deref() {
+            None | Some("address") => LoginForm::Address,
+            Some("localpart") => LoginForm::LocalPart,
+            Some(_) => {
+                return Err(invalid(
+                    format!("{key}.login"),
+                    "expected \"address\" (the provider sees alice@example.org) or \
+                     \"localpart\" (it sees alice)",
+                ));
+            }
+        };
+        let pins = pins(&key, u.pin_sha256, u.pin_check_name, u.ca.is_some())?;
         for (j, d) in u.domains.iter().enumerate() {
             let d = d.trim();
             if d == CATCH_ALL {
@@ -222,6 +263,8 @@ pub(super) fn validate(
             smtp,
             imap,
             ca: u.ca,
+            login,
+            pins,
         });
     }
     let bare_upstream = match routing.bare_logins {
@@ -267,6 +310,93 @@ pub(crate) fn normalize_domain(domain: &str) -> Option<Zeroizing<String>> {
         ascii.pop();
     }
     (!ascii.is_empty() && !ascii.ends_with('.')).then_some(ascii)
+}
+
+/// An upstream's `smtp` or `imap` value: one table, or a list of one to
+/// [`MAX_ENDPOINTS`] tables (keys `smtp[0]`, `smtp[1]` …).
+fn endpoints(
+    key: &str,
+    value: Option<toml::Value>,
+    mode: EgressMode,
+    tls_server_name: &Option<String>,
+) -> Result<Vec<Endpoint>, ConfigError> {
+    let table = |key: &str, v: toml::Value| {
+        let raw: RawEndpoint = v.try_into().map_err(|e: toml::de::Error| {
+            invalid(key.to_string(), e.message().trim_end().to_string())
+        })?;
+        endpoint(key, raw, mode, tls_server_name)
+    };
+    match value {
+        None => Ok(Vec::new()),
+        Some(v @ toml::Value::Table(_)) => Ok(vec![table(key, v)?]),
+        Some(toml::Value::Array(list)) if (1..=MAX_ENDPOINTS).contains(&list.len()) => list
+            .into_iter()
+            .enumerate()
+            .map(|(j, v)| table(&format!("{key}[{j}]"), v))
+            .collect(),
+        Some(toml::Value::Array(_)) => Err(invalid(
+            key.to_string(),
+            format!("expected 1 to {MAX_ENDPOINTS} endpoints"),
+        )),
+        Some(_) => Err(invalid(
+            key.to_string(),
+            "expected { host = \"…\", port = …, tls = \"implicit\" | \"starttls\" }, \
+             or a list of them tried in order",
+        )),
+    }
+}
+
+/// `pin_sha256` and `pin_check_name`: each pin the base64 SHA-256 of a
+/// SubjectPublicKeyInfo (HPKP's form; curl's `sha256//` prefix accepted).
+fn pins(
+    key: &str,
+    pins: Option<Vec<String>>,
+    check_name: Option<bool>,
+    has_ca: bool,
+) -> Result<Option<Pins>, ConfigError> {
+    use base64::Engine as _;
+    let Some(pins) = pins else {
+        if check_name.is_some() {
+            return Err(invalid(
+                format!("{key}.pin_check_name"),
+                "only applies with `pin_sha256`",
+            ));
+        }
+        return Ok(None);
+    };
+    if pins.is_empty() {
+        return Err(invalid(
+            format!("{key}.pin_sha256"),
+            "list at least one pin, or leave the key out",
+        ));
+    }
+    if has_ca {
+        return Err(invalid(
+            format!("{key}.pin_sha256"),
+            "a pinned key replaces chain validation, so `ca` would not be used: keep one of the two",
+        ));
+    }
+    let mut spki_sha256 = Vec::with_capacity(pins.len());
+    for (j, pin) in pins.iter().enumerate() {
+        let text = pin.trim();
+        let text = text.strip_prefix("sha256//").unwrap_or(text);
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .and_then(|d| <[u8; 32]>::try_from(d).ok())
+            .ok_or_else(|| {
+                invalid(
+                    format!("{key}.pin_sha256[{j}]"),
+                    "expected the base64 SHA-256 of the certificate's public key (44 characters \
+                     ending in \"=\"), as `mailveil check --probe` prints it",
+                )
+            })?;
+        spki_sha256.push(digest);
+    }
+    Ok(Some(Pins {
+        spki_sha256,
+        check_name: check_name.unwrap_or(true),
+    }))
 }
 
 fn endpoint(
@@ -323,13 +453,13 @@ mod tests {
                 "bare_logins = \"b\"\n\n[egress]\nmode = \"direct\"\nsocks5 = \"127.0.0.1:9050\"\nisolate = \"session\"",
             );
         let c = Config::parse(&text).expect("valid");
-        let a = c.upstreams[0].smtp.as_ref().expect("smtp");
+        let a = c.upstreams[0].smtp.first().expect("smtp");
         assert_eq!(
             (a.egress, a.host.expose().as_str()),
             (EgressMode::Socks5, onion.as_str())
         );
         assert_eq!(a.tls_server_name.expose(), "smtp.a.example");
-        let b = c.upstreams[1].smtp.as_ref().expect("smtp");
+        let b = c.upstreams[1].smtp.first().expect("smtp");
         assert_eq!(b.egress, EgressMode::Direct);
         assert_eq!(c.egress.isolate, crate::config::Isolate::Session);
         assert_eq!(
@@ -474,12 +604,12 @@ mod tests {
                  [[upstream]]\nname = \"a\"",
             );
         let c = Config::parse(&text).expect("valid");
-        let imap = c.upstreams[0].imap.as_ref().expect("imap endpoint");
+        let imap = c.upstreams[0].imap.first().expect("imap endpoint");
         assert_eq!(
             (imap.host.expose().as_str(), imap.port),
             ("imap.a.example", 993)
         );
-        assert!(c.upstreams[1].imap.is_none());
+        assert!(c.upstreams[1].imap.is_empty());
         assert_eq!(c.limits.max_imap_line_bytes, 65536);
         assert_eq!(c.limits.imap_idle_timeout, Duration::from_secs(1860));
         // An IMAP listener with no upstream that speaks IMAP is refused.
@@ -506,5 +636,156 @@ mod tests {
         let low = format!("{text}\n[limits]\nimap_idle_timeout_secs = 5\n");
         let err = Config::parse(&low).expect_err("timeout").to_string();
         assert!(err.contains("limits.imap_idle_timeout_secs"), "{err}");
+    }
+
+    /// MINIMAL with upstream "a"'s `smtp` line replaced by `smtp`, and
+    /// `more` added to it.
+    fn with_a(smtp: &str, more: &str) -> String {
+        MINIMAL.replace(
+            "smtp = { host = \"smtp.a.example\", port = 465, tls = \"implicit\" }",
+            &format!("{smtp}\n{more}"),
+        )
+    }
+
+    #[test]
+    fn endpoints_may_be_a_list_tried_in_order() {
+        let c = Config::parse(&with_a(
+            "smtp = [{ host = \"smtp.a.example\", port = 465, tls = \"implicit\" },\n\
+             { host = \"smtp.a.example\", port = 587, tls = \"starttls\" }]",
+            "",
+        ))
+        .expect("valid");
+        let ports: Vec<_> = c.upstreams[0]
+            .smtp
+            .iter()
+            .map(|e| (e.port, e.tls))
+            .collect();
+        assert_eq!(
+            ports,
+            [(465, UpstreamTls::Implicit), (587, UpstreamTls::Starttls)]
+        );
+        // One table is still one endpoint.
+        assert_eq!(
+            Config::parse(MINIMAL).expect("valid").upstreams[0]
+                .smtp
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_bad_endpoint_in_a_list_is_named_by_position() {
+        let two = |second: &str| {
+            with_a(
+                &format!(
+                    "smtp = [{{ host = \"smtp.a.example\", port = 465, tls = \"implicit\" }}, {second}]"
+                ),
+                "",
+            )
+        };
+        let err = refusal(&two(
+            "{ host = \"smtp.a.example\", port = 0, tls = \"starttls\" }",
+        ));
+        assert_eq!(err, "`upstream[0].smtp[1].port`: must be 1-65535");
+        let err = refusal(&two(
+            "{ host = \"smtp.a.example\", port = 25, tls = \"plain\" }",
+        ));
+        assert!(
+            err.starts_with("`upstream[0].smtp[1]`: unknown variant `plain`"),
+            "{err}"
+        );
+        let err = refusal(&two("{ host = \"smtp.a.example\", tls = \"implicit\" }"));
+        assert!(
+            err.starts_with("`upstream[0].smtp[1]`: missing field `port`"),
+            "{err}"
+        );
+        let err = refusal(&with_a("smtp = []", ""));
+        assert_eq!(err, "`upstream[0].smtp`: expected 1 to 4 endpoints");
+        let five = ["{ host = \"smtp.a.example\", port = 465, tls = \"implicit\" }"; 5].join(", ");
+        let err = refusal(&with_a(&format!("smtp = [{five}]"), ""));
+        assert_eq!(err, "`upstream[0].smtp`: expected 1 to 4 endpoints");
+        let err = refusal(&with_a("smtp = \"smtp.a.example:465\"", ""));
+        assert!(
+            err.starts_with("`upstream[0].smtp`: expected { host"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn login_form_is_address_unless_localpart() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.upstreams[0].login, LoginForm::Address);
+        let c = Config::parse(&with_a(
+            "smtp = { host = \"smtp.a.example\", port = 465, tls = \"implicit\" }",
+            "login = \"localpart\"",
+        ))
+        .expect("valid");
+        assert_eq!(c.upstreams[0].login, LoginForm::LocalPart);
+        let err = refusal(&with_a(
+            "smtp = { host = \"smtp.a.example\", port = 465, tls = \"implicit\" }",
+            "login = \"user\"",
+        ));
+        assert!(
+            err.starts_with("`upstream[0].login`: expected \"address\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pins_are_base64_sha256_and_replace_the_ca() {
+        let smtp = "smtp = { host = \"smtp.a.example\", port = 465, tls = \"implicit\" }";
+        let pin = "xSOWx8SDGkVNLr6+drC0FQIvPUZ2zEwhZKzsZ7JJyWw=";
+        let c = Config::parse(&with_a(
+            smtp,
+            &format!("pin_sha256 = [\"{pin}\", \"sha256//{pin}\"]"),
+        ))
+        .expect("valid");
+        let pins = c.upstreams[0].pins.as_ref().expect("pins");
+        assert_eq!(pins.spki_sha256.len(), 2);
+        assert_eq!(pins.spki_sha256[0], pins.spki_sha256[1]);
+        assert_eq!(&pins.spki_sha256[0][..3], &[0xc5, 0x23, 0x96]);
+        assert!(pins.check_name);
+        let c = Config::parse(&with_a(
+            smtp,
+            &format!("pin_sha256 = [\"{pin}\"]\npin_check_name = false"),
+        ))
+        .expect("valid");
+        assert!(!c.upstreams[0].pins.as_ref().expect("pins").check_name);
+        assert!(
+            Config::parse(MINIMAL).expect("valid").upstreams[0]
+                .pins
+                .is_none()
+        );
+
+        for bad in [
+            "abc",
+            "xSOWx8SDGkVNLr6+drC0FQIvPUZ2zEwhZKzsZ7JJyW==",
+            "sha1//AAAA",
+        ] {
+            let err = refusal(&with_a(
+                smtp,
+                &format!("pin_sha256 = [\"{pin}\", \"{bad}\"]"),
+            ));
+            assert!(
+                err.starts_with("`upstream[0].pin_sha256[1]`: expected the base64 SHA-256"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            refusal(&with_a(smtp, "pin_sha256 = []")),
+            "`upstream[0].pin_sha256`: list at least one pin, or leave the key out"
+        );
+        let err = refusal(&with_a(
+            smtp,
+            &format!("pin_sha256 = [\"{pin}\"]\nca = \"/etc/ca.pem\""),
+        ));
+        assert!(
+            err.starts_with("`upstream[0].pin_sha256`: a pinned key replaces"),
+            "{err}"
+        );
+        assert_eq!(
+            refusal(&with_a(smtp, "pin_check_name = false")),
+            "`upstream[0].pin_check_name`: only applies with `pin_sha256`"
+        );
     }
 }

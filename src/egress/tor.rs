@@ -103,7 +103,7 @@ impl TorEgress {
         )
         .await
         .map_err(|_| EgressError::Timeout)?
-        .map_err(|e| EgressError::Tor(tor_reason(&e)))?;
+        .map_err(|e| tor_error(&e))?;
         Ok(Box::new(stream))
     }
 }
@@ -135,24 +135,28 @@ impl IsolationHelper for TorIsolation {
     }
 }
 
-/// A fixed description of a Tor connection failure (arti's messages can
-/// name the target).
-fn tor_reason(e: &arti_client::Error) -> &'static str {
+/// A Tor connection failure, with a fixed description (arti's messages can
+/// name the target): the provider's endpoint unreachable (another endpoint,
+/// another port, may do better), or Tor itself.
+fn tor_error(e: &arti_client::Error) -> EgressError {
     use arti_client::ErrorKind as K;
     use arti_client::HasKind;
+    let unreachable = EgressError::TargetUnreachable;
     match e.kind() {
-        K::TorNetworkTimeout | K::RemoteNetworkTimeout | K::ExitTimeout => "timed out",
-        K::RemoteConnectionRefused => "the provider refused the connection",
+        K::TorNetworkTimeout | K::RemoteNetworkTimeout | K::ExitTimeout => unreachable("timed out"),
+        K::RemoteConnectionRefused => unreachable("the provider refused the connection"),
         K::RemoteHostNotFound | K::RemoteHostResolutionFailed => {
-            "the exit could not resolve the provider's name"
+            unreachable("the exit could not resolve the provider's name")
         }
-        K::ExitPolicyRejected | K::NoExit => "no exit allows this connection",
+        K::ExitPolicyRejected | K::NoExit => unreachable("no exit allows this connection"),
         K::OnionServiceNotFound | K::OnionServiceNotRunning | K::OnionServiceConnectionFailed => {
-            "onion service not reachable"
+            unreachable("onion service not reachable")
         }
-        K::ForbiddenStreamTarget | K::InvalidStreamTarget => "target refused by configuration",
-        K::BootstrapRequired => "not bootstrapped",
-        _ => "stream failed",
+        K::ForbiddenStreamTarget | K::InvalidStreamTarget => {
+            EgressError::Tor("target refused by configuration")
+        }
+        K::BootstrapRequired => EgressError::Tor("not bootstrapped"),
+        _ => EgressError::Tor("stream failed"),
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use super::{ProviderStream, Target, UpstreamError};
+use super::{ProviderStream, Target, UpstreamError, implicit_tls};
+use crate::config::Endpoint;
 use crate::egress::BoxedStream;
 use crate::imap::framed::{Framed, ReadError};
 use crate::imap::syntax::{self, capability_names, literal_at_end};
@@ -75,22 +76,26 @@ impl From<ReadError> for UpstreamError {
 }
 
 impl UpstreamImap {
-    /// Connects, secures, reads the greeting and capabilities and sends the
-    /// generic ID if the provider takes one.
-    pub(crate) async fn connect(target: &Target<'_>) -> Result<Self, UpstreamError> {
+    /// Connects to the first endpoint that can be reached, secures, reads
+    /// the greeting and capabilities and sends the generic ID if the
+    /// provider takes one. Says which endpoint it is.
+    pub(crate) async fn connect<'a>(
+        target: &Target<'a>,
+    ) -> Result<(Self, &'a Endpoint), UpstreamError> {
         let timeout = target.timeout;
-        let mut stream = target.open().await?;
-        if !target.implicit_tls() {
+        let (mut stream, endpoint) = target.open().await?;
+        let implicit = implicit_tls(endpoint);
+        if !implicit {
             stream = starttls(stream, timeout).await?;
         }
-        let secure = target.secure(stream).await?;
+        let secure = target.secure(endpoint, stream).await?;
         let mut upstream = UpstreamImap {
             io: Framed::new(secure),
             capabilities: Vec::new(),
             next_tag: 0,
             timeout,
         };
-        if target.implicit_tls() {
+        if implicit {
             let greeting = upstream.read_response().await?;
             if !starts_with_ci(&greeting, b"* OK") {
                 return Err(UpstreamError::Refused(0));
@@ -108,7 +113,7 @@ impl UpstreamImap {
             // The provider's answer to ID is of no use to anybody here.
             upstream.command(&command).await?;
         }
-        Ok(upstream)
+        Ok((upstream, endpoint))
     }
 
     /// True when the provider advertised `capability` (upper case).

@@ -11,7 +11,8 @@ use mail_send::SmtpClient;
 use smtp_proto::{EhloResponse, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{ProviderStream, Target, UpstreamError};
+use super::{ProviderStream, Target, UpstreamError, implicit_tls};
+use crate::config::Endpoint;
 use crate::privacy::WipedBuf;
 use crate::sasl::Offered;
 use crate::smtp::data::stuffed_pieces;
@@ -35,14 +36,16 @@ pub(crate) struct UpstreamSmtp {
 }
 
 impl UpstreamSmtp {
-    /// Connects, secures and greets the provider.
-    pub(crate) async fn connect(
-        target: &Target<'_>,
+    /// Connects to the first endpoint that can be reached, secures and
+    /// greets the provider. Says which endpoint it is.
+    pub(crate) async fn connect<'a>(
+        target: &Target<'a>,
         ehlo_name: &str,
-    ) -> Result<Self, UpstreamError> {
+    ) -> Result<(Self, &'a Endpoint), UpstreamError> {
         let timeout = target.timeout;
-        let mut stream = target.open().await?;
-        if !target.implicit_tls() {
+        let (mut stream, endpoint) = target.open().await?;
+        let implicit = implicit_tls(endpoint);
+        if !implicit {
             let mut plain = SmtpClient { stream, timeout };
             expect_greeting(&mut plain, timeout).await?;
             let ehlo = plain.ehlo(ehlo_name).await?;
@@ -54,16 +57,19 @@ impl UpstreamSmtp {
             }
             stream = plain.stream;
         }
-        let stream = target.secure(stream).await?;
+        let stream = target.secure(endpoint, stream).await?;
         let mut client = SmtpClient { stream, timeout };
-        if target.implicit_tls() {
+        if implicit {
             expect_greeting(&mut client, timeout).await?;
         }
         let capabilities = client.ehlo(ehlo_name).await?;
-        Ok(UpstreamSmtp {
-            client,
-            capabilities,
-        })
+        Ok((
+            UpstreamSmtp {
+                client,
+                capabilities,
+            },
+            endpoint,
+        ))
     }
 
     /// True when the provider advertised an extension (`smtp_proto::EXT_*`).

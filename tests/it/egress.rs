@@ -179,28 +179,11 @@ async fn socks5_carries_imap_and_fails_closed_when_the_proxy_is_down() {
     assert_eq!(upstream.connections(), 1, "no direct connection");
 }
 
-/// Runs `mailveil check --probe` on `config`; (success, stdout).
-async fn probe(config: String) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("mailveil.toml");
-    std::fs::write(&path, config).expect("write config");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailveil"))
-        .args(["check", "--probe", "--config"])
-        .arg(&path)
-        .output()
-        .await
-        .expect("run");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn check_probe_reaches_the_upstream_through_the_proxy_and_reports_a_dead_one() {
     let upstream = implicit_upstream().await;
     let proxy = start_socks(PROVIDER).await;
-    let (ok, out) = probe(socks_config(&upstream, PROVIDER, proxy.addr, "account")).await;
+    let (ok, out) = probe(&socks_config(&upstream, PROVIDER, proxy.addr, "account")).await;
     assert!(ok, "{out}");
     assert!(
         out.contains("egress: socks5 (isolation per account)"),
@@ -216,7 +199,7 @@ async fn check_probe_reaches_the_upstream_through_the_proxy_and_reports_a_dead_o
     assert_eq!(proxy.requests().len(), 1);
     assert_eq!(upstream.connections(), 1);
 
-    let (ok, out) = probe(socks_config(
+    let (ok, out) = probe(&socks_config(
         &upstream,
         "127.0.0.1",
         closed_port().await,

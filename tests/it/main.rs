@@ -7,6 +7,7 @@ mod common;
 mod admission;
 mod cli;
 mod egress;
+mod endpoints;
 mod hostile_input;
 mod imap_relay;
 mod no_leaks;

@@ -28,6 +28,8 @@ pub struct ImapScript {
     pub caps_in_login_ok: bool,
     /// The message `FETCH … BODY[]` returns.
     pub fetch_body: Arc<Vec<u8>>,
+    /// The one login it accepts (with the test password).
+    pub user: &'static str,
 }
 
 impl Default for ImapScript {
@@ -39,6 +41,7 @@ impl Default for ImapScript {
             auth_failure: "NO [AUTHENTICATIONFAILED] Authentication failed. UPSTREAM-CANARY-TEXT",
             caps_in_login_ok: true,
             fetch_body: Arc::new(b"Subject: stored\r\n\r\nstored body\r\n".to_vec()),
+            user: USER,
         }
     }
 }
@@ -97,7 +100,12 @@ impl ImapUpstream {
 }
 
 pub async fn start_imap_upstream(script: ImapScript) -> ImapUpstream {
-    let (dir, ca_path, acceptor) = super::upstream_identity();
+    start_imap_upstream_as(script, super::Identity::Leaf).await
+}
+
+/// A scripted IMAP upstream whose certificate is made as `identity` says.
+pub async fn start_imap_upstream_as(script: ImapScript, identity: super::Identity) -> ImapUpstream {
+    let (dir, ca_path, acceptor) = super::upstream_identity_as(identity);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let record = Arc::new(ImapRecord::default());
@@ -344,7 +352,7 @@ impl Provider {
         good: bool,
         authed: &mut bool,
     ) -> String {
-        if good && user == USER {
+        if good && user == self.script.user {
             *authed = true;
             self.rec
                 .logins

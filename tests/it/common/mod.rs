@@ -105,6 +105,25 @@ fn self_signed(names: Vec<String>) -> (CertificateDer<'static>, PrivateKeyDer<'s
     (made.cert.der().clone(), key)
 }
 
+/// A self-signed certificate with CA:TRUE, as `openssl req -x509` makes it.
+fn self_signed_ca(names: Vec<String>) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key_pair = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key_pair).expect("cert");
+    let key = PrivateKeyDer::try_from(key_pair.serialize_der()).expect("key");
+    (cert.der().clone(), key)
+}
+
+/// How a test upstream's certificate is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// Self-signed, no basicConstraints (usable as a `ca`).
+    Leaf,
+    /// Self-signed with CA:TRUE (usable only pinned).
+    CaTrue,
+}
+
 /// A fresh self-signed identity for a test upstream: the directory holding
 /// its CA file (kept alive by the caller), the CA path and an acceptor.
 pub fn upstream_identity() -> (
@@ -112,7 +131,22 @@ pub fn upstream_identity() -> (
     std::path::PathBuf,
     tokio_rustls::TlsAcceptor,
 ) {
-    let (cert, key) = self_signed(vec!["127.0.0.1".into(), "localhost".into()]);
+    upstream_identity_as(Identity::Leaf)
+}
+
+/// As [`upstream_identity`], with the certificate made as `identity` says.
+pub fn upstream_identity_as(
+    identity: Identity,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    tokio_rustls::TlsAcceptor,
+) {
+    let names = vec!["127.0.0.1".into(), "localhost".into()];
+    let (cert, key) = match identity {
+        Identity::Leaf => self_signed(names),
+        Identity::CaTrue => self_signed_ca(names),
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_path = dir.path().join("upstream-ca.pem");
     let pem = format!(
@@ -141,7 +175,12 @@ pub fn upstream_identity() -> (
 }
 
 pub async fn start_upstream(script: UpstreamScript) -> Upstream {
-    let (dir, ca_path, acceptor) = upstream_identity();
+    start_upstream_as(script, Identity::Leaf).await
+}
+
+/// A scripted SMTP upstream whose certificate is made as `identity` says.
+pub async fn start_upstream_as(script: UpstreamScript, identity: Identity) -> Upstream {
+    let (dir, ca_path, acceptor) = upstream_identity_as(identity);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let record = Arc::new(Record::default());
@@ -514,6 +553,23 @@ pub async fn start_relay_with(config_text: &str) -> TestRelay {
         relay,
         shutdown: Some(tx),
     }
+}
+
+/// Runs `mailveil check --probe` on the config `text`; (success, stdout).
+pub async fn probe(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mailveil.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailveil"))
+        .args(["check", "--probe", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 pub async fn start_relay(upstream: &Upstream) -> TestRelay {

@@ -36,6 +36,12 @@ impl SocksProxy {
 /// Starts a proxy that connects `name` (and any IP literal on loopback) to
 /// `127.0.0.1:<requested port>`.
 pub async fn start_socks(name: &'static str) -> SocksProxy {
+    start_socks_stalling(name, None).await
+}
+
+/// As [`start_socks`], but a request for `stall` is never answered: the
+/// proxy holds it silent, like a path whose packets are dropped.
+pub async fn start_socks_stalling(name: &'static str, stall: Option<&'static str>) -> SocksProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -47,7 +53,7 @@ pub async fn start_socks(name: &'static str) -> SocksProxy {
             };
             let log = log.clone();
             tokio::spawn(async move {
-                let _ = serve(tcp, name, log).await;
+                let _ = serve(tcp, name, stall, log).await;
             });
         }
     });
@@ -57,6 +63,7 @@ pub async fn start_socks(name: &'static str) -> SocksProxy {
 async fn serve(
     mut c: TcpStream,
     name: &str,
+    stall: Option<&str>,
     log: Arc<Mutex<Vec<SocksRequest>>>,
 ) -> std::io::Result<()> {
     let mut head = [0u8; 2];
@@ -112,6 +119,12 @@ async fn serve(
         port,
         credentials,
     });
+    if stall == Some(host.as_str()) {
+        // Say nothing until the relay gives up and closes.
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest).await;
+        return Ok(());
+    }
     let known = host == name || host == "127.0.0.1";
     let target = if known {
         TcpStream::connect(("127.0.0.1", port)).await.ok()
