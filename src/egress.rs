@@ -285,34 +285,73 @@ async fn connect_socks5(
 
 /// A SOCKS failure, with a fixed description (the library's messages are
 /// fixed too, but this keeps anything dynamic out of errors by
-/// construction): the provider's endpoint unreachable, or the proxy itself.
+/// construction).
+///
+/// Any reply to the CONNECT request is about this endpoint: a Tor daemon
+/// answers "general failure" when no exit allows the port, "not allowed by
+/// ruleset" for an exit policy, and its extended codes (which the library
+/// reports as unknown) for onion services. Another endpoint, through the
+/// same proxy, may do better. The proxy unreachable, broken or refusing our
+/// credentials is not about the endpoint.
 fn socks5_error(e: &tokio_socks::Error) -> EgressError {
     use tokio_socks::Error as E;
+    let unreachable = EgressError::TargetUnreachable;
     match e {
         E::HostUnreachable | E::NetworkUnreachable => {
-            EgressError::TargetUnreachable("the proxy could not reach the provider")
+            unreachable("the proxy could not reach the provider")
         }
-        E::ConnectionRefused => {
-            EgressError::TargetUnreachable("the provider refused the connection")
+        E::ConnectionRefused => unreachable("the provider refused the connection"),
+        E::TtlExpired => unreachable("the proxy timed out reaching the provider"),
+        E::GeneralSocksServerFailure => {
+            unreachable("the proxy failed to connect (no exit for this port?)")
         }
-        E::TtlExpired => {
-            EgressError::TargetUnreachable("the proxy timed out reaching the provider")
-        }
-        E::Io(_) => EgressError::Proxy("connection to the proxy failed"),
-        E::NoAcceptableAuthMethods | E::PasswordAuthFailure(_) => {
+        E::ConnectionNotAllowedByRuleset => unreachable("the proxy's rules refused the connection"),
+        E::UnknownAuthMethod | E::UnknownError => unreachable("the proxy refused the request"),
+        E::NoAcceptableAuthMethods | E::PasswordAuthFailure(_) | E::AuthorizationRequired => {
             EgressError::Proxy("the proxy refused the credentials")
         }
-        E::ConnectionNotAllowedByRuleset => {
-            EgressError::Proxy("the proxy's rules refused the connection")
+        E::Io(_) | E::ProxyServerUnreachable => {
+            EgressError::Proxy("connection to the proxy failed")
         }
-        E::GeneralSocksServerFailure => EgressError::Proxy("the proxy failed"),
-        _ => EgressError::Proxy("the proxy refused the request"),
+        _ => EgressError::Proxy("the proxy does not speak SOCKS5 as expected"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_about_the_endpoint_lets_the_next_be_tried_and_the_proxy_failing_does_not() {
+        use tokio_socks::Error as E;
+        for (e, next) in [
+            (E::HostUnreachable, true),
+            (E::NetworkUnreachable, true),
+            (E::ConnectionRefused, true),
+            (E::TtlExpired, true),
+            // Tor's answer when no exit allows the port.
+            (E::GeneralSocksServerFailure, true),
+            (E::ConnectionNotAllowedByRuleset, true),
+            // Tor's extended codes (onion services), unknown to the library.
+            (E::UnknownAuthMethod, true),
+            (E::Io(std::io::ErrorKind::ConnectionRefused.into()), false),
+            (E::ProxyServerUnreachable, false),
+            (E::PasswordAuthFailure(1), false),
+            (E::NoAcceptableAuthMethods, false),
+            (E::InvalidResponseVersion, false),
+        ] {
+            assert_eq!(socks5_error(&e).may_try_next(), next, "{e:?}");
+        }
+        assert!(EgressError::Connect(std::io::ErrorKind::ConnectionRefused).may_try_next());
+        assert!(EgressError::Timeout.may_try_next());
+        for e in [
+            EgressError::TorNotReady,
+            EgressError::Tor("stream failed"),
+            EgressError::Unavailable,
+        ] {
+            assert!(!e.may_try_next(), "{e:?}");
+        }
+    }
 
     #[test]
     fn isolation_key_is_per_account_and_case_insensitive() {

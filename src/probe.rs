@@ -96,14 +96,19 @@ async fn probe_all(config: &Config, egress: &Egress) -> anyhow::Result<bool> {
                         endpoint.tls_server_name.expose()
                     );
                 }
-                if let Err(UpstreamError::Tls(TlsFailure::CaAsLeaf | TlsFailure::UnknownIssuer)) =
-                    outcome
-                {
-                    println!(
+                let pin = pin_of(&shown).unwrap_or_default();
+                match outcome {
+                    Err(UpstreamError::Tls(TlsFailure::CaAsLeaf)) => println!(
                         "probe:   if this is the provider's own certificate (check the pin with \
-                         them, out of band), pin it: pin_sha256 = [\"{}\"]",
-                        pin_of(&shown).unwrap_or_default()
-                    );
+                         them, out of band), pin it: pin_sha256 = [\"{pin}\"]"
+                    ),
+                    Err(UpstreamError::Tls(TlsFailure::UnknownIssuer)) => println!(
+                        "probe:   if the provider signs with its own CA, give its CA certificate \
+                         as `ca`; pinning this key (pin_sha256 = [\"{pin}\"]) works too, but \
+                         fails when the key changes (certbot makes a new key at every renewal \
+                         unless told to reuse it)"
+                    ),
+                    _ => {}
                 }
             }
         }

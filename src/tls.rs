@@ -3,10 +3,10 @@
 //! Server side: TLS 1.2 and 1.3 only, the configured certificate or an
 //! ephemeral self-signed one made in memory, and no session cache or tickets
 //! (they would let an observer link a client's sessions). Client side (towards
-//! upstreams): certificate verification always on, against the web PKI roots
-//! or a configured CA, and no session resumption (it would link connections
-//! that egress isolation keeps apart). This module never disables
-//! verification.
+//! upstreams, in [`upstream`]): certificate verification always on, against
+//! the web PKI roots, a configured CA or pinned public keys, and no session
+//! resumption (it would link connections that egress isolation keeps apart).
+//! This module never disables verification.
 
 mod upstream;
 

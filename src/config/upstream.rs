@@ -226,6 +226,16 @@ pub(super) fn validate(
                 ));
             }
         };
+        if login == LoginForm::LocalPart && u.domains.iter().any(|d| d.trim() == CATCH_ALL) {
+            // alice@a.example, alice@b.example … would each have their own
+            // lockout allowance while guessing one account at the provider.
+            return Err(invalid(
+                format!("{key}.login"),
+                "\"localpart\" can't go with domains = [\"*\"]: every domain would reach the \
+                 same account at the provider, each with its own lockout allowance; list the \
+                 provider's domains",
+            ));
+        }
         let pins = pins(&key, u.pin_sha256, u.pin_check_name, u.ca.is_some())?;
         for (j, d) in u.domains.iter().enumerate() {
             let d = d.trim();
@@ -729,6 +739,14 @@ mod tests {
             err.starts_with("`upstream[0].login`: expected \"address\""),
             "{err}"
         );
+        let err = refusal(&MINIMAL.replace(
+            "domains = [\"*\"]",
+            "domains = [\"*\"]\nlogin = \"localpart\"",
+        ));
+        assert!(
+            err.starts_with("`upstream[1].login`: \"localpart\" can't go with"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -787,5 +805,43 @@ mod tests {
             refusal(&with_a(smtp, "pin_check_name = false")),
             "`upstream[0].pin_check_name`: only applies with `pin_sha256`"
         );
+    }
+
+    /// Every preset in config/providers/ is valid appended to a config, says
+    /// where its data comes from, and reaches .onion hosts only through Tor.
+    #[test]
+    fn the_provider_presets_are_valid_and_sourced() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/providers");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/providers") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let name = path.display().to_string();
+            if cfg!(not(feature = "tor")) && name.ends_with("-onion.toml") {
+                // Without the embedded Tor client, egress "tor" is refused.
+                continue;
+            }
+            let preset = std::fs::read_to_string(&path).expect("read");
+            assert!(
+                preset.contains("# Sources (checked 20"),
+                "{name}: no sources line"
+            );
+            let base = MINIMAL.replace("domains = [\"*\"]\n", "");
+            let c = Config::parse(&format!("{base}\n{preset}"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let added = &c.upstreams[2..];
+            assert!(!added.is_empty(), "{name}: no [[upstream]]");
+            for u in added {
+                for e in u.smtp.iter().chain(&u.imap) {
+                    if is_onion(e.host.expose()) {
+                        assert_eq!(e.egress, EgressMode::Tor, "{name}: onion without Tor");
+                    }
+                }
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5 || cfg!(not(feature = "tor")), "{seen} presets");
     }
 }

@@ -139,10 +139,16 @@ impl IsolationHelper for TorIsolation {
 /// name the target): the provider's endpoint unreachable (another endpoint,
 /// another port, may do better), or Tor itself.
 fn tor_error(e: &arti_client::Error) -> EgressError {
-    use arti_client::ErrorKind as K;
     use arti_client::HasKind;
+    tor_kind_error(e.kind())
+}
+
+fn tor_kind_error(kind: arti_client::ErrorKind) -> EgressError {
+    use arti_client::ErrorKind as K;
     let unreachable = EgressError::TargetUnreachable;
-    match e.kind() {
+    match kind {
+        K::RemoteNetworkFailed => unreachable("the exit could not reach the provider"),
+        K::RelayTooBusy => unreachable("the exit was too busy"),
         K::TorNetworkTimeout | K::RemoteNetworkTimeout | K::ExitTimeout => unreachable("timed out"),
         K::RemoteConnectionRefused => unreachable("the provider refused the connection"),
         K::RemoteHostNotFound | K::RemoteHostResolutionFailed => {
@@ -291,5 +297,32 @@ impl RuntimeDir {
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_to_reach_the_endpoint_let_the_next_be_tried() {
+        use arti_client::ErrorKind as K;
+        for kind in [
+            K::RemoteConnectionRefused,
+            K::RemoteNetworkFailed,
+            K::RemoteNetworkTimeout,
+            K::ExitTimeout,
+            K::ExitPolicyRejected,
+            K::NoExit,
+            K::RemoteHostNotFound,
+            K::OnionServiceNotFound,
+            K::OnionServiceConnectionFailed,
+            K::RelayTooBusy,
+        ] {
+            assert!(tor_kind_error(kind).may_try_next(), "{kind:?}");
+        }
+        for kind in [K::BootstrapRequired, K::ForbiddenStreamTarget, K::Internal] {
+            assert!(!tor_kind_error(kind).may_try_next(), "{kind:?}");
+        }
     }
 }

@@ -364,7 +364,8 @@ fn time(tag: u8, value: &[u8]) -> Option<u64> {
         return None;
     }
     let days = crate::sanitize::date::days_from_civil(year, month, day);
-    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+    // Before 1970 (a notBefore far in the past) is simply "long ago".
+    Some(u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).unwrap_or(0))
 }
 
 fn digits(text: &[u8]) -> Option<i64> {
@@ -449,6 +450,30 @@ mod tests {
     }
 
     #[test]
+    fn any_listed_pin_opens_so_keys_can_change_without_an_outage() {
+        let old = certificate(true, &["mail.self.test"], (2025, 2030));
+        let new = certificate(true, &["mail.self.test"], (2025, 2030));
+        let v = UpstreamVerifier {
+            check: Check::Pinned(Pins {
+                spki_sha256: vec![
+                    spki_sha256(&old).expect("spki"),
+                    spki_sha256(&new).expect("spki"),
+                ],
+                check_name: true,
+            }),
+            algorithms: provider().signature_verification_algorithms,
+            seen: None,
+        };
+        assert_eq!(verdict(&v, &old, "mail.self.test", 2027), Ok(()));
+        assert_eq!(verdict(&v, &new, "mail.self.test", 2027), Ok(()));
+        let stranger = certificate(true, &["mail.self.test"], (2025, 2030));
+        assert_eq!(
+            verdict(&v, &stranger, "mail.self.test", 2027),
+            Err(TlsFailure::PinMismatch)
+        );
+    }
+
+    #[test]
     fn another_key_fails_the_pin_whatever_its_name() {
         let pinned = certificate(true, &["mail.self.test"], (2025, 2030));
         let other = certificate(true, &["mail.self.test"], (2025, 2030));
@@ -493,6 +518,8 @@ mod tests {
         let (before, after) = validity(cert.as_ref()).expect("validity");
         assert_eq!(before, 915_148_800);
         assert_eq!(after, 2_556_144_000);
+        let old = certificate(false, &["a.test"], (1960, 2051));
+        assert_eq!(validity(old.as_ref()), Some((0, 2_556_144_000)));
         assert_eq!(validity(b"\x30\x03\x02\x01\x00"), None);
         assert_eq!(validity(&cert.as_ref()[..40]), None);
     }

@@ -196,6 +196,24 @@ async fn a_dropped_first_endpoint_leaves_the_next_its_share_of_the_budget() {
 }
 
 #[tokio::test]
+async fn an_endpoint_the_proxy_cannot_reach_falls_through_to_the_next() {
+    // The proxy answers "host unreachable" (a Tor daemon says "general
+    // failure" when no exit allows the port; both are about the endpoint).
+    let up = smtp_upstream(Identity::Leaf).await;
+    let endpoints = format!(
+        "{{ host = \"nowhere.test\", port = 465, tls = \"implicit\" }}, {}",
+        at(up.addr.port())
+    );
+    let (r, waited, hosts) = login_past_a_dropping_path(&endpoints, &ca_line(&up.ca_path), 4).await;
+    assert!(r.starts_with("235 "), "served by the second endpoint: {r}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "at once, not after a timeout: {waited:?}"
+    );
+    assert_eq!(hosts, ["nowhere.test", "127.0.0.1"]);
+}
+
+#[tokio::test]
 async fn every_endpoint_dropped_answers_within_the_one_budget() {
     let (r, waited, hosts) = login_past_a_dropping_path(&[BLOCKED; 3].join(", "), "", 3).await;
     assert!(r.starts_with("454 4."), "temporary: {r}");
@@ -315,7 +333,9 @@ async fn probe_prints_each_endpoints_pin_and_why_it_failed() {
     let closed = closed_port().await;
     let pin = mailveil::tls::pin_of(&certificate(&ca.ca_path)).expect("pin");
     let text = format!(
-        "{}\n[[upstream]]\nname = \"pinned\"\nsmtp = {}\n{}\ndomains = [\"pinned.test\"]\n",
+        "{}\n[[upstream]]\nname = \"pinned\"\nsmtp = {}\n{}\ndomains = [\"pinned.test\"]\n\
+         [[upstream]]\nname = \"renamed\"\nsmtp = {1}\n{2}\ntls_server_name = \"mail.elsewhere.test\"\n\
+         domains = [\"renamed.test\"]\n",
         config(
             "smtp",
             &format!(
@@ -362,4 +382,13 @@ async fn probe_prints_each_endpoints_pin_and_why_it_failed() {
     assert!(lines[third].contains("FAILED"), "{out}");
     let pinned = at_line(&format!("pinned smtp 127.0.0.1:{}", ca.addr.port()));
     assert!(lines[pinned].contains(": ok in"), "{out}");
+    let renamed = at_line(&format!("renamed smtp 127.0.0.1:{}", ca.addr.port()));
+    assert!(
+        lines[renamed].contains("FAILED") && lines[renamed].contains("name mismatch"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[renamed + 2],
+        "probe:   the certificate names [localhost], not mail.elsewhere.test"
+    );
 }

@@ -51,6 +51,10 @@ const CANARIES: &[&str] = &[
     "canary-device-token-6620",
     "canary-bare-login",
     "03-Nov-2026 10:11:09",
+    // Third wave (issue 18).
+    "canary-tls.test",
+    "canary-localpart",
+    "canary-lp.test",
 ];
 
 #[tokio::test]
@@ -235,9 +239,45 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
     let r = c.auth_plain("alice@canary-domain.test", PASSWORD).await;
     assert!(r.starts_with("454 "), "{r}");
 
+    // Third wave: several endpoints (the first closed), then a certificate
+    // nobody trusts; and a bare-name login. (The name a provider's TLS is
+    // checked against is not a canary here: rustls logs it at DEBUG, which
+    // the relay's own filter never shows.)
+    let stranger = start_upstream(UpstreamScript::default()).await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let third = format!(
+        "{}\n[[upstream]]\nname = \"tls\"\n\
+         smtp = [{{ host = \"127.0.0.1\", port = {closed}, tls = \"implicit\" }}, \
+                 {{ host = \"127.0.0.1\", port = {stranger}, tls = \"implicit\" }}]\n\
+         ca = \"{ca}\"\ndomains = [\"canary-tls.test\"]\n\
+         [[upstream]]\nname = \"bare\"\n\
+         smtp = {{ host = \"127.0.0.1\", port = {port}, tls = \"implicit\" }}\n\
+         ca = \"{ca}\"\nlogin = \"localpart\"\ndomains = [\"canary-lp.test\"]\n",
+        relay_config(&upstream, "implicit", true, ""),
+        port = upstream.addr.port(),
+        stranger = stranger.addr.port(),
+        ca = upstream.ca_path.display(),
+    );
+    let relay4 = start_relay_with(&third).await;
+    let (mut c, _) = Client::implicit(&relay4).await;
+    c.cmd("EHLO canary-ehlo.invalid").await;
+    let r = c.auth_plain("alice@canary-tls.test", PASSWORD).await;
+    assert!(r.starts_with("454 "), "{r}");
+    assert_eq!(stranger.connections(), 1);
+    let r = c
+        .auth_plain("canary-localpart@canary-lp.test", PASSWORD)
+        .await;
+    assert!(r.starts_with("535 "), "{r}");
+
     drop(relay);
     drop(relay2);
     drop(relay3);
+    drop(relay4);
     drop(imap_relay);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
