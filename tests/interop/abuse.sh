@@ -65,7 +65,7 @@ sleep 1
 # mailveil with [limits] as in the interop config (raised) or as shipped.
 use_limits() { # extra [limits] lines; "defaults" for the shipped defaults
     stop_mailveil
-    sed "s#@W@#$W#g" "$HERE/mailveil.toml.in" > "$W/mailveil.toml"
+    render_config
     if [ "$1" = defaults ]; then
         # Drop the interop suite's raised limits: the shipped defaults apply.
         sed -i '/^max_connections = /d; /^max_connections_per_prefix = /d; /^connections_per_prefix_per_minute = /d; /^messages_per_account_per_hour = /d; /^max_transactions_per_account = /d' "$W/mailveil.toml"

@@ -48,7 +48,7 @@ for mode in default strict chatmail; do
         # Default headers again, at the provider that offers XCHATMAIL and
         # XDELTAPUSH: the real core meets the relay's filtering of them.
         stop_mailveil
-        sed "s#@W@#$W#g" "$HERE/mailveil.toml.in" > "$W/mailveil.toml"
+        render_config
         start_mailveil
         export DC_DOMAIN=ext.test
     fi

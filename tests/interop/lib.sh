@@ -96,6 +96,22 @@ openssl x509 -req -in "$W/tls/leaf.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca-ke
     -days 90 -extfile "$W/tls/leaf.ext" -out "$W/tls/cert.pem" 2>/dev/null
 chmod 644 "$W/tls/key.pem"
 CA="$W/tls/ca.pem"
+# A self-hosted provider's certificate made the usual way (`openssl req
+# -x509`: self-signed, CA:TRUE), served by Dovecot on 127.0.0.4; and another
+# key, whose pin must not open it. The pins are computed here with openssl,
+# independently of mailveil.
+for name in selfhosted other; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+        -subj "/CN=mail.$name.test" -addext "subjectAltName=DNS:mail.$name.test" \
+        -keyout "$W/tls/$name-key.pem" -out "$W/tls/$name.pem" 2>/dev/null
+done
+chmod 644 "$W/tls/selfhosted-key.pem"
+pin_of() { # certificate.pem
+    openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64
+}
+SELFHOSTED_PIN="$(pin_of "$W/tls/selfhosted.pem")"
+OTHER_PIN="$(pin_of "$W/tls/other.pem")"
 
 # ------------------------------------------------------------------ Dovecot
 sed "s#@W@#$W#g" "$HERE/dovecot.conf.in" > "$W/dovecot/dovecot.conf"
@@ -129,7 +145,12 @@ postfix -c "$W/postfix" check >/dev/null 2>&1 || true
 postfix -c "$W/postfix" start >/dev/null
 
 # ------------------------------------------------------------------ mailveil
-sed "s#@W@#$W#g" "$HERE/mailveil.toml.in" > "$W/mailveil.toml"
+# The interop config, rendered afresh (scripts that change it start over).
+render_config() {
+    sed -e "s#@W@#$W#g" -e "s#@SELFHOSTED_PIN@#$SELFHOSTED_PIN#" -e "s#@OTHER_PIN@#$OTHER_PIN#" \
+        "$HERE/mailveil.toml.in" > "$W/mailveil.toml"
+}
+render_config
 "$MAILVEIL" check --config "$W/mailveil.toml" >/dev/null
 
 start_mailveil() {

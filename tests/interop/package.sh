@@ -171,6 +171,9 @@ check "the package created no user" test "$(sha256sum < "$ROOT/etc/passwd")" = "
 check "nor a state, cache or log directory" test ! -e "$ROOT/var/lib/mailveil" -a ! -e "$ROOT/var/cache/mailveil" -a ! -e "$ROOT/var/log/mailveil"
 check "the template is a conffile" grep -q '^ /etc/mailveil/mailveil.toml ' <<<"$(ct dpkg-query -W -f='${Conffiles}\n' mailveil)"
 check "the unit runs /usr/bin/mailveil" grep -q '^ExecStart=/usr/bin/mailveil run' "$ROOT/usr/lib/systemd/system/mailveil.service"
+check "the provider presets are installed, each as in the source tree" \
+    sh -c 'for f in "$1"/config/providers/*.toml; do cmp -s "$f" "$2/usr/share/mailveil/providers/$(basename "$f")" || exit 1; done' \
+    _ "$REPO" "$ROOT"
 
 # The untouched template: refused, naming each value to set.
 i="$(step_like 'mailveil check --config *')"

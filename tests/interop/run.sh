@@ -29,7 +29,7 @@ for _ in $(seq 1 50); do grep -q "listening on" "$W/log/tcpdump.err" 2>/dev/null
 dns_probe
 stop_egress() {
     local f
-    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid; do
+    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
     BASE="$W/tornet" bash "$HERE/tornet.sh" stop
@@ -228,6 +228,108 @@ check "with deltachat_push = true: XDELTAPUSH shown" ext caps 17993 1
 check "with deltachat_push = true: the device token reaches Dovecot" ext devicetoken 17993 1
 kill "$(cat "$W/push.pid")" 2>/dev/null || true
 rm -f "$W/push.pid"
+
+log "providers as collectives use them: several endpoints, bare-name logins, pinned keys"
+clients() { python3 "$HERE/egress_clients.py" "$@"; }
+check "several endpoints, the first closed: swaks sends through the second" \
+    swaks -s 127.0.0.1:11465 --tlsc --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+        -a PLAIN -au alice@fallthrough.test -ap alice-pw -f alice@example.test -t alice@example.test \
+        --h-Subject interop-fallthrough --body "sent past a closed endpoint" --silent 1
+check "several endpoints, the first closed: imaplib reads it back through the second" \
+    clients imap 11993 alice@fallthrough.test interop-fallthrough
+sleep 1
+DOVECOT_AT_2=$(grep -c "lip=127.0.0.2" "$W/log/dovecot.log" || true)
+DOVECOT_AT_4=$(grep -c "lip=127.0.0.4" "$W/log/dovecot.log" || true)
+check "the first endpoint shows an untrusted certificate: NO [UNAVAILABLE]" \
+    clients imap-unavailable 11993 alice@badfirst.test
+check "... and the second endpoint was never tried (Dovecot's log: 127.0.0.4 met, 127.0.0.2 not)" \
+    sh -c 'sleep 1; [ "$(grep -c "lip=127.0.0.2" "$W/log/dovecot.log")" = "$1" ] &&
+           [ "$(grep -c "lip=127.0.0.4" "$W/log/dovecot.log")" -gt "$2" ]' _ "$DOVECOT_AT_2" "$DOVECOT_AT_4"
+check "a self-signed CA:TRUE certificate (openssl req -x509) trusted as ca: NO [UNAVAILABLE]" \
+    clients imap-unavailable 11993 alice@ca.selfhosted.test
+check "the same certificate pinned (pin computed by openssl): imaplib reads mail" \
+    clients imap 11993 alice@pin.selfhosted.test interop-fallthrough
+check "another key's pin: NO [UNAVAILABLE], and Dovecot never saw a login there" \
+    sh -c 'python3 "$1" imap-unavailable 11993 alice@wrongpin.selfhosted.test &&
+           [ "$(grep "imap-login: Info: Login:" "$W/log/dovecot.log" | grep -c "lip=127.0.0.4")" = 1 ]' _ "$HERE/egress_clients.py"
+# Dovecot looks users up by local part (username_format=%n), so a login
+# succeeds either way: what counts is the name it was given, one more
+# "user=<alice>" login (not "user=<alice@bare.test>") than before.
+bare_logins() { grep -c "imap-login: Info: Login: user=<alice>," "$W/log/dovecot.log" || true; }
+bare_sasl() { grep -c "sasl_username=alice$" "$W/log/postfix.log" || true; }
+BEFORE=$(bare_logins)
+check "login = \"localpart\": imaplib as alice@bare.test, Dovecot is given user=<alice>" \
+    sh -c 'python3 "$1" imap 11993 alice@bare.test interop-fallthrough && sleep 0.5 &&
+           [ "$(grep -c "imap-login: Info: Login: user=<alice>," "$W/log/dovecot.log")" -eq $(($2 + 1)) ] &&
+           ! grep -q "user=<alice@bare.test>" "$W/log/dovecot.log"' _ "$HERE/egress_clients.py" "$BEFORE"
+BEFORE=$(bare_sasl)
+check "login = \"localpart\": swaks as alice@bare.test, Postfix authenticates alice" \
+    sh -c 'swaks -s 127.0.0.1:11465 --tlsc --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+              -a PLAIN -au alice@bare.test -ap alice-pw -f alice@example.test -t alice@example.test \
+              --h-Subject interop-bare-login --silent 1 &&
+           for _ in $(seq 1 50); do
+               [ "$(grep -c "sasl_username=alice$" "$W/log/postfix.log")" -eq $(($1 + 1)) ] && break; sleep 0.2
+           done &&
+           [ "$(grep -c "sasl_username=alice$" "$W/log/postfix.log")" -eq $(($1 + 1)) ] &&
+           ! grep -q "sasl_username=alice@bare.test" "$W/log/postfix.log"' _ "$BEFORE"
+"$MAILVEIL" check --probe --config "$W/mailveil.toml" > "$W/log/probe.out" 2>&1 || true
+check "check --probe: the CA:TRUE certificate named as a CA used as a leaf, with its pin as openssl computes it" \
+    sh -c 'grep -A1 "selfhosted-ca imap 127.0.0.4:10993 via direct: FAILED" "$W/log/probe.out" > "$W/log/probe.ca" &&
+           grep -q "a CA certificate used as the server" "$W/log/probe.ca" &&
+           grep -qF "certificate key pin_sha256 = \"$1\"" "$W/log/probe.ca"' _ "$SELFHOSTED_PIN"
+check "check --probe: pinned ok, wrong pin and untrusted first endpoint named, each endpoint probed" \
+    sh -c 'grep -q "selfhosted-pin imap 127.0.0.4:10993 via direct: ok in" "$W/log/probe.out" &&
+           grep -q "selfhosted-wrongpin imap 127.0.0.4:10993 via direct: FAILED.*no pin in .pin_sha256. matches" "$W/log/probe.out" &&
+           grep -q "badfirst imap\[0\] 127.0.0.4:10993 via direct: FAILED.*TLS handshake with upstream failed" "$W/log/probe.out" &&
+           grep -q "badfirst imap\[1\] 127.0.0.2:10993 via direct: ok in" "$W/log/probe.out" &&
+           grep -q "fallthrough smtp\[0\] 127.0.0.2:10466 via direct: FAILED" "$W/log/probe.out" &&
+           grep -q "fallthrough smtp\[1\] 127.0.0.2:10465 via direct: ok in" "$W/log/probe.out"'
+# The presets in config/providers/, unchanged, pass `check` appended to this
+# config (the onion ones keep egress tor: check does not start Tor). Then the
+# clear-web ones, pointed at the test provider (each host to 127.0.0.2, each
+# port to its stand-in, its CA trusted, a domain of its own), serve a login
+# over IMAP and SMTP through a second relay on 127.0.0.1:18xxx, endpoint
+# lists and login forms as the preset has them.
+sed -e 's/"127\.0\.0\.1:11/"127.0.0.1:18/' "$W/mailveil.toml" > "$W/presets-run.toml"
+PRESET_LOGINS=()
+n=0
+for preset in "$REPO"/config/providers/*.toml; do
+    name="$(basename "$preset" .toml)"
+    cp "$W/mailveil.toml" "$W/preset-$name.toml"
+    cat "$preset" >> "$W/preset-$name.toml"
+    check "preset $name passes mailveil check as shipped" \
+        sh -c '"$1" check --config "$2" > "$W/log/preset-$3.check" 2>&1' _ "$MAILVEIL" "$W/preset-$name.toml" "$name"
+    case "$name" in *-onion) continue ;; esac
+    n=$((n + 1))
+    python3 - "$preset" "$n" "$CA" >> "$W/presets-run.toml" <<'PY'
+import re, sys
+text, n, ca = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3]
+text = re.sub(r'host = "[^"]+"', 'host = "127.0.0.2"', text)
+for port in ("465", "587", "993", "143"):
+    text = text.replace(f"port = {port},", f"port = 10{port},")
+text = re.sub(r'^name = "([^"]+)"', rf'name = "preset-\1"\nca = "{ca}"', text, flags=re.M)
+text = re.sub(r"^domains = \[.*?\]", f'domains = ["preset{n}.test"]', text, flags=re.M | re.S)
+text = re.sub(r"^(egress|tls_server_name) = .*\n", "", text, flags=re.M)
+print(text)
+PY
+    PRESET_LOGINS+=("$name:alice@preset$n.test")
+done
+check "the clear-web presets, pointed at the test provider, pass mailveil check --probe (every endpoint)" \
+    sh -c '"$1" check --probe --config "$2" > "$W/log/presets-probe.out" 2>&1;
+           grep "^probe: preset-" "$W/log/presets-probe.out" | grep -q . &&
+           ! grep "^probe: preset-" "$W/log/presets-probe.out" | grep -qv ": ok in"' _ "$MAILVEIL" "$W/presets-run.toml"
+"$MAILVEIL" run --config "$W/presets-run.toml" >"$W/log/presets.out" 2>"$W/log/presets.err" &
+echo $! > "$W/presets.pid"
+wait_port 127.0.0.1 18993
+for entry in "${PRESET_LOGINS[@]}"; do
+    check "preset ${entry%%:*}: imaplib reads mail and swaks sends through it" \
+        sh -c 'python3 "$1" imap 18993 "$2" interop-fallthrough &&
+               swaks -s 127.0.0.1:18465 --tlsc --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+                   -a PLAIN -au "$2" -ap alice-pw -f alice@example.test -t alice@example.test \
+                   --h-Subject interop-preset --silent 1' _ "$HERE/egress_clients.py" "${entry#*:}"
+done
+kill "$(cat "$W/presets.pid")" 2>/dev/null || true
+rm -f "$W/presets.pid"
 
 log "uploading mail the user did not just compose"
 archive() { python3 "$HERE/archive.py" "$1"; }
