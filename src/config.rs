@@ -21,6 +21,7 @@ mod imap;
 mod limits;
 mod listen;
 mod logging;
+mod policy;
 mod sanitize;
 mod server;
 mod summary;
@@ -36,6 +37,7 @@ pub(crate) use limits::MESSAGE_ROOM_UNIT;
 pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
 pub use listen::{Listener, ListenerTls, Protocol};
 pub use logging::{DEFAULT_STATS_INTERVAL_MINUTES, MIN_STATS_INTERVAL_MINUTES};
+pub use policy::Outgoing;
 pub use sanitize::{SanitizeConfig, SanitizeMode};
 pub(crate) use upstream::normalize_domain;
 pub use upstream::{Endpoint, LoginForm, Pins, Upstream, UpstreamTls};
@@ -111,6 +113,8 @@ struct RawConfig {
     logging: logging::RawLogging,
     #[serde(default)]
     imap: imap::RawImap,
+    #[serde(default)]
+    policy: policy::RawPolicy,
 }
 
 /// A validated configuration.
@@ -190,7 +194,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     // take that mode unless their upstream sets its own.
     upstream::require_some(&raw.upstream)?;
     let global_mode = egress::global_mode(&raw.egress)?;
-    let routes = upstream::validate(raw.upstream, raw.routing, global_mode)?;
+    let outgoing = policy::global(&raw.policy)?;
+    let routes = upstream::validate(raw.upstream, raw.routing, global_mode, outgoing)?;
     let egress = egress::validate(raw.egress, global_mode, &routes.upstreams)?;
     let limits = limits::validate(raw.limits)?;
     limits::check_together(&limits)?;

@@ -406,7 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             return Ok(None);
         }
         match outcome {
-            Outcome::Accepted { session, reply } => {
+            Outcome::Accepted { session, reply, .. } => {
                 if reply.capabilities.is_err() {
                     // Logged in, but the provider went away when asked
                     // what the client may use now.

@@ -96,6 +96,8 @@ pub(crate) enum Outcome<S, R> {
         session: S,
         /// The provider's reply.
         reply: R,
+        /// Which upstream it is.
+        upstream: usize,
     },
     /// The provider refused.
     Refused {
@@ -280,7 +282,11 @@ async fn attempt<P: Provider>(
         .for_endpoint(endpoint.bare_server_name(), endpoint.port)
         .presented_as(upstream.login);
     match provider.authenticate(&mut session, credentials).await {
-        Ok(Verdict::Accepted(reply)) => Outcome::Accepted { session, reply },
+        Ok(Verdict::Accepted(reply)) => Outcome::Accepted {
+            session,
+            reply,
+            upstream: index,
+        },
         Ok(Verdict::Refused { reply, temporary }) => {
             provider.close(session).await;
             Outcome::Refused { reply, temporary }
@@ -312,6 +318,7 @@ mod tests {
                 Outcome::Accepted {
                     session: (),
                     reply: (),
+                    upstream: 0,
                 },
                 Some(Counter::Login),
                 Charge::Nothing,

@@ -13,6 +13,7 @@
 mod client_io;
 mod command;
 pub mod data;
+mod encryption;
 mod envelope;
 pub mod message;
 mod reply;
@@ -255,10 +256,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
             Outcome::Accepted {
                 session: upstream,
                 reply,
+                upstream: index,
             } => {
                 self.session.logged_in(ProviderCaps {
                     eight_bit: upstream.supports(smtp_proto::EXT_8BIT_MIME),
                     smtputf8: upstream.supports(smtp_proto::EXT_SMTP_UTF8),
+                    encrypted_only: relay.config.upstreams[index].outgoing
+                        == crate::config::Outgoing::EncryptedOnly,
                 });
                 self.upstream = Some(upstream);
                 reply

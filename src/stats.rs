@@ -34,8 +34,11 @@ pub(crate) enum Counter {
     MessageRelayed,
     /// The provider refused a message (its 4xx/5xx reached the client).
     MessageRefusedByProvider,
-    /// The relay refused a message (size, bare line endings, long lines).
+    /// The relay refused a message (size, bare line endings, long lines,
+    /// not encrypted where it must be).
     MessageRefusedHere,
+    /// Of those, refused as not encrypted (`outgoing = "encrypted-only"`).
+    MessageNotEncrypted,
     /// The provider connection was lost during a session.
     ProviderLost,
     /// A client was disconnected for being idle or too slow.
@@ -60,7 +63,7 @@ pub(crate) enum Counter {
     MessageNoRoom,
 }
 
-const ALL: [Counter; 21] = [
+const ALL: [Counter; 22] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -72,6 +75,7 @@ const ALL: [Counter; 21] = [
     Counter::MessageRelayed,
     Counter::MessageRefusedByProvider,
     Counter::MessageRefusedHere,
+    Counter::MessageNotEncrypted,
     Counter::ProviderLost,
     Counter::Timeout,
     Counter::RefusedBusy,
@@ -98,6 +102,7 @@ impl Counter {
             Counter::MessageRelayed => "messages relayed",
             Counter::MessageRefusedByProvider => "messages refused by provider",
             Counter::MessageRefusedHere => "messages refused here",
+            Counter::MessageNotEncrypted => "of which not encrypted",
             Counter::ProviderLost => "provider connections lost",
             Counter::Timeout => "client timeouts",
             Counter::RefusedBusy => "connections refused at the cap",
@@ -160,7 +165,7 @@ mod tests {
             stats.take_report(),
             "SMTP sessions 2, IMAP sessions 0, logins 0, logins refused by provider 0, \
              logins for no configured provider 0, provider unreachable 0, Tor not ready 0, provider TLS failed 0, \
-             messages relayed 0, messages refused by provider 0, messages refused here 0, \
+             messages relayed 0, messages refused by provider 0, messages refused here 0, of which not encrypted 0, \
              provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
              connections refused by rate 0, connections refused per prefix 0, \
              unauthenticated sessions evicted 0, logins locked out 0, \

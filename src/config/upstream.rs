@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::egress::mode as egress_mode;
+use super::policy::{Outgoing, outgoing as outgoing_policy};
 use super::{ConfigError, EgressMode, check_host, invalid};
 use zeroize::Zeroizing;
 
@@ -31,6 +32,7 @@ pub(super) struct RawUpstream {
     login: Option<String>,
     pin_sha256: Option<Vec<String>>,
     pin_check_name: Option<bool>,
+    outgoing: Option<String>,
 }
 
 /// An upstream's `smtp` or `imap` table as written.
@@ -138,6 +140,8 @@ pub struct Upstream {
     pub login: LoginForm,
     /// Pinned public keys, which replace chain validation when set.
     pub pins: Option<Pins>,
+    /// Which messages its members may send (`outgoing`, else `[policy]`).
+    pub outgoing: Outgoing,
 }
 
 /// The validated upstreams and how logins are routed to them.
@@ -176,6 +180,7 @@ pub(super) fn validate(
     raw: Vec<RawUpstream>,
     routing: Option<RawRouting>,
     global_mode: EgressMode,
+    global_outgoing: Outgoing,
 ) -> Result<Routes, ConfigError> {
     let routing = routing.unwrap_or(RawRouting {
         bare_logins: None,
@@ -237,6 +242,11 @@ pub(super) fn validate(
             ));
         }
         let pins = pins(&key, u.pin_sha256, u.pin_check_name, u.ca.is_some())?;
+        let outgoing = outgoing_policy(
+            &format!("{key}.outgoing"),
+            u.outgoing.as_deref(),
+            global_outgoing,
+        )?;
         for (j, d) in u.domains.iter().enumerate() {
             let d = d.trim();
             if d == CATCH_ALL {
@@ -275,6 +285,7 @@ pub(super) fn validate(
             ca: u.ca,
             login,
             pins,
+            outgoing,
         });
     }
     let bare_upstream = match routing.bare_logins {

@@ -176,6 +176,8 @@ fixed! {
     header_too_large = 552, [5, 3, 4], "Message refused: the header is larger than allowed";
     /// More header fields than `max_header_fields`.
     too_many_header_fields = 552, [5, 3, 4], "Message refused: too many header fields";
+    /// `outgoing = "encrypted-only"` and the message is not encrypted.
+    not_encrypted = 550, [5, 7, 1], "Not sent: this relay only sends end-to-end encrypted mail (OpenPGP or S/MIME) and this message is not encrypted. Turn on encryption for it in your mail program and send it again";
     /// Line inside a message over the limit.
     message_line_too_long = 554, [5, 6, 0], "Message refused: a line is longer than allowed";
     /// Upstream lost or timed out; the client keeps its message.

@@ -44,6 +44,8 @@ pub(crate) struct ProviderCaps {
     pub(crate) eight_bit: bool,
     /// SMTPUTF8.
     pub(crate) smtputf8: bool,
+    /// The upstream's `outgoing = "encrypted-only"`.
+    pub(crate) encrypted_only: bool,
 }
 
 /// A message being received: the framing state and the bytes so far.

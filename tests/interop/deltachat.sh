@@ -5,9 +5,11 @@
 # reaction, a 2 MB attachment, a group, no duplicates (in the chats and at
 # Postfix). Once with the default header policy, once with [sanitize] mode =
 # "strict", and once at the chatmail-style provider address (Dovecot offers
-# XCHATMAIL and XDELTAPUSH there; the relay passes the first). Whether the
-# core took the provider for a chatmail server is not visible through its
-# RPC API (2.65). Needs root (sets up like run.sh).
+# XCHATMAIL and XDELTAPUSH there; the relay passes the first), and once
+# with [policy] outgoing = "encrypted-only" (the Secure-Join steps pass as
+# exempt ones, everything after them is encrypted). Whether the core took
+# the provider for a chatmail server is not visible through its RPC API
+# (2.65). Needs root (sets up like run.sh).
 #
 # Prints one line per check and a closing "deltachat: N passed, N failed".
 set -euo pipefail
@@ -42,8 +44,16 @@ no_duplicate_submissions() { # first-line
     [ "$(tail -n "+$1" "$W/log/postfix.log" | grep -c 'cleanup\[[0-9]*\]: [0-9A-F]*: message-id=')" -ge 6 ]
 }
 
-for mode in default strict chatmail; do
+for mode in default strict chatmail encrypted; do
     export DC_DOMAIN=example.test
+    if [ "$mode" = encrypted ]; then
+        stop_mailveil
+        render_config
+        printf '\n[policy]\noutgoing = "encrypted-only"\n' >> "$W/mailveil.toml"
+        start_mailveil
+        check "the relay sends encrypted mail only" \
+            sh -c '"$MAILVEIL" check --config "$W/mailveil.toml" | grep -q "^upstream provider: .*outgoing: encrypted only"'
+    fi
     if [ "$mode" = chatmail ]; then
         # Default headers again, at the provider that offers XCHATMAIL and
         # XDELTAPUSH: the real core meets the relay's filtering of them.
@@ -59,7 +69,7 @@ for mode in default strict chatmail; do
         check "the relay runs in strict mode" \
             sh -c '"$MAILVEIL" check --config "$W/mailveil.toml" | grep -q "^sanitize: Strict"'
     fi
-    log "Delta Chat through mailveil, [sanitize] mode = \"$mode\""
+    log "Delta Chat through mailveil ($mode)"
     first=$(( $(wc -l < "$W/log/postfix.log") + 1 ))
     check "Delta Chat ($mode): two accounts, Secure-Join, encrypted 1:1, quoted reply, reaction, 2 MB attachment, group, no duplicates" \
         timeout 600 "$VENV/bin/python" "$HERE/deltachat.py" "$mode"

@@ -29,7 +29,7 @@ for _ in $(seq 1 50); do grep -q "listening on" "$W/log/tcpdump.err" 2>/dev/null
 dns_probe
 stop_egress() {
     local f
-    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid; do
+    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid "$W"/encrypted.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
     BASE="$W/tornet" bash "$HERE/tornet.sh" stop
@@ -330,6 +330,17 @@ for entry in "${PRESET_LOGINS[@]}"; do
 done
 kill "$(cat "$W/presets.pid")" 2>/dev/null || true
 rm -f "$W/presets.pid"
+
+log "[policy] outgoing = \"encrypted-only\": a second relay on 127.0.0.1:19xxx"
+sed -e 's/"127\.0\.0\.1:11/"127.0.0.1:19/' "$W/mailveil.toml" > "$W/encrypted.toml"
+printf '\n[policy]\noutgoing = "encrypted-only"\n' >> "$W/encrypted.toml"
+"$MAILVEIL" run --config "$W/encrypted.toml" >"$W/log/encrypted.out" 2>"$W/log/encrypted.err" &
+echo $! > "$W/encrypted.pid"
+wait_port 127.0.0.1 19465
+check "plain refused with 550 5.7.1 before Postfix; gpg PGP/MIME and inline, openssl S/MIME and Autocrypt Setup sent; PGP/MIME decrypts after" \
+    python3 "$HERE/encrypted_only.py" 19465
+kill "$(cat "$W/encrypted.pid")" 2>/dev/null || true
+rm -f "$W/encrypted.pid"
 
 log "uploading mail the user did not just compose"
 archive() { python3 "$HERE/archive.py" "$1"; }

@@ -750,7 +750,7 @@ async fn aggregate_counters_count_logins_and_messages_and_nothing_else() {
         relay.relay.stats().take_report(),
         "SMTP sessions 2, IMAP sessions 0, logins 1, logins refused by provider 1, \
          logins for no configured provider 0, provider unreachable 0, Tor not ready 0, provider TLS failed 0, \
-         messages relayed 2, messages refused by provider 0, messages refused here 0, \
+         messages relayed 2, messages refused by provider 0, messages refused here 0, of which not encrypted 0, \
          provider connections lost 0, client timeouts 0, connections refused at the cap 0, \
          connections refused by rate 0, connections refused per prefix 0, \
          unauthenticated sessions evicted 0, logins locked out 0, \
@@ -965,4 +965,32 @@ async fn provider_421_at_auth_is_a_temporary_failure_charged_to_the_network_only
     assert!(upstream.messages().is_empty());
     let (_c, greeting) = Client::implicit(&relay).await;
     assert_eq!(greeting, "220 relay.test ESMTP");
+}
+
+#[tokio::test]
+async fn encrypted_only_refuses_a_plain_message_before_the_provider_and_sends_an_encrypted_one() {
+    let upstream = start_upstream(UpstreamScript::default()).await;
+    let text = relay_config(
+        &upstream,
+        "implicit",
+        true,
+        "[policy]\noutgoing = \"encrypted-only\"\n",
+    );
+    let relay = start_relay_with(&text).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    let r = c
+        .send_message(b"From: alice@example.test\r\nSubject: plain\r\n\r\nplain words\r\n")
+        .await;
+    assert!(r.starts_with("550 5.7.1 Not sent: "), "{r}");
+    assert!(upstream.messages().is_empty(), "the provider got nothing");
+    let r = c
+        .send_message(
+            b"From: alice@example.test\r\nSubject: sealed\r\nContent-Type: multipart/encrypted;\r\n \
+              protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n\
+              Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b--\r\n",
+        )
+        .await;
+    assert!(r.starts_with("250 "), "{r}");
+    assert_eq!(upstream.messages().len(), 1);
 }

@@ -111,10 +111,16 @@ fn provider(code: u16, text: &str) -> Option<Reply> {
 
 /// A session logged in, with the provider offering every extension.
 fn logged_in(world: &World) -> Session<'_> {
+    logged_in_with(world, false)
+}
+
+/// As [`logged_in`], to an upstream whose policy is `encrypted_only`.
+fn logged_in_with(world: &World, encrypted_only: bool) -> Session<'_> {
     let mut s = world.session(true);
     s.logged_in(ProviderCaps {
         eight_bit: true,
         smtputf8: true,
+        encrypted_only,
     });
     s
 }
@@ -122,11 +128,26 @@ fn logged_in(world: &World) -> Session<'_> {
 /// MAIL and one accepted RCPT.
 fn in_transaction<'w>(world: &'w World, peer: &Peer) -> Session<'w> {
     let mut s = logged_in(world);
+    open_transaction(&mut s, peer);
+    s
+}
+
+/// MAIL and one accepted RCPT on `s`.
+fn open_transaction(s: &mut Session<'_>, peer: &Peer) {
     upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), peer));
     replied(s.provider_replied(provider(250, "Ok")));
     upstream(s.command(line("RCPT TO:<bob@example.test>\r\n"), peer));
     replied(s.provider_replied(provider(250, "Ok")));
-    s
+}
+
+/// DATA and `message` (its end included) on `s`, in a transaction: what
+/// the session does with the complete message.
+fn data(s: &mut Session<'_>, peer: &Peer, message: &[u8]) -> Next {
+    let Next::ReceiveData(mut incoming) = s.command(line("DATA\r\n"), peer) else {
+        panic!("expected DATA to be received");
+    };
+    incoming.receiver.feed(message, &mut incoming.message);
+    s.message_received(incoming)
 }
 
 #[test]
@@ -360,6 +381,43 @@ fn a_refused_message_ends_the_transaction_at_the_provider_then_says_why() {
             .take_report()
             .contains("messages refused here 1,")
     );
+}
+
+#[test]
+fn under_encrypted_only_a_plain_message_is_refused_and_an_encrypted_one_sent() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = logged_in_with(&world, true);
+    open_transaction(&mut s, &peer);
+    let next = data(&mut s, &peer, b"Subject: x\r\n\r\nplain words\r\n.\r\n");
+    // The provider's transaction ends; the client is told why.
+    assert_eq!(upstream(next), "RSET\r\n");
+    let refusal = replied(s.provider_replied(provider(250, "Ok")));
+    assert!(
+        refusal.starts_with("550 5.7.1 Not sent: this relay only sends end-to-end encrypted"),
+        "{refusal}"
+    );
+    let report = world.stats.take_report();
+    assert!(
+        report.contains("messages refused here 1, of which not encrypted 1,"),
+        "{report}"
+    );
+    open_transaction(&mut s, &peer);
+    let encrypted = b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; \
+        boundary=b\r\n\r\n--b\r\n.\r\n";
+    assert!(matches!(
+        data(&mut s, &peer, encrypted),
+        Next::SendMessage(_)
+    ));
+}
+
+#[test]
+fn without_the_policy_a_plain_message_is_sent() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = in_transaction(&world, &peer);
+    let next = data(&mut s, &peer, b"Subject: x\r\n\r\nplain words\r\n.\r\n");
+    assert!(matches!(next, Next::SendMessage(_)));
 }
 
 #[test]

@@ -12,9 +12,9 @@ use crate::config::Limits;
 use crate::privacy::WipedBuf;
 use crate::sanitize::{date, header_shape, strip_identifying_headers};
 use crate::smtp::data::{MessageReceiver, Refusal};
-use crate::smtp::envelope;
 use crate::smtp::message::MessageBuf;
 use crate::smtp::reply::{self, Reply};
+use crate::smtp::{encryption, envelope};
 use crate::stats::Counter;
 
 impl Session<'_> {
@@ -220,6 +220,11 @@ impl Session<'_> {
                     Some(reply::header_too_large())
                 } else if fields > limits.max_header_fields {
                     Some(reply::too_many_header_fields())
+                } else if self.provider.encrypted_only
+                    && encryption::classify(head) == encryption::Verdict::NotEncrypted
+                {
+                    self.cx.stats.count(Counter::MessageNotEncrypted);
+                    Some(reply::not_encrypted())
                 } else {
                     None
                 }
