@@ -78,10 +78,15 @@ impl Config {
                 show(&u.imap),
                 trust,
                 domains.join(", "),
-                if u.login == super::LoginForm::LocalPart {
-                    ", login: local part"
-                } else {
-                    ""
+                match (u.login, u.outgoing) {
+                    (super::LoginForm::LocalPart, super::Outgoing::EncryptedOnly) => {
+                        ", login: local part, outgoing: encrypted only"
+                    }
+                    (super::LoginForm::LocalPart, super::Outgoing::Any) => ", login: local part",
+                    (super::LoginForm::Address, super::Outgoing::EncryptedOnly) => {
+                        ", outgoing: encrypted only"
+                    }
+                    (super::LoginForm::Address, super::Outgoing::Any) => "",
                 },
                 if self.bare_upstream == Some(i) {
                     ", logins without @"

@@ -30,6 +30,7 @@ pub(crate) enum Verdict {
 /// must be in it; the relay refuses a header that is not).
 pub(crate) fn classify(head: &[u8]) -> Verdict {
     let mut content_type: Option<String> = None;
+    let mut content_types = 0;
     let mut exempt = false;
     let mut body_at = head.len();
     let mut field: Vec<u8> = Vec::new();
@@ -37,6 +38,7 @@ pub(crate) fn classify(head: &[u8]) -> Verdict {
         if let Some(colon) = memchr::memchr(b':', field) {
             let name = field[..colon].trim_ascii();
             if name.eq_ignore_ascii_case(b"content-type") {
+                content_types += 1;
                 *content_type = Some(
                     String::from_utf8_lossy(field[colon + 1..].trim_ascii()).to_ascii_lowercase(),
                 );
@@ -61,6 +63,10 @@ pub(crate) fn classify(head: &[u8]) -> Verdict {
         if text.starts_with(b" ") || text.starts_with(b"\t") {
             field.push(b' ');
             field.extend_from_slice(text.trim_ascii());
+        } else if memchr::memchr(b':', text).is_none() {
+            // Not a field: the header ends here for whoever reads it next.
+            body_at = at;
+            break;
         } else {
             finish(&mut field, &mut content_type);
             field.extend_from_slice(text);
@@ -68,6 +74,14 @@ pub(crate) fn classify(head: &[u8]) -> Verdict {
         at = end;
     }
     finish(&mut field, &mut content_type);
+    if content_types > 1 {
+        // Readers differ on which one counts: not encrypted for sure.
+        return if exempt {
+            Verdict::Exempt
+        } else {
+            Verdict::NotEncrypted
+        };
+    }
     let encrypted = match content_type.as_deref().map(media_type) {
         Some(("multipart/encrypted", params)) => {
             parameter(params, "protocol").as_deref() == Some("application/pgp-encrypted")
@@ -162,6 +176,10 @@ mod tests {
             b"Subject: x\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\n",
             // A header line that only looks like the field.
             b"X-Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"\r\n\r\n",
+            // Two Content-Types: which one a reader takes varies.
+            b"Content-Type: text/plain\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"\r\n\r\n",
+            // A line that is no field ends the header before the field.
+            b"Subject: x\r\nnot a field\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"\r\n\r\n",
             b"",
         ] {
             assert_eq!(

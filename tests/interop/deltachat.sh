@@ -51,8 +51,12 @@ for mode in default strict chatmail encrypted; do
         render_config
         printf '\n[policy]\noutgoing = "encrypted-only"\n' >> "$W/mailveil.toml"
         start_mailveil
-        check "the relay sends encrypted mail only" \
-            sh -c '"$MAILVEIL" check --config "$W/mailveil.toml" | grep -q "^upstream provider: .*outgoing: encrypted only"'
+        check "the relay sends encrypted mail only (check says so, and a plain message gets 550 5.7.1)" \
+            sh -c '"$MAILVEIL" check --config "$W/mailveil.toml" | grep -q "^upstream provider: .*outgoing: encrypted only" &&
+                   swaks -s 127.0.0.1:11465 --tlsc --tls-verify --tls-ca-path "$CA" -a PLAIN \
+                       -au alice@example.test -ap alice-pw -f alice@example.test -t bob@example.test \
+                       --h-Subject dc-plain-probe > "$W/log/dc-plain.out" 2>&1;
+                   grep -q "550 5.7.1 Not sent" "$W/log/dc-plain.out"'
     fi
     if [ "$mode" = chatmail ]; then
         # Default headers again, at the provider that offers XCHATMAIL and
