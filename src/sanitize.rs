@@ -263,11 +263,11 @@ impl Sanitized<'_> {
 }
 
 /// One header field as it appears in the message.
-struct Field<'a> {
+pub(crate) struct Field<'a> {
     /// The field name as written.
-    name: &'a [u8],
+    pub(crate) name: &'a [u8],
     /// Everything after the colon up to, not including, the final line end.
-    value: &'a [u8],
+    pub(crate) value: &'a [u8],
     /// The whole field, folding and final line end (if any) included.
     raw: &'a [u8],
     /// It holds a bare CR, which some parsers read as a line end: what
@@ -285,7 +285,7 @@ struct Field<'a> {
 /// this one must too, or a field after a bare LF (or in an unterminated last
 /// line) would pass unseen. SMTP refuses bare line endings before this runs;
 /// an IMAP APPEND can still carry them.
-fn split_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
+pub(crate) fn split_fields(message: &[u8]) -> (Vec<Field<'_>>, usize) {
     let line_end = |from: usize| {
         memchr::memchr(b'\n', &message[from..]).map_or(message.len(), |i| from + i + 1)
     };
@@ -478,7 +478,7 @@ fn without_quotes_and_comments(text: &str) -> Zeroizing<String> {
 
 /// `text` without its folding line ends, in a string sized once and wiped
 /// when dropped.
-fn unfold(text: &str) -> Zeroizing<String> {
+pub(crate) fn unfold(text: &str) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::with_capacity(text.len()));
     out.extend(text.chars().filter(|c| *c != '\r' && *c != '\n'));
     out

@@ -340,16 +340,15 @@ impl Credentials {
                         message.push(1);
                     }
                     match mechanism {
-                        Mechanism::XOAuth2 => match field.strip_prefix(b"user=") {
-                            Some(user) if local_part(user).is_some() => {
-                                message.extend_from_slices(&[
-                                    b"user=",
-                                    local_part(user).unwrap_or(user),
-                                ]);
-                                changed = true;
+                        Mechanism::XOAuth2 => {
+                            match field.strip_prefix(b"user=").and_then(local_part) {
+                                Some(local) => {
+                                    message.extend_from_slices(&[b"user=", local]);
+                                    changed = true;
+                                }
+                                _ => message.extend_from_slice(field),
                             }
-                            _ => message.extend_from_slice(field),
-                        },
+                        }
                         _ if i == 0 => changed |= gs2_with_local_part(field, &mut message),
                         _ => message.extend_from_slice(field),
                     }

@@ -72,21 +72,21 @@ impl Config {
                 (None, None) => "public roots".to_string(),
             };
             out.push_str(&format!(
-                "upstream {}: smtp {}, imap {}, CA: {}, domains: [{}]{}{}\n",
+                "upstream {}: smtp {}, imap {}, CA: {}, domains: [{}]{}{}{}\n",
                 u.name,
                 show(&u.smtp),
                 show(&u.imap),
                 trust,
                 domains.join(", "),
-                match (u.login, u.outgoing) {
-                    (super::LoginForm::LocalPart, super::Outgoing::EncryptedOnly) => {
-                        ", login: local part, outgoing: encrypted only"
-                    }
-                    (super::LoginForm::LocalPart, super::Outgoing::Any) => ", login: local part",
-                    (super::LoginForm::Address, super::Outgoing::EncryptedOnly) => {
-                        ", outgoing: encrypted only"
-                    }
-                    (super::LoginForm::Address, super::Outgoing::Any) => "",
+                if u.login == super::LoginForm::LocalPart {
+                    ", login: local part"
+                } else {
+                    ""
+                },
+                if u.outgoing == super::Outgoing::EncryptedOnly {
+                    ", outgoing: encrypted only"
+                } else {
+                    ""
                 },
                 if self.bare_upstream == Some(i) {
                     ", logins without @"

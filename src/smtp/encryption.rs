@@ -15,6 +15,8 @@
 //! `Secure-Join` header). This is a guardrail against mistakes, not against
 //! a member who wants around it: those headers can be added to anything.
 
+use crate::sanitize::{split_fields, unfold};
+
 /// What the policy makes of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -27,71 +29,38 @@ pub(crate) enum Verdict {
 }
 
 /// Classifies the message whose first bytes are `head` (its whole header
-/// must be in it; the relay refuses a header that is not).
+/// must be in it; the relay refuses a header that is not). The header is
+/// split as the sanitizer splits it, so that both judge the same fields.
 pub(crate) fn classify(head: &[u8]) -> Verdict {
-    let mut content_type: Option<String> = None;
-    let mut content_types = 0;
-    let mut exempt = false;
-    let mut body_at = head.len();
-    let mut field: Vec<u8> = Vec::new();
-    let mut finish = |field: &mut Vec<u8>, content_type: &mut Option<String>| {
-        if let Some(colon) = memchr::memchr(b':', field) {
-            let name = field[..colon].trim_ascii();
-            if name.eq_ignore_ascii_case(b"content-type") {
-                content_types += 1;
-                *content_type = Some(
-                    String::from_utf8_lossy(field[colon + 1..].trim_ascii()).to_ascii_lowercase(),
-                );
-            } else if name.eq_ignore_ascii_case(b"autocrypt-setup-message")
-                || name.eq_ignore_ascii_case(b"secure-join")
-            {
-                exempt = true;
+    let (fields, body_at) = split_fields(head);
+    let named = |name: &'static [u8]| {
+        fields
+            .iter()
+            .filter(move |f| f.name.eq_ignore_ascii_case(name))
+    };
+    let exempt = named(b"autocrypt-setup-message")
+        .chain(named(b"secure-join"))
+        .next()
+        .is_some();
+    let mut content_types = named(b"content-type");
+    let encrypted = match (content_types.next(), content_types.next()) {
+        // Readers differ on which of two counts: not encrypted for sure.
+        (Some(_), Some(_)) => false,
+        (None, _) => starts_with_pgp_armour(&head[body_at..]),
+        (Some(field), None) => {
+            let value = unfold(&String::from_utf8_lossy(field.value)).to_ascii_lowercase();
+            match media_type(&value) {
+                ("multipart/encrypted", params) => {
+                    parameter(params, "protocol").as_deref() == Some("application/pgp-encrypted")
+                }
+                ("application/pkcs7-mime" | "application/x-pkcs7-mime", params) => matches!(
+                    parameter(params, "smime-type").as_deref(),
+                    Some("enveloped-data" | "authenveloped-data")
+                ),
+                ("text/plain", _) => starts_with_pgp_armour(&head[body_at..]),
+                _ => false,
             }
         }
-        field.clear();
-    };
-    let mut at = 0;
-    while at < head.len() {
-        let end = memchr::memchr(b'\n', &head[at..]).map_or(head.len(), |n| at + n + 1);
-        let line = &head[at..end];
-        let text = line.strip_suffix(b"\n").unwrap_or(line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.is_empty() {
-            body_at = end;
-            break;
-        }
-        if text.starts_with(b" ") || text.starts_with(b"\t") {
-            field.push(b' ');
-            field.extend_from_slice(text.trim_ascii());
-        } else if memchr::memchr(b':', text).is_none() {
-            // Not a field: the header ends here for whoever reads it next.
-            body_at = at;
-            break;
-        } else {
-            finish(&mut field, &mut content_type);
-            field.extend_from_slice(text);
-        }
-        at = end;
-    }
-    finish(&mut field, &mut content_type);
-    if content_types > 1 {
-        // Readers differ on which one counts: not encrypted for sure.
-        return if exempt {
-            Verdict::Exempt
-        } else {
-            Verdict::NotEncrypted
-        };
-    }
-    let encrypted = match content_type.as_deref().map(media_type) {
-        Some(("multipart/encrypted", params)) => {
-            parameter(params, "protocol").as_deref() == Some("application/pgp-encrypted")
-        }
-        Some(("application/pkcs7-mime" | "application/x-pkcs7-mime", params)) => matches!(
-            parameter(params, "smime-type").as_deref(),
-            Some("enveloped-data" | "authenveloped-data")
-        ),
-        None | Some(("text/plain", _)) => starts_with_pgp_armour(&head[body_at..]),
-        Some(_) => false,
     };
     if encrypted {
         Verdict::Encrypted
