@@ -3,7 +3,7 @@
 //!
 //! Each table has its own module holding its raw serde structure, its
 //! validated type and its check: `server`, `listen`, `tls`, `upstream` (with
-//! `[routing]`), `egress`, `limits`, `sanitize`, `logging`; `summary` renders
+//! `[routing]`), `egress`, `limits`, `sanitize`, `logging`, `policy`, `access`; `summary` renders
 //! `mailveil check`. This file ties them together, in a fixed order, so the
 //! first problem reported is always the same one. Unknown keys are refused and
 //! every validation error names the key it is about. Nothing here logs; error
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod access;
 mod egress;
 mod imap;
 mod limits;
@@ -29,6 +30,7 @@ mod template;
 mod tls;
 mod upstream;
 
+pub use access::{AccessConfig, DEFAULT_SECRET_CREDENTIAL, SecretSource};
 pub use egress::{
     DEFAULT_EGRESS, EgressConfig, EgressMode, Isolate, TestingAuthority, TestingFallback,
     TestingNetwork,
@@ -115,6 +117,7 @@ struct RawConfig {
     imap: imap::RawImap,
     #[serde(default)]
     policy: policy::RawPolicy,
+    access: Option<access::RawAccess>,
 }
 
 /// A validated configuration.
@@ -149,6 +152,8 @@ pub struct Config {
     pub sanitize: SanitizeConfig,
     /// How often aggregate counters are logged; `None`: never.
     pub stats_interval: Option<Duration>,
+    /// Members only (`[access]`); `None`: anyone the providers accept.
+    pub access: Option<AccessConfig>,
 }
 
 impl Config {
@@ -202,6 +207,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     listen::check_served(&listeners, &routes.upstreams)?;
     let stats_interval = logging::validate(raw.logging)?;
     let sanitize = sanitize::validate(raw.sanitize)?;
+    let access = access::validate(raw.access)?;
 
     Ok(Config {
         hostname: server.hostname,
@@ -218,6 +224,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         limits,
         sanitize,
         stats_interval,
+        access,
     })
 }
 

@@ -177,6 +177,16 @@ impl Egress {
         })
     }
 
+    /// True while the embedded Tor client runs and is still bootstrapping
+    /// (a session through it would be told to try again).
+    pub(crate) fn tor_starting(&self) -> bool {
+        #[cfg(feature = "tor")]
+        if let Some(tor) = &self.tor {
+            return !tor.is_ready();
+        }
+        false
+    }
+
     /// The embedded Tor client, when one runs.
     #[cfg(feature = "tor")]
     pub(crate) fn tor(&self) -> Option<&tor::TorEgress> {

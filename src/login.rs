@@ -10,6 +10,14 @@
 //! `auth_failure_delay`; a failure that did not judge them (temporary, or
 //! the provider lost mid-login) is charged to the network only. Nothing
 //! here logs.
+//!
+//! Members only (`[access]`): a login not on the list is refused before any
+//! provider is contacted, and every permanent failure — not a member, a
+//! password the provider refused, no provider for the login, a mechanism
+//! the provider lacks — becomes one [`Outcome::Denied`], charged and
+//! delayed alike, so that the reply cannot tell a member from a stranger.
+//! What happens before the list is consulted (lockouts, the provider's
+//! budget, Tor still starting) is answered the same for both.
 
 use crate::admission::{LoginGate, Peer};
 use crate::config::{Endpoint, Upstream};
@@ -125,6 +133,9 @@ pub(crate) enum Outcome<S, R> {
     /// The provider's hourly budget of failed logins is spent and this
     /// network failed lately: refused at once, the provider not asked.
     ProviderBudget,
+    /// Members only: refused with the relay's one text, whether the login
+    /// is not a member or the provider refused it for good.
+    Denied,
 }
 
 /// Which allowance a login attempt is charged to.
@@ -151,7 +162,10 @@ impl<S, R> Outcome<S, R> {
             | Outcome::Abandoned
             | Outcome::Evicted
             | Outcome::TooSlow => true,
-            Outcome::Accepted { .. } | Outcome::NoRoute | Outcome::Unsupported => false,
+            Outcome::Accepted { .. }
+            | Outcome::NoRoute
+            | Outcome::Unsupported
+            | Outcome::Denied => false,
         }
     }
 
@@ -166,8 +180,13 @@ impl<S, R> Outcome<S, R> {
             Outcome::Unreachable(Unreachable::Tls) => Counter::ProviderTlsFailed,
             Outcome::Unreachable(_) => Counter::ProviderUnreachable,
             Outcome::Lost => Counter::ProviderLost,
-            // The session's own end (eviction, deadline) is counted there.
-            Outcome::Unsupported | Outcome::Abandoned | Outcome::Evicted | Outcome::TooSlow => {
+            // The session's own end (eviction, deadline) is counted there;
+            // a denial, by what it was before it became one.
+            Outcome::Denied
+            | Outcome::Unsupported
+            | Outcome::Abandoned
+            | Outcome::Evicted
+            | Outcome::TooSlow => {
                 return None;
             }
         })
@@ -183,7 +202,7 @@ impl<S, R> Outcome<S, R> {
         match self {
             Outcome::Refused { .. } | Outcome::Lost if self.is_temporary() => Charge::Network,
             Outcome::NoRoute => Charge::Network,
-            Outcome::Refused { .. } => Charge::LoginAndNetwork,
+            Outcome::Refused { .. } | Outcome::Denied => Charge::LoginAndNetwork,
             _ => Charge::Nothing,
         }
     }
@@ -198,6 +217,7 @@ impl<S, R> Outcome<S, R> {
                 ..
             } | Outcome::NoRoute
                 | Outcome::Locked
+                | Outcome::Denied
         )
     }
 }
@@ -220,20 +240,46 @@ pub(crate) async fn log_in<P: Provider>(
     };
     let failure_at = tokio::time::Instant::now() + relay.config.limits.auth_failure_delay;
     let route = relay.config.route(login.expose());
+    let members = relay.members.as_ref();
     let outcome = if peer.login_gate(&login) == LoginGate::Locked {
         Outcome::Locked
     } else if route.is_some_and(|i| peer.provider_gate(&login, i) == LoginGate::Locked) {
         Outcome::ProviderBudget
+    } else if members.is_some_and(|m| !m.contains(&login)) {
+        relay.stats.count(Counter::LoginNotMember);
+        // A member would be told to wait for Tor: so is a stranger.
+        if relay.egress.tor_starting() {
+            Outcome::Unreachable(Unreachable::TorNotReady)
+        } else {
+            Outcome::Denied
+        }
     } else {
         attempt(relay, &login, route, credentials, provider).await
     };
     if let Some(counter) = outcome.counter() {
         relay.stats.count(counter);
     }
+    let outcome = match outcome {
+        Outcome::Refused {
+            temporary: false, ..
+        }
+        | Outcome::NoRoute
+        | Outcome::Unsupported
+            if members.is_some() =>
+        {
+            // Charged as the provider's own refusal would be; a member's
+            // refused password also spends the provider's budget.
+            if let (Some(upstream), Outcome::Refused { .. }) = (route, &outcome) {
+                peer.provider_refused(upstream);
+            }
+            Outcome::Denied
+        }
+        other => other,
+    };
     match outcome.charge() {
         Charge::LoginAndNetwork => {
             peer.login_failed(&login);
-            if let Some(upstream) = route {
+            if let (Some(upstream), Outcome::Refused { .. }) = (route, &outcome) {
                 peer.provider_refused(upstream);
             }
         }
@@ -313,7 +359,7 @@ mod tests {
 
     #[test]
     fn every_outcome_knows_its_counter_charge_delay_and_kind() {
-        let cases: [(O, Option<Counter>, Charge, bool, bool); 13] = [
+        let cases: [(O, Option<Counter>, Charge, bool, bool); 14] = [
             (
                 Outcome::Accepted {
                     session: (),
@@ -384,6 +430,7 @@ mod tests {
             (Outcome::Abandoned, None, Charge::Nothing, false, true),
             (Outcome::Evicted, None, Charge::Nothing, false, true),
             (Outcome::TooSlow, None, Charge::Nothing, false, true),
+            (Outcome::Denied, None, Charge::LoginAndNetwork, true, false),
             // At once: holding it would only spend a descriptor.
             (
                 Outcome::ProviderBudget,

@@ -74,6 +74,23 @@ enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// Members only (`[access]`): manage the members list.
+    Access {
+        #[command(subcommand)]
+        action: AccessAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessAction {
+    /// Read a login from standard input (a prompt on a terminal, never the
+    /// command line, which shell history keeps) and print the line to add
+    /// to the members list. Nothing is read back or written.
+    Add {
+        /// The access secret (the file LoadCredential delivers).
+        #[arg(long, default_value = "/etc/mailveil/access-key")]
+        secret: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +102,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid configuration {}", config.display()))?;
             print!("{}", config.summary());
             check_certificate_files(&config)?;
+            check_members(&config)?;
             println!("configuration OK");
             if probe {
                 mailveil::logging::init();
@@ -105,6 +123,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Access {
+            action: AccessAction::Add { secret },
+        } => access_add(&secret),
         Command::Run { config } => {
             mailveil::logging::init();
             let hardening =
@@ -164,6 +185,56 @@ fn check_certificate_files(config: &Config) -> anyhow::Result<()> {
             private_key.display()
         ),
     }
+    Ok(())
+}
+
+/// Reads the members list as `run` would, when the secret is at hand.
+fn check_members(config: &Config) -> anyhow::Result<()> {
+    use mailveil::config::SecretSource;
+    let Some(access) = &config.access else {
+        return Ok(());
+    };
+    match &access.secret {
+        SecretSource::File(_) => {
+            let members = mailveil::access::load(access).context("`access`: unusable")?;
+            println!(
+                "members list: {} member{}, all made with this secret",
+                members.len(),
+                if members.len() == 1 { "" } else { "s" }
+            );
+        }
+        SecretSource::Credential(name) => {
+            std::fs::metadata(&access.list)
+                .with_context(|| format!("`access.list`: cannot read {}", access.list.display()))?;
+            println!(
+                "members list: read at start with the secret systemd delivers as credential                  {name} (README, \"Members only\"); not checked here"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `mailveil access add`: one login in, one list line out.
+fn access_add(secret: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let key = mailveil::access::AccessKey::read(secret)
+        .context("reading the access secret (--secret)")?;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("login, as members type it in their mail client: ");
+        std::io::stderr().flush()?;
+    }
+    let mut login = zeroize::Zeroizing::new(String::new());
+    stdin.lock().read_line(&mut login)?;
+    let typed = login.trim();
+    if typed.is_empty() || typed.contains(char::is_whitespace) {
+        anyhow::bail!("expected one login (no spaces) on standard input");
+    }
+    println!("{}", key.member_line(typed));
+    eprintln!(
+        "add this line to the members list (`access.list`), then restart mailveil; \
+         the list is read at start"
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access::{AccessError, Members};
 use crate::admission::{Admission, AdmissionLimits};
 use crate::config::{Config, Endpoint};
 use crate::egress::{Egress, EgressSetupError, IsolationKey};
@@ -27,6 +28,9 @@ pub enum RelayError {
     /// Egress (the embedded Tor client).
     #[error("{0}")]
     Egress(#[from] EgressSetupError),
+    /// The members list or its secret (`[access]`).
+    #[error("members only: {0}")]
+    Access(#[from] AccessError),
 }
 
 /// Everything sessions share, built once at start-up.
@@ -48,6 +52,8 @@ pub struct Relay {
     pub(crate) draining: tokio::sync::watch::Sender<bool>,
     /// Per-prefix and per-account limits, lockouts, eviction.
     pub(crate) admission: Arc<Admission>,
+    /// The members, when the relay serves members only.
+    pub(crate) members: Option<Members>,
 }
 
 impl Relay {
@@ -60,7 +66,13 @@ impl Relay {
             .iter()
             .map(|u| upstream_client_config(u, false).map(|(tls, _)| tls))
             .collect::<Result<Vec<_>, _>>()?;
+        let members = config
+            .access
+            .as_ref()
+            .map(crate::access::load)
+            .transpose()?;
         Ok(Relay {
+            members,
             egress: Egress::new(&config.egress, &config.upstreams)?,
             policy: Policy::new(&config.sanitize),
             acceptor: TlsAcceptor::from(server_tls),
@@ -75,6 +87,11 @@ impl Relay {
     /// The validated configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How many members the list holds, when the relay serves members only.
+    pub fn members(&self) -> Option<usize> {
+        self.members.as_ref().map(Members::len)
     }
 
     /// The aggregate counters.

@@ -247,6 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
             ehlo_name: &relay.config.upstream_ehlo_name,
             max_line: relay.config.limits.max_command_bytes,
             client_end: None,
+            answer_error_challenge: relay.members.is_some(),
         };
         let deadline = provider.session.preauth_deadline();
         let outcome =
@@ -283,7 +284,8 @@ fn login_reply(outcome: Outcome<UpstreamSmtp, Reply>) -> Reply {
     match outcome {
         Outcome::Accepted { reply, .. } | Outcome::Refused { reply, .. } => reply,
         Outcome::Locked | Outcome::ProviderBudget => reply::auth_locked(),
-        Outcome::NoRoute => reply::auth_no_route(),
+        // Members only: one text for every permanent failure.
+        Outcome::NoRoute | Outcome::Denied => reply::auth_no_route(),
         Outcome::Unreachable(Unreachable::Tls) => reply::upstream_tls_failed(),
         Outcome::Unreachable(Unreachable::TorNotReady) => reply::tor_not_ready(),
         Outcome::Unreachable(Unreachable::Network)
@@ -306,6 +308,10 @@ struct SmtpProvider<'a, 'r, S> {
     max_line: usize,
     /// Set when the client went away while being asked.
     client_end: Option<End>,
+    /// Members only: an error challenge is answered here, not put to the
+    /// client, because a stranger (refused before the provider is asked)
+    /// would never see one.
+    answer_error_challenge: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Provider for SmtpProvider<'_, '_, S> {
@@ -354,6 +360,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Provider for SmtpProvider<'_, '_,
                     let mut line = WipedBuf::copy_of(answer.expose());
                     line.extend_from_slice(b"\r\n");
                     line
+                }
+                // The empty response (XOAUTH2) or the abort (RFC 7628's
+                // 0x01 for OAUTHBEARER) asks for the final verdict.
+                None if self.answer_error_challenge => {
+                    WipedBuf::copy_of(if mechanism == crate::sasl::Mechanism::OAuthBearer {
+                        b"AQ==\r\n"
+                    } else {
+                        b"\r\n"
+                    })
                 }
                 None => match self.ask_client(&Reply::from_upstream(&response)).await {
                     Some(line) => line,

@@ -23,6 +23,8 @@ pub(crate) enum Counter {
     LoginRefusedByProvider,
     /// No upstream serves the login's domain.
     LoginNoRoute,
+    /// Members only: the login is not on the list.
+    LoginNotMember,
     /// The provider could not be reached (network, proxy, Tor).
     ProviderUnreachable,
     /// The embedded Tor client was still bootstrapping.
@@ -63,12 +65,13 @@ pub(crate) enum Counter {
     MessageNoRoom,
 }
 
-const ALL: [Counter; 22] = [
+const ALL: [Counter; 23] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
     Counter::LoginRefusedByProvider,
     Counter::LoginNoRoute,
+    Counter::LoginNotMember,
     Counter::ProviderUnreachable,
     Counter::TorNotReady,
     Counter::ProviderTlsFailed,
@@ -96,6 +99,7 @@ impl Counter {
             Counter::Login => "logins",
             Counter::LoginRefusedByProvider => "logins refused by provider",
             Counter::LoginNoRoute => "logins for no configured provider",
+            Counter::LoginNotMember => "logins not on the members list",
             Counter::ProviderUnreachable => "provider unreachable",
             Counter::TorNotReady => "Tor not ready",
             Counter::ProviderTlsFailed => "provider TLS failed",
@@ -164,7 +168,8 @@ mod tests {
         assert_eq!(
             stats.take_report(),
             "SMTP sessions 2, IMAP sessions 0, logins 0, logins refused by provider 0, \
-             logins for no configured provider 0, provider unreachable 0, Tor not ready 0, provider TLS failed 0, \
+             logins for no configured provider 0, logins not on the members list 0, provider unreachable 0, \
+             Tor not ready 0, provider TLS failed 0, \
              messages relayed 0, messages refused by provider 0, messages refused here 0, of which not encrypted 0, \
              provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
              connections refused by rate 0, connections refused per prefix 0, \

@@ -119,6 +119,16 @@ impl Config {
             self.limits.max_message_bytes, self.limits.max_recipients, self.limits.max_connections
         ));
         out.push_str(&format!("sanitize: {:?}\n", self.sanitize.mode));
+        if let Some(access) = &self.access {
+            out.push_str(&format!(
+                "access: members only, list {}, secret from {}\n",
+                access.list.display(),
+                match &access.secret {
+                    super::SecretSource::Credential(name) => format!("systemd credential {name}"),
+                    super::SecretSource::File(path) => path.display().to_string(),
+                }
+            ));
+        }
         match self.stats_interval {
             Some(i) => out.push_str(&format!(
                 "logging: aggregate counters every {} min\n",
@@ -215,6 +225,9 @@ max_connections = 3
 [sanitize]
 mode = "strict"
 
+[access]
+list = "/etc/mailveil/members"
+
 [logging]
 stats_interval_minutes = 0
 "#
@@ -237,6 +250,7 @@ stats_interval_minutes = 0
                  tor: PRIVATE TESTING NETWORK (1 authorities, 1 fallbacks), local addresses allowed\n\
                  limits: message 1024 bytes, 7 recipients, 3 connections\n\
                  sanitize: Strict\n\
+                 access: members only, list /etc/mailveil/members, secret from systemd credential mailveil-access-key\n\
                  logging: no counter report\n"
             )
         );

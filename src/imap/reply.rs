@@ -124,7 +124,8 @@ pub(crate) fn login_failure<S, R>(outcome: &Outcome<S, R>) -> Option<&'static st
         }
         // Dovecot's wording for a wrong password, so that the relay's
         // routing table cannot be probed.
-        Outcome::NoRoute => "NO [AUTHENTICATIONFAILED] Authentication failed.",
+        // Members only: the same text for every permanent failure.
+        Outcome::NoRoute | Outcome::Denied => "NO [AUTHENTICATIONFAILED] Authentication failed.",
         Outcome::Unreachable(Unreachable::Tls) => {
             "NO [UNAVAILABLE] The mail server failed TLS verification; try again later"
         }

@@ -29,7 +29,7 @@ for _ in $(seq 1 50); do grep -q "listening on" "$W/log/tcpdump.err" 2>/dev/null
 dns_probe
 stop_egress() {
     local f
-    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid "$W"/encrypted.pid; do
+    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid "$W"/encrypted.pid "$W"/access.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
     BASE="$W/tornet" bash "$HERE/tornet.sh" stop
@@ -341,6 +341,29 @@ check "plain refused with 550 5.7.1 before Postfix; gpg PGP/MIME and inline, ope
     python3 "$HERE/encrypted_only.py" 19465
 kill "$(cat "$W/encrypted.pid")" 2>/dev/null || true
 rm -f "$W/encrypted.pid"
+
+log "[access] members only: a second relay on 127.0.0.1:16xxx"
+# The secret and the list are made as an operator makes them: the list line
+# by `mailveil access add`, the login on its standard input.
+head -c 32 /dev/urandom > "$W/access-key"
+printf 'alice@example.test\n' | "$MAILVEIL" access add --secret "$W/access-key" > "$W/members" 2>/dev/null
+sed -e 's/"127\.0\.0\.1:11/"127.0.0.1:16/' \
+    -e 's/^\[limits\]$/[limits]\nauth_failure_delay_ms = 500/' "$W/mailveil.toml" > "$W/access.toml"
+printf '\n[access]\nlist = "%s"\nsecret_file = "%s"\n' "$W/members" "$W/access-key" >> "$W/access.toml"
+check "access add: one member line, naming no one" \
+    sh -c '[ "$(wc -l < "$W/members")" = 1 ] && grep -qE "^mv1:[0-9a-f]{8}:[0-9a-f]{64}$" "$W/members" &&
+           ! grep -q alice "$W/members"'
+"$MAILVEIL" run --config "$W/access.toml" >"$W/log/access.out" 2>"$W/log/access.err" &
+echo $! > "$W/access.pid"
+wait_port 127.0.0.1 16993
+check "members only: a stranger with real credentials refused unheard by Dovecot and Postfix; a refused member gets the same text; a member is served" \
+    python3 "$HERE/members_only.py" 16465 16993 500
+kill "$(cat "$W/access.pid")" 2>/dev/null || true
+rm -f "$W/access.pid"
+check "members only: a list made under another secret stops the relay at start, naming the line" \
+    sh -c 'head -c 32 /dev/urandom > "$W/access-key" &&
+           ! "$1" run --config "$W/access.toml" > "$W/log/access-other.out" 2>&1 &&
+           grep -q "line 1: made with another access secret" "$W/log/access-other.out"' _ "$MAILVEIL"
 
 log "uploading mail the user did not just compose"
 archive() { python3 "$HERE/archive.py" "$1"; }

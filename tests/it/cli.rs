@@ -105,3 +105,67 @@ fn run_without_a_certificate_prints_the_ephemeral_fingerprint() {
             .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
     );
 }
+
+#[test]
+fn access_add_reads_the_login_from_stdin_and_prints_the_line_check_accepts() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("access-key");
+    std::fs::write(&secret, b"0123456789abcdef0123456789abcdef").expect("write");
+    let mut child = Command::new(BIN)
+        .args(["access", "add", "--secret"])
+        .arg(&secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"Alice@Example.org\n")
+        .expect("write login");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).expect("utf-8");
+    let key =
+        mailveil::access::AccessKey::from_secret(b"0123456789abcdef0123456789abcdef").expect("key");
+    assert_eq!(line, format!("{}\n", key.member_line("alice@example.org")));
+
+    // The login is never an argument (shell history keeps those).
+    let out = Command::new(BIN)
+        .args(["access", "add", "alice@example.org"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+
+    // `check` reads the list with the secret and counts its members.
+    let list = dir.path().join("members");
+    std::fs::write(&list, &line).expect("write list");
+    let config = example_config().replace(
+        "[limits]",
+        &format!(
+            "[access]\nlist = \"{}\"\nsecret_file = \"{}\"\n\n[limits]",
+            list.display(),
+            secret.display()
+        ),
+    );
+    let path = dir.path().join("mailveil.toml");
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("members list: 1 member, all made with this secret"),
+        "{stdout}"
+    );
+}

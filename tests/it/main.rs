@@ -4,6 +4,7 @@
 
 mod common;
 
+mod access;
 mod admission;
 mod cli;
 mod egress;

@@ -55,6 +55,8 @@ const CANARIES: &[&str] = &[
     "canary-tls.test",
     "canary-localpart",
     "canary-lp.test",
+    "canary-stranger",
+    "canary-wrong-password",
 ];
 
 #[tokio::test]
@@ -274,6 +276,31 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
         .await;
     assert!(r.starts_with("535 "), "{r}");
 
+    // Fourth wave: members only. A stranger, a member refused by the
+    // provider (its text a canary), then the member served.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = b"a canary relay's access secret..";
+    std::fs::write(dir.path().join("key"), key).expect("write");
+    let line = mailveil::access::AccessKey::from_secret(key)
+        .expect("key")
+        .member_line(USER);
+    std::fs::write(dir.path().join("members"), line).expect("write");
+    let fifth = format!(
+        "{}\n[access]\nlist = \"{}\"\nsecret_file = \"{}\"\n",
+        relay_config(&upstream, "implicit", true, ""),
+        dir.path().join("members").display(),
+        dir.path().join("key").display()
+    );
+    let relay5 = start_relay_with(&fifth).await;
+    let (mut c, _) = Client::implicit(&relay5).await;
+    c.cmd("EHLO canary-ehlo.invalid").await;
+    let r = c.auth_plain("canary-stranger@example.test", PASSWORD).await;
+    assert!(r.starts_with("535 "), "{r}");
+    let r = c.auth_plain(USER, "canary-wrong-password").await;
+    assert!(r.starts_with("535 "), "{r}");
+    assert!(c.auth_plain(USER, PASSWORD).await.starts_with("235 "));
+
+    drop(relay5);
     drop(relay);
     drop(relay2);
     drop(relay3);

@@ -749,7 +749,8 @@ async fn aggregate_counters_count_logins_and_messages_and_nothing_else() {
     assert_eq!(
         relay.relay.stats().take_report(),
         "SMTP sessions 2, IMAP sessions 0, logins 1, logins refused by provider 1, \
-         logins for no configured provider 0, provider unreachable 0, Tor not ready 0, provider TLS failed 0, \
+         logins for no configured provider 0, logins not on the members list 0, provider unreachable 0, \
+         Tor not ready 0, provider TLS failed 0, \
          messages relayed 2, messages refused by provider 0, messages refused here 0, of which not encrypted 0, \
          provider connections lost 0, client timeouts 0, connections refused at the cap 0, \
          connections refused by rate 0, connections refused per prefix 0, \

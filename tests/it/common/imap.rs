@@ -30,6 +30,8 @@ pub struct ImapScript {
     pub fetch_body: Arc<Vec<u8>>,
     /// The one login it accepts (with the test password).
     pub user: &'static str,
+    /// The SASL mechanisms it advertises after TLS.
+    pub auth_caps: &'static str,
 }
 
 impl Default for ImapScript {
@@ -42,6 +44,7 @@ impl Default for ImapScript {
             caps_in_login_ok: true,
             fetch_body: Arc::new(b"Subject: stored\r\n\r\nstored body\r\n".to_vec()),
             user: USER,
+            auth_caps: " AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 AUTH=OAUTHBEARER",
         }
     }
 }
@@ -179,7 +182,7 @@ impl Provider {
             caps.push_str(" LITERAL+");
         }
         if self.tls {
-            caps.push_str(" AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 AUTH=OAUTHBEARER");
+            caps.push_str(self.script.auth_caps);
         } else {
             caps.push_str(" STARTTLS LOGINDISABLED");
         }
