@@ -20,6 +20,7 @@
 
 pub mod access;
 mod admission;
+pub mod client_config;
 pub mod config;
 mod egress;
 pub mod imap;

@@ -1,4 +1,5 @@
-//! The `mailveil` command: `run` the relay, `check` a configuration.
+//! The `mailveil` command: `run` the relay, `check` a configuration, manage
+//! the members list (`access add`) and write client settings (`client-config`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,7 +50,11 @@ static ALLOCATOR: zeroize_alloc::ZeroizingAllocator<std::alloc::System> =
         EXAMPLES:\n  \
         mailveil check --config /etc/mailveil/mailveil.toml\n  \
         mailveil check --probe --config /etc/mailveil/mailveil.toml\n  \
-        mailveil run --config /etc/mailveil/mailveil.toml"
+        mailveil run --config /etc/mailveil/mailveil.toml\n  \
+        mailveil access add --secret /etc/mailveil/access-key >> /etc/mailveil/members\n  \
+        mailveil client-config --config /etc/mailveil/mailveil.toml --format mobileconfig\n  \
+        mailveil client-config --host relay.example.org --imap-port 993 --smtp-port 465 \
+        --format dclogin"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -74,11 +79,55 @@ enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// Write a member's mail client settings: an Apple profile, a Delta
+    /// Chat login QR code, or the settings as text. Reads the relay's
+    /// public settings from --config (on the relay) or from the flags
+    /// (anywhere). The relay never serves these over the network.
+    ClientConfig {
+        /// The relay's configuration (TOML): host name and listeners.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: ClientFormat,
+        /// The relay's host name, as in its certificate (instead of, or
+        /// over, `server.hostname`).
+        #[arg(long)]
+        host: Option<String>,
+        /// The relay's IMAP port (993 and any port but 143: implicit TLS).
+        #[arg(long)]
+        imap_port: Option<u16>,
+        /// The relay's SMTP port (465 and any port but 587: implicit TLS).
+        #[arg(long)]
+        smtp_port: Option<u16>,
+        /// The private CA (PEM) that issued the relay's certificate: a
+        /// root payload in the profile, a fingerprint in the text.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// dclogin: let Delta Chat accept a certificate it cannot verify
+        /// (a relay with a private CA: Delta Chat trusts public roots only).
+        #[arg(long)]
+        accept_invalid_certificates: bool,
+        /// dclogin: print the URI only, no QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
     /// Members only (`[access]`): manage the members list.
     Access {
         #[command(subcommand)]
         action: AccessAction,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ClientFormat {
+    /// An Apple configuration profile (.mobileconfig) for iOS and macOS.
+    Mobileconfig,
+    /// A Delta Chat dclogin: URI and its QR code; asks for the address and
+    /// password (run it on the member's own machine).
+    Dclogin,
+    /// The settings as text, for any client.
+    Text,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +175,56 @@ fn main() -> anyhow::Result<()> {
         Command::Access {
             action: AccessAction::Add { secret },
         } => access_add(&secret),
+        Command::ClientConfig {
+            config,
+            format,
+            host,
+            imap_port,
+            smtp_port,
+            ca,
+            accept_invalid_certificates,
+            no_qr,
+        } => {
+            let config = config
+                .map(|path| {
+                    Config::load(&path)
+                        .with_context(|| format!("invalid configuration {}", path.display()))
+                })
+                .transpose()?;
+            let mut settings = mailveil::client_config::RelaySettings::new(
+                config.as_ref(),
+                host,
+                imap_port,
+                smtp_port,
+            )?;
+            if let Some(ca) = &ca {
+                settings = settings.with_ca_file(ca)?;
+            }
+            if config.as_ref().is_some_and(|c| c.certificate.is_none()) {
+                eprintln!(
+                    "warning: this relay makes a new self-signed certificate at every start; \
+                     clients will have to accept each one. Configure [tls] (README, \"Deploy on \
+                     a Debian VPS\")."
+                );
+            }
+            match format {
+                ClientFormat::Text => print!("{}", settings.text()),
+                ClientFormat::Mobileconfig => print!(
+                    "{}",
+                    settings.mobileconfig(mailveil::client_config::random_uuid)
+                ),
+                ClientFormat::Dclogin => {
+                    if settings.ca.is_some() && !accept_invalid_certificates {
+                        eprintln!(
+                            "warning: Delta Chat trusts public roots only: with a private CA, \
+                             add --accept-invalid-certificates"
+                        );
+                    }
+                    client_dclogin(&settings, accept_invalid_certificates, no_qr)?;
+                }
+            }
+            Ok(())
+        }
         Command::Run { config } => {
             mailveil::logging::init();
             let hardening =
@@ -212,6 +311,69 @@ fn check_members(config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `client-config --format dclogin`: asks for the address and password,
+/// prints the URI and its QR code. Nothing is written anywhere else.
+fn client_dclogin(
+    settings: &mailveil::client_config::RelaySettings,
+    accept_invalid_certificates: bool,
+    no_qr: bool,
+) -> anyhow::Result<()> {
+    let address = prompt_line("e-mail address (your login at your provider): ", false)?;
+    if address.is_empty() || !address.contains('@') || address.contains(char::is_whitespace) {
+        anyhow::bail!("expected an e-mail address: Delta Chat needs one");
+    }
+    let password = prompt_line("password at your provider (not shown): ", true)?;
+    if password.is_empty() {
+        anyhow::bail!("expected a password: Delta Chat needs it in the login code");
+    }
+    let uri = settings.dclogin(&address, &password, accept_invalid_certificates);
+    println!("{}", uri.as_str());
+    if !no_qr {
+        let qr = zeroize::Zeroizing::new(mailveil::client_config::terminal_qr(&uri)?);
+        print!("{}", qr.as_str());
+        eprintln!(
+            "Scan it in Delta Chat (add account / \"scan QR code\"). It holds your password: \
+             do not photograph, save or share it, and clear the terminal afterwards."
+        );
+    }
+    Ok(())
+}
+
+/// One line from standard input, after `prompt` on a terminal (with echo
+/// off when `secret`), without its line ending; wiped when dropped.
+fn prompt_line(prompt: &str, secret: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    if terminal {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+    }
+    let restore = if terminal && secret {
+        let fd = rustix::stdio::stdin();
+        let before = rustix::termios::tcgetattr(fd)?;
+        let mut quiet = before.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &quiet)?;
+        Some(before)
+    } else {
+        None
+    };
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(before) = restore {
+        rustix::termios::tcsetattr(
+            rustix::stdio::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &before,
+        )?;
+        eprintln!();
+    }
+    read?;
+    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    Ok(trimmed)
 }
 
 /// `mailveil access add`: one login in, one list line out.

@@ -12,6 +12,7 @@ failure, with the reason."""
 
 import hashlib
 import os
+import subprocess
 import sys
 import time
 
@@ -54,6 +55,27 @@ def transport(addr, password):
     }
 
 
+def configure(account, addr, password):
+    """Sets up the account's transport: from the settings above, or, with
+    DC_FROM_QR naming the mailveil binary, from the dclogin: URI that
+    `mailveil client-config` prints (read by the core's own QR parser
+    first, then used as a member would scan it)."""
+    mailveil = os.environ.get("DC_FROM_QR")
+    if not mailveil:
+        account.add_or_update_transport(transport(addr, password))
+        return
+    out = subprocess.run(
+        [mailveil, "client-config", "--format", "dclogin", "--host", "localhost",
+         "--imap-port", "11993", "--smtp-port", "11465", "--accept-invalid-certificates", "--no-qr"],
+        input=f"{addr}\n{password}\n", capture_output=True, text=True, check=False)
+    expect(out.returncode == 0, f"client-config failed: {out.stderr}")
+    uri = out.stdout.strip()
+    qr = account.check_qr(uri)
+    expect(qr.get("kind") == "login" and qr.get("address") == addr,
+           f"check_qr did not read a login for {addr}: {qr!r}")
+    account.add_transport_from_qr(uri)
+
+
 def wait_incoming(account, predicate, what):
     """The next incoming message for which predicate(snapshot) holds."""
     deadline = time.time() + DEADLINE_S
@@ -83,9 +105,10 @@ def main():
         alice, bob = dc.add_account(), dc.add_account()
         for account, (addr, password) in zip((alice, bob), ACCOUNTS):
             account.set_config("displayname", addr.split("@")[0])
-            account.add_or_update_transport(transport(addr, password))
+            configure(account, addr, password)
             account.start_io()
-        print("both accounts configured through the relay")
+        how = "from mailveil's dclogin: codes" if os.environ.get("DC_FROM_QR") else "by hand"
+        print(f"both accounts configured through the relay ({how})")
 
         # Secure-Join: bob "scans" alice's QR code; the handshake's messages
         # go through both relay legs. Both sides must report it finished

@@ -7,7 +7,9 @@
 # "strict", and once at the chatmail-style provider address (Dovecot offers
 # XCHATMAIL and XDELTAPUSH there; the relay passes the first), and once
 # with [policy] outgoing = "encrypted-only" (the Secure-Join steps pass as
-# exempt ones, everything after them is encrypted). Whether the core took
+# exempt ones, everything after them is encrypted), members only, and the
+# accounts set up from `mailveil client-config --format dclogin` codes,
+# which the core's own check_qr reads first. Whether the core took
 # the provider for a chatmail server is not visible through its RPC API
 # (2.65). Needs root (sets up like run.sh).
 #
@@ -50,6 +52,15 @@ for mode in default strict chatmail encrypted; do
         stop_mailveil
         render_config
         printf '\n[policy]\noutgoing = "encrypted-only"\n' >> "$W/mailveil.toml"
+        # The collective's relay: members only as well (alice and bob, by
+        # `mailveil access add`), and the accounts configured from the
+        # dclogin: codes `mailveil client-config` prints.
+        head -c 32 /dev/urandom > "$W/dc-access-key"
+        for member in alice@example.test bob@example.test; do
+            printf '%s\n' "$member" | "$MAILVEIL" access add --secret "$W/dc-access-key" 2>/dev/null
+        done > "$W/dc-members"
+        printf '\n[access]\nlist = "%s"\nsecret_file = "%s"\n' "$W/dc-members" "$W/dc-access-key" >> "$W/mailveil.toml"
+        export DC_FROM_QR="$MAILVEIL"
         start_mailveil
         check "the relay sends encrypted mail only (check says so, and a plain message gets 550 5.7.1)" \
             sh -c '"$MAILVEIL" check --config "$W/mailveil.toml" | grep -q "^upstream provider: .*outgoing: encrypted only" &&

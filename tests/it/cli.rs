@@ -108,27 +108,14 @@ fn run_without_a_certificate_prints_the_ephemeral_fingerprint() {
 
 #[test]
 fn access_add_reads_the_login_from_stdin_and_prints_the_line_check_accepts() {
-    use std::io::Write;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("access-key");
     std::fs::write(&secret, b"0123456789abcdef0123456789abcdef").expect("write");
-    let mut child = Command::new(BIN)
-        .args(["access", "add", "--secret"])
-        .arg(&secret)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"Alice@Example.org\n")
-        .expect("write login");
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{out:?}");
-    let line = String::from_utf8(out.stdout).expect("utf-8");
+    let (ok, line, err) = run_with_stdin(
+        &["access", "add", "--secret", secret.to_str().expect("utf-8")],
+        "Alice@Example.org\n",
+    );
+    assert!(ok, "{err}");
     let key =
         mailveil::access::AccessKey::from_secret(b"0123456789abcdef0123456789abcdef").expect("key");
     assert_eq!(line, format!("{}\n", key.member_line("alice@example.org")));
@@ -167,5 +154,166 @@ fn access_add_reads_the_login_from_stdin_and_prints_the_line_check_accepts() {
     assert!(
         stdout.contains("members list: 1 member, all made with this secret"),
         "{stdout}"
+    );
+}
+
+/// `mailveil ARGS` with `stdin`; (success, stdout, stderr).
+fn run_with_stdin(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mailveil client-config ARGS` with `stdin`.
+fn client_config(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut all = vec!["client-config"];
+    all.extend_from_slice(args);
+    run_with_stdin(&all, stdin)
+}
+
+#[test]
+fn client_config_mobileconfig_loads_in_plistlib_with_apples_mail_and_root_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = rcgen::generate_simple_self_signed(vec!["Relay CA".into()]).expect("ca");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.cert.pem()).expect("write ca");
+    let config = dir.path().join("mailveil.toml");
+    std::fs::write(&config, example_config()).expect("write config");
+    let (ok, profile, err) = client_config(
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--format",
+            "mobileconfig",
+            "--host",
+            "relay.example.org",
+            "--ca",
+            ca_path.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let path = dir.path().join("relay.mobileconfig");
+    std::fs::write(&path, &profile).expect("write profile");
+    // Python's plistlib reads the profile; the payloads carry the types and
+    // keys Apple documents (Mail: com.apple.mail.managed; Certificate Root:
+    // com.apple.security.root) and the root is the CA, byte for byte.
+    let script = r#"
+import plistlib, ssl, sys
+p = plistlib.load(open(sys.argv[1], "rb"))
+assert p["PayloadType"] == "Configuration" and p["PayloadVersion"] == 1, p
+mail, root = p["PayloadContent"]
+assert mail["PayloadType"] == "com.apple.mail.managed", mail
+assert mail["EmailAccountType"] == "EmailTypeIMAP"
+assert mail["IncomingMailServerHostName"] == mail["OutgoingMailServerHostName"] == "relay.example.org"
+assert mail["IncomingMailServerPortNumber"] == 1993 and mail["OutgoingMailServerPortNumber"] == 1465, mail
+assert mail["IncomingMailServerUseSSL"] is True and mail["OutgoingMailServerUseSSL"] is True
+assert mail["IncomingMailServerAuthentication"] == mail["OutgoingMailServerAuthentication"] == "EmailAuthPassword"
+assert mail["OutgoingPasswordSameAsIncomingPassword"] is True
+for absent in ("EmailAddress", "IncomingMailServerUsername", "IncomingPassword", "OutgoingPassword"):
+    assert absent not in mail, absent
+assert root["PayloadType"] == "com.apple.security.root", root
+assert root["PayloadContent"] == ssl.PEM_cert_to_DER_cert(open(sys.argv[2]).read())
+uuids = [p["PayloadUUID"], mail["PayloadUUID"], root["PayloadUUID"]]
+assert len(set(uuids)) == 3, uuids
+ids = [p["PayloadIdentifier"], mail["PayloadIdentifier"], root["PayloadIdentifier"]]
+assert len(set(ids)) == 3, ids
+print("plistlib ok")
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .arg(&ca_path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn client_config_dclogin_asks_for_the_password_and_text_holds_none() {
+    let (ok, out, err) = client_config(
+        &[
+            "--format",
+            "dclogin",
+            "--host",
+            "relay.example.org",
+            "--imap-port",
+            "993",
+            "--smtp-port",
+            "465",
+        ],
+        "alice@example.org\nsecret pw&1\n",
+    );
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "dclogin:alice@example.org?p=secret%20pw%261&v=1&ih=relay.example.org&ip=993&is=ssl\
+             &sh=relay.example.org&sp=465&ss=ssl&ic=1"
+        )
+    );
+    // The QR code follows, black on white half blocks.
+    assert!(lines.next().is_some_and(|l| l.starts_with("\x1b[30;47m")));
+    assert!(err.contains("It holds your password"), "{err}");
+
+    // Without a password there is no login code.
+    let (ok, _, err) = client_config(
+        &[
+            "--format",
+            "dclogin",
+            "--host",
+            "h",
+            "--imap-port",
+            "993",
+            "--smtp-port",
+            "465",
+        ],
+        "alice@example.org\n\n",
+    );
+    assert!(!ok);
+    assert!(err.contains("expected a password"), "{err}");
+
+    let (ok, text, err) = client_config(
+        &[
+            "--format",
+            "text",
+            "--host",
+            "relay.example.org",
+            "--imap-port",
+            "143",
+            "--smtp-port",
+            "587",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(text.contains("| Port | 143 | 587 |"), "{text}");
+    assert!(
+        text.contains("| Connection security | STARTTLS | STARTTLS |"),
+        "{text}"
     );
 }
