@@ -41,7 +41,7 @@ pub enum AccessError {
     /// The secret is shorter than [`MIN_SECRET_BYTES`].
     #[error(
         "the access secret is {0} bytes long; at least {MIN_SECRET_BYTES} are needed \
-         (make one with: umask 077; head -c 32 /dev/urandom > /etc/mailveil/access-key)"
+         (make one with: (umask 077; head -c 32 /dev/urandom > /etc/mailveil/access-key))"
     )]
     SecretTooShort(usize),
     /// A file could not be read.

@@ -92,16 +92,27 @@ impl RelaySettings {
                     implicit_tls: l.tls == ListenerTls::Implicit,
                 })
         };
-        // A port given by flag: implicit TLS on the usual implicit ports
-        // and on any port the configuration does not say otherwise about.
-        let pick = |protocol,
+        // A port given by flag: TLS as the configuration's listener on that
+        // port has it; without one, implicit TLS on any port but the
+        // protocol's STARTTLS port (143, 587).
+        let pick = |protocol: Protocol,
                     flag: Option<u16>,
                     starttls_port: u16,
                     names: (&'static str, &'static str)| match flag {
-            Some(port) => Ok(Service {
-                port,
-                implicit_tls: port != starttls_port,
-            }),
+            Some(port) => {
+                let listener = config.and_then(|c| {
+                    c.listeners
+                        .iter()
+                        .find(|l| l.protocol == protocol && l.address.port() == port)
+                });
+                Ok(Service {
+                    port,
+                    implicit_tls: match listener {
+                        Some(l) => l.tls == ListenerTls::Implicit,
+                        None => port != starttls_port,
+                    },
+                })
+            }
             None => from_config(protocol).ok_or(ClientConfigError::NoListener(names.0, names.1)),
         };
         Ok(RelaySettings {
@@ -112,12 +123,24 @@ impl RelaySettings {
         })
     }
 
-    /// Adds the private CA from a PEM file (its first certificate).
+    /// Adds the private CA from a PEM file holding that one certificate.
+    /// A file of several (the relay's chain) is refused: its first would
+    /// be the relay's own certificate, not the CA.
     pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Self, ClientConfigError> {
         use rustls_pki_types::pem::PemObject as _;
-        let ca = CertificateDer::from_pem_file(path).map_err(|e| ClientConfigError::Ca {
+        let refused = |reason: String| ClientConfigError::Ca {
             path: path.display().to_string(),
-            reason: format!("not a PEM certificate ({e})"),
+            reason,
+        };
+        let certificates = CertificateDer::pem_file_iter(path)
+            .map_err(|e| refused(format!("cannot read ({e})")))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refused(format!("not a PEM certificate ({e})")))?;
+        let [ca] = <[CertificateDer<'static>; 1]>::try_from(certificates).map_err(|all| {
+            refused(format!(
+                "holds {} certificates; give the CA's own certificate alone, not the relay's chain",
+                all.len()
+            ))
         })?;
         self.ca = Some(ca);
         Ok(self)
@@ -290,8 +313,9 @@ impl RelaySettings {
             "&sp={}&ss={}&ic={}",
             self.smtp.port,
             security(self.smtp),
-            // Delta Chat's own numbers: 1 strict, 3 accept invalid.
-            if accept_invalid_certificates { 3 } else { 1 }
+            // Delta Chat's numbers: 1 strict, 2 accept invalid
+            // certificates (3 is an alias of 2 kept for compatibility).
+            if accept_invalid_certificates { 2 } else { 1 }
         );
         uri
     }
@@ -411,7 +435,7 @@ mod tests {
             "dclogin:alice+dc@example.org?p=p%26ss%3Dw%2Frd%20%C3%BC&v=1&ih=relay.example.org\
              &ip=993&is=ssl&sh=relay.example.org&sp=587&ss=starttls&ic=1"
         );
-        assert!(settings().dclogin("a@b.org", "x", true).ends_with("&ic=3"));
+        assert!(settings().dclogin("a@b.org", "x", true).ends_with("&ic=2"));
     }
 
     #[test]
@@ -431,6 +455,10 @@ tls = "implicit"
 [[listen]]
 protocol = "smtp"
 address = "0.0.0.0:587"
+tls = "starttls"
+[[listen]]
+protocol = "smtp"
+address = "0.0.0.0:2525"
 tls = "starttls"
 [[upstream]]
 name = "p"
@@ -461,6 +489,12 @@ mode = "direct"
             .expect("settings");
         assert_eq!(s.host, "other.example");
         assert!(!s.imap.implicit_tls);
+        // A flag's port takes the TLS mode of the configuration's listener.
+        let s = RelaySettings::new(Some(&config), None, None, Some(2525)).expect("settings");
+        assert!(!s.smtp.implicit_tls);
+        let s =
+            RelaySettings::new(None, Some("h".into()), Some(993), Some(2525)).expect("settings");
+        assert!(s.smtp.implicit_tls);
         assert!(matches!(
             RelaySettings::new(None, Some("h".into()), Some(993), None),
             Err(ClientConfigError::NoListener("SMTP", "smtp"))

@@ -20,7 +20,7 @@
 //! budget, Tor still starting) is answered the same for both.
 
 use crate::admission::{LoginGate, Peer};
-use crate::config::{Endpoint, Upstream};
+use crate::config::{EgressMode, Endpoint, Upstream};
 use crate::egress::{EgressError, IsolationKey};
 use crate::provider::{Target, UpstreamError};
 use crate::relay::Relay;
@@ -240,15 +240,17 @@ pub(crate) async fn log_in<P: Provider>(
     };
     let failure_at = tokio::time::Instant::now() + relay.config.limits.auth_failure_delay;
     let route = relay.config.route(login.expose());
-    let members = relay.members.as_ref();
+    let members_only = relay.members.is_some();
+    let stranger = relay.members.as_ref().is_some_and(|m| !m.contains(&login));
     let outcome = if peer.login_gate(&login) == LoginGate::Locked {
         Outcome::Locked
     } else if route.is_some_and(|i| peer.provider_gate(&login, i) == LoginGate::Locked) {
         Outcome::ProviderBudget
-    } else if members.is_some_and(|m| !m.contains(&login)) {
+    } else if stranger {
         relay.stats.count(Counter::LoginNotMember);
-        // A member would be told to wait for Tor: so is a stranger.
-        if relay.egress.tor_starting() {
+        // A member routed through Tor would be told to wait for it: so is
+        // a stranger with the same route.
+        if waits_for_tor::<P>(relay, route) {
             Outcome::Unreachable(Unreachable::TorNotReady)
         } else {
             Outcome::Denied
@@ -259,27 +261,23 @@ pub(crate) async fn log_in<P: Provider>(
     if let Some(counter) = outcome.counter() {
         relay.stats.count(counter);
     }
-    let outcome = match outcome {
-        Outcome::Refused {
-            temporary: false, ..
-        }
-        | Outcome::NoRoute
-        | Outcome::Unsupported
-            if members.is_some() =>
-        {
-            // Charged as the provider's own refusal would be; a member's
-            // refused password also spends the provider's budget.
-            if let (Some(upstream), Outcome::Refused { .. }) = (route, &outcome) {
-                peer.provider_refused(upstream);
-            }
-            Outcome::Denied
-        }
-        other => other,
+    // Members only: a missing mechanism or route is charged like a wrong
+    // password,
+    // and a stranger's refusal spends the provider's failure budget like a
+    // member's, so that neither lockouts nor the budget move differently.
+    let charge = match &outcome {
+        Outcome::Unsupported | Outcome::NoRoute if members_only => Charge::LoginAndNetwork,
+        other => other.charge(),
     };
-    match outcome.charge() {
+    match charge {
         Charge::LoginAndNetwork => {
             peer.login_failed(&login);
-            if let (Some(upstream), Outcome::Refused { .. }) = (route, &outcome) {
+            let spends_budget = match &outcome {
+                Outcome::Refused { .. } => true,
+                Outcome::Denied | Outcome::Unsupported => members_only,
+                _ => false,
+            };
+            if let (Some(upstream), true) = (route, spends_budget) {
                 peer.provider_refused(upstream);
             }
         }
@@ -298,10 +296,42 @@ pub(crate) async fn log_in<P: Provider>(
     if let Outcome::Accepted { .. } = outcome {
         peer.logged_in(&login);
     }
+    let outcome = if members_only {
+        uniform(outcome)
+    } else {
+        outcome
+    };
     if outcome.delayed() {
         tokio::time::sleep_until(failure_at).await;
     }
     outcome
+}
+
+/// Members only: what the client is told. Every permanent failure becomes
+/// the one [`Outcome::Denied`]; a temporary refusal loses the provider's
+/// words (a hint such as "password transition needed" would name a member
+/// as surely as the refusal itself).
+fn uniform<S, R>(outcome: Outcome<S, R>) -> Outcome<S, R> {
+    match outcome {
+        Outcome::Refused {
+            temporary: false, ..
+        }
+        | Outcome::NoRoute
+        | Outcome::Unsupported => Outcome::Denied,
+        Outcome::Refused {
+            temporary: true, ..
+        } => Outcome::Unreachable(Unreachable::Network),
+        other => other,
+    }
+}
+
+/// True when a login routed to `route` would go through the embedded Tor
+/// client for this protocol, and that client is still starting.
+fn waits_for_tor<P: Provider>(relay: &Relay, route: Option<usize>) -> bool {
+    let Some(first) = route.and_then(|i| P::endpoints(&relay.config.upstreams[i]).first()) else {
+        return false;
+    };
+    first.egress == EgressMode::Tor && relay.egress.tor_starting()
 }
 
 /// Connects to the routed upstream and authenticates.

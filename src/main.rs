@@ -303,10 +303,26 @@ fn check_members(config: &Config) -> anyhow::Result<()> {
             );
         }
         SecretSource::Credential(name) => {
-            std::fs::metadata(&access.list)
+            std::fs::File::open(&access.list)
                 .with_context(|| format!("`access.list`: cannot read {}", access.list.display()))?;
             println!(
-                "members list: read at start with the secret systemd delivers as credential                  {name} (README, \"Members only\"); not checked here"
+                "members list: read at start with the secret systemd delivers as credential \
+                 {name} (README, \"Members only\"); not checked here"
+            );
+        }
+    }
+    // The packaged unit runs as a dynamic user: only what everyone may
+    // read reaches it (the secret comes through LoadCredential instead).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&access.list)?.permissions().mode();
+        if mode & 0o004 == 0 {
+            println!(
+                "warning: {} is not readable by others (mode {:o}): the packaged service runs \
+                 as a dynamic user and will not start. chmod 644 it (it names no one)",
+                access.list.display(),
+                mode & 0o777
             );
         }
     }
@@ -333,11 +349,12 @@ fn client_dclogin(
     if !no_qr {
         let qr = zeroize::Zeroizing::new(mailveil::client_config::terminal_qr(&uri)?);
         print!("{}", qr.as_str());
-        eprintln!(
-            "Scan it in Delta Chat (add account / \"scan QR code\"). It holds your password: \
-             do not photograph, save or share it, and clear the terminal afterwards."
-        );
+        eprintln!("Scan it in Delta Chat (add account / \"scan QR code\").");
     }
+    eprintln!(
+        "It holds your password: do not photograph, save or share it, and clear the \
+         terminal afterwards."
+    );
     Ok(())
 }
 

@@ -379,6 +379,41 @@ else
     echo "$out"; bad "check --probe"
 fi
 
+# Members only, as README's "Running a relay for a collective" does it: a
+# secret, the [access] table; without the drop-in the unit does not start
+# and says which drop-in to install; with it, the credential reaches the
+# dynamic user and only the listed login is served.
+log "members only under the unit"
+# In one shell, as README writes it, so that its umask would carry over.
+ct sh -c '(umask 077; head -c 32 /dev/urandom > /etc/mailveil/access-key)
+          printf "alice@example.test\n" | mailveil access add >> /etc/mailveil/members'
+printf '\n[access]\nlist = "/etc/mailveil/members"\n' >> "$ROOT/etc/mailveil/mailveil.toml"
+ct systemctl restart mailveil.service || true
+for _ in $(seq 1 100); do ct systemctl is-failed --quiet mailveil.service && break; sleep 0.1; done
+check "without the drop-in the relay does not start, and says which drop-in to install" \
+    sh -c "! nsenter -t $LEADER -a systemctl is-active --quiet mailveil.service &&
+           nsenter -t $LEADER -a journalctl -u mailveil.service -o cat --no-pager | grep -q 'install -D -m 644 /usr/share/mailveil/access.conf'"
+ct install -D -m 644 /usr/share/mailveil/access.conf /etc/systemd/system/mailveil.service.d/access.conf
+ct systemctl daemon-reload
+ct systemctl reset-failed mailveil.service || true
+ct systemctl restart mailveil.service
+for _ in $(seq 1 240); do
+    ct journalctl -u mailveil.service -o cat --no-pager | grep -c "Tor: bootstrapped, ready" | grep -q '^3$' && break
+    sleep 0.5
+done
+wait_port 127.0.0.1 465 || true
+check "with the drop-in it runs, and LoadCredential delivered the access secret" \
+    sh -c "nsenter -t $LEADER -a systemctl is-active --quiet mailveil.service &&
+           nsenter -t $LEADER -a test -s /run/credentials/mailveil.service/mailveil-access-key"
+members_swaks() { # login password
+    swaks --server 127.0.0.1:465 --tls-on-connect --tls-verify --tls-ca-path "$CA" --tls-sni relay.test \
+        --auth PLAIN --auth-user "$1" --auth-password "$2" \
+        --from alice@example.test --to alice@example.test --header "Subject: members only" 2>&1
+}
+check "a member sends through it" sh -c 'echo "$1" | grep -q "250 .*queued as"' _ "$(members_swaks alice@example.test alice-pw)"
+check "a stranger with real credentials gets 535 5.7.8 Authentication credentials invalid" \
+    sh -c 'echo "$1" | grep -q "535 5.7.8 Authentication credentials invalid"' _ "$(members_swaks bob@example.test bob-pw)"
+
 # systemctl stop drains: a message in progress when the stop comes is
 # still relayed and answered before the relay exits.
 log "systemctl stop with a message in progress"
@@ -419,6 +454,14 @@ if journal | grep -q ' ERROR '; then
 else
     ok "the relay logged no error from start to stop under the unit"
 fi
+
+# Purge: the package takes what it and its README put in /etc with it.
+ct dpkg --purge mailveil >"$W/log/package-purge.log" 2>&1 || { tail -5 "$W/log/package-purge.log"; bad "dpkg --purge mailveil"; }
+check "purge removes the access secret, the members list, the drop-in, the TLS key and the config" \
+    sh -c 'for f in etc/mailveil/access-key etc/mailveil/members etc/systemd/system/mailveil.service.d/access.conf \
+                    etc/mailveil/tls.key etc/mailveil/mailveil.toml; do
+               [ ! -e "$1/$f" ] || { echo "left: /$f"; exit 1; }
+           done' _ "$ROOT"
 
 cleanup_container
 echo "package: $PASS passed, $FAIL failed"

@@ -230,3 +230,90 @@ async fn a_missing_credential_names_the_drop_in() {
     );
     assert!(text.contains("/usr/share/mailveil/access.conf"), "{text}");
 }
+
+#[tokio::test]
+async fn members_only_hides_a_temporary_refusals_words() {
+    // A temporary refusal only a member can get: its words ("password
+    // transition needed", "too many attempts") are not passed on.
+    let (upstream, relay, _dir) = smtp_members_relay(UpstreamScript {
+        auth_failure: "454 4.7.0 UPSTREAM-CANARY-TEXT try later",
+        ..UpstreamScript::default()
+    })
+    .await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    assert_eq!(
+        c.cmd(&plain(USER, "wrong")).await,
+        "454 4.7.0 Temporary authentication failure: provider unreachable, try again later"
+    );
+    assert_eq!(upstream.connections(), 1);
+}
+
+#[tokio::test]
+async fn strangers_spend_the_providers_failure_budget_as_members_do() {
+    // Two failures spend this provider's hourly budget: strangers' count
+    // as members' would, so that the budget cannot tell them apart. Then
+    // even a member with the right password, from this network (which
+    // failed lately), is answered at once without the provider.
+    let upstream = start_upstream(UpstreamScript::default()).await;
+    let (_dir, table) = members_table(&[USER]);
+    let text = members_only(relay_config(&upstream, "implicit", true, ""), &table).replace(
+        "[limits]\n",
+        "[limits]\nprovider_failures_per_hour = 2\nauth_failures_per_prefix = 100\n",
+    );
+    let relay = start_relay_with(&text).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    for stranger in ["mallory@example.test", "trudy@example.test"] {
+        assert_eq!(c.cmd(&plain(stranger, PASSWORD)).await, SMTP_DENIED);
+    }
+    assert_eq!(
+        c.cmd(&plain(USER, PASSWORD)).await,
+        "454 4.7.0 Too many failed logins, try again later"
+    );
+    assert_eq!(upstream.connections(), 0);
+}
+
+#[tokio::test]
+async fn while_tor_starts_a_stranger_is_told_what_a_member_with_the_same_route_would_be() {
+    // One upstream through the embedded Tor client, on a private network
+    // whose authority (a closed loopback port) never answers: Tor stays
+    // "starting". A stranger routed there is told to wait, as a member
+    // would be; a stranger routed directly is refused, as a member with a
+    // wrong password would be.
+    let upstream = start_upstream(UpstreamScript::default()).await;
+    let (dir, table) = members_table(&[USER]);
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let id = "0123456789ABCDEF0123456789ABCDEF01234567";
+    let text = format!(
+        "{}\n[[upstream]]\nname = \"viator\"\n\
+         smtp = {{ host = \"127.0.0.1\", port = {port}, tls = \"implicit\" }}\n\
+         ca = \"{ca}\"\negress = \"tor\"\ndomains = [\"tor.test\"]\n\
+         [egress.tor]\nruntime_dir = \"{runtime}\"\n\
+         [egress.tor.testing_network]\nenabled = true\n\
+         authorities = [{{ v3ident = \"{id}\", address = \"127.0.0.1:{closed}\" }}]\n\
+         fallbacks = [{{ rsa_identity = \"{id}\", ed25519_identity = \"{ed}\", address = \"127.0.0.1:{closed}\" }}]\n",
+        members_only(relay_config(&upstream, "implicit", true, ""), &table),
+        port = upstream.addr.port(),
+        ca = upstream.ca_path.display(),
+        runtime = dir.path().display(),
+        ed = "A".repeat(43),
+    );
+    let relay = start_relay_with(&text).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    assert_eq!(
+        c.cmd(&plain("mallory@tor.test", PASSWORD)).await,
+        "454 4.4.1 Temporary failure: the relay's Tor connection is still starting, try again in a minute"
+    );
+    assert_eq!(
+        c.cmd(&plain("mallory@example.test", PASSWORD)).await,
+        SMTP_DENIED
+    );
+    assert_eq!(upstream.connections(), 0);
+}

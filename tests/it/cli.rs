@@ -155,6 +155,35 @@ fn access_add_reads_the_login_from_stdin_and_prints_the_line_check_accepts() {
         stdout.contains("members list: 1 member, all made with this secret"),
         "{stdout}"
     );
+
+    // With the secret a systemd credential, check cannot verify the lines;
+    // it says so, and warns of a list the service's dynamic user could
+    // not read.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = example_config().replace(
+        "[limits]",
+        &format!("[access]\nlist = \"{}\"\n\n[limits]", list.display()),
+    );
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "members list: read at start with the secret systemd delivers as credential \
+             mailveil-access-key (README, \"Members only\"); not checked here"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("is not readable by others (mode 600)"),
+        "{stdout}"
+    );
 }
 
 /// `mailveil ARGS` with `stdin`; (success, stdout, stderr).
@@ -296,6 +325,34 @@ fn client_config_dclogin_asks_for_the_password_and_text_holds_none() {
     );
     assert!(!ok);
     assert!(err.contains("expected a password"), "{err}");
+
+    // A chain is not a CA: its first certificate is the relay's own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = dir.path().join("fullchain.pem");
+    let pem = |name: &str| {
+        rcgen::generate_simple_self_signed(vec![name.into()])
+            .expect("cert")
+            .cert
+            .pem()
+    };
+    std::fs::write(&chain, pem("relay.example.org") + &pem("CA")).expect("write");
+    let (ok, _, err) = client_config(
+        &[
+            "--format",
+            "text",
+            "--host",
+            "h",
+            "--imap-port",
+            "993",
+            "--smtp-port",
+            "465",
+            "--ca",
+            chain.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(!ok);
+    assert!(err.contains("holds 2 certificates"), "{err}");
 
     let (ok, text, err) = client_config(
         &[

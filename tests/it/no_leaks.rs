@@ -276,8 +276,9 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
         .await;
     assert!(r.starts_with("535 "), "{r}");
 
-    // Fourth wave: members only. A stranger, a member refused by the
-    // provider (its text a canary), then the member served.
+    // Fifth relay: members only. A stranger, a member whose canary
+    // password the provider refuses (with its canary text), then the
+    // member served.
     let dir = tempfile::tempdir().expect("tempdir");
     let key = b"a canary relay's access secret..";
     std::fs::write(dir.path().join("key"), key).expect("write");
