@@ -41,18 +41,21 @@ def fail(why):
 def imap(port, login, subject):
     # NO [UNAVAILABLE] is a temporary error, and a real client retries: on a
     # loaded machine the first circuit to an onion service can take longer
-    # than the relay's upstream timeout. Three attempts, then it fails.
-    for attempt in range(3):
+    # than the relay's upstream timeout (seen: three attempts 5 s apart all
+    # failed once, on 2026-12-01, with CI's release build beside it). Five
+    # attempts, 10 s apart, then it fails.
+    attempts = 5
+    for attempt in range(attempts):
         m = FromClient("127.0.0.1", int(port), ssl_context=ctx, timeout=60)
         try:
             m.login(login, PASSWORD)
             break
         except imaplib.IMAP4.error as e:
-            if b"UNAVAILABLE" not in str(e).encode() or attempt == 2:
+            if b"UNAVAILABLE" not in str(e).encode() or attempt == attempts - 1:
                 raise
             print(f"attempt {attempt + 1}: {e}; retrying", file=sys.stderr)
             m.shutdown()
-            time.sleep(5)
+            time.sleep(10)
     typ, _ = m.select("INBOX")
     if typ != "OK":
         fail("SELECT failed")

@@ -317,3 +317,19 @@ async fn while_tor_starts_a_stranger_is_told_what_a_member_with_the_same_route_w
     );
     assert_eq!(upstream.connections(), 0);
 }
+
+#[tokio::test]
+async fn smtp_auth_login_asks_a_stranger_the_same_two_questions_as_a_member() {
+    // AUTH LOGIN's prompts come from the relay, before any membership or
+    // provider: a stranger and a refused member see the same exchange.
+    let (_upstream, relay, _dir) = smtp_members_relay(UpstreamScript::default()).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.cmd("EHLO client.invalid").await;
+    for (login, password) in [("mallory@example.test", PASSWORD), (USER, "wrong")] {
+        assert_eq!(c.cmd("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
+        assert_eq!(c.cmd(&B64.encode(login)).await, "334 UGFzc3dvcmQ6");
+        let (reply, took) = timed(&mut c, &B64.encode(password)).await;
+        assert_eq!(reply, SMTP_DENIED, "{login}");
+        assert!(took >= DELAY);
+    }
+}

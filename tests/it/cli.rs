@@ -139,18 +139,7 @@ fn access_add_reads_the_login_from_stdin_and_prints_the_line_check_accepts() {
         ),
     );
     let path = dir.path().join("mailveil.toml");
-    std::fs::write(&path, config).expect("write config");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_with_access(&path, &config);
     assert!(
         stdout.contains("members list: 1 member, all made with this secret"),
         "{stdout}"
@@ -165,14 +154,7 @@ fn access_add_reads_the_login_from_stdin_and_prints_the_line_check_accepts() {
         "[limits]",
         &format!("[access]\nlist = \"{}\"\n\n[limits]", list.display()),
     );
-    std::fs::write(&path, config).expect("write config");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = check_with_access(&path, &config);
     assert!(
         stdout.contains(
             "members list: read at start with the secret systemd delivers as credential \
@@ -184,6 +166,24 @@ fn access_add_reads_the_login_from_stdin_and_prints_the_line_check_accepts() {
         stdout.contains("is not readable by others (mode 600)"),
         "{stdout}"
     );
+}
+
+/// `mailveil check` on `config` written to `path`: its output, which must
+/// say the configuration is OK.
+fn check_with_access(path: &std::path::Path, config: &str) -> String {
+    std::fs::write(path, config).expect("write config");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("configuration OK"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// `mailveil ARGS` with `stdin`; (success, stdout, stderr).
