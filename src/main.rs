@@ -368,29 +368,59 @@ fn prompt_line(prompt: &str, secret: bool) -> anyhow::Result<zeroize::Zeroizing<
         eprint!("{prompt}");
         std::io::stderr().flush()?;
     }
-    let restore = if terminal && secret {
+    if !(terminal && secret) {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        stdin.lock().read_line(&mut line)?;
+        return Ok(zeroize::Zeroizing::new(
+            line.trim_end_matches(['\r', '\n']).to_owned(),
+        ));
+    }
+    read_without_echo()
+}
+
+/// One line from the terminal on standard input with echo off. Ctrl-C (or
+/// a hang-up, or SIGTERM) must not leave the terminal silent: the signals
+/// are caught before echo goes off, the line is read on a blocking thread,
+/// and on a signal the terminal is restored before the process ends (exit
+/// status 130, as a shell reports SIGINT).
+#[cfg(unix)]
+fn read_without_echo() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::BufRead;
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let read = runtime.block_on(async {
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
         let fd = rustix::stdio::stdin();
         let before = rustix::termios::tcgetattr(fd)?;
         let mut quiet = before.clone();
         quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
         rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &quiet)?;
-        Some(before)
-    } else {
-        None
-    };
-    let mut line = zeroize::Zeroizing::new(String::new());
-    let read = stdin.lock().read_line(&mut line);
-    if let Some(before) = restore {
-        rustix::termios::tcsetattr(
-            rustix::stdio::stdin(),
-            rustix::termios::OptionalActions::Now,
-            &before,
-        )?;
+        let reading = tokio::task::spawn_blocking(|| {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin().lock().read_line(&mut line).map(|_| line)
+        });
+        let read = tokio::select! {
+            read = reading => Some(read),
+            _ = interrupt.recv() => None,
+            _ = hangup.recv() => None,
+            _ = terminate.recv() => None,
+        };
+        let restored =
+            rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &before);
         eprintln!();
-    }
-    read?;
-    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
-    Ok(trimmed)
+        let Some(read) = read else {
+            std::process::exit(130);
+        };
+        restored?;
+        anyhow::Ok(read??)
+    })?;
+    Ok(zeroize::Zeroizing::new(
+        read.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
 }
 
 /// `mailveil access add`: one login in, one list line out.

@@ -374,3 +374,20 @@ fn client_config_dclogin_asks_for_the_password_and_text_holds_none() {
         "{text}"
     );
 }
+
+#[test]
+fn the_password_prompt_hides_the_password_and_ctrl_c_restores_echo() {
+    // A real terminal (a pty, driven by Python): echo off while the
+    // password is typed, back on after, also when Ctrl-C ends the program.
+    let out = Command::new("python3")
+        .arg("tests/fixtures/prompt_pty.py")
+        .arg(BIN)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("pty ok"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
