@@ -262,9 +262,9 @@ pub(crate) async fn log_in<P: Provider>(
         relay.stats.count(counter);
     }
     // Members only: a missing mechanism or route is charged like a wrong
-    // password,
-    // and a stranger's refusal spends the provider's failure budget like a
-    // member's, so that neither lockouts nor the budget move differently.
+    // password, and a stranger's refusal spends the provider's failure
+    // budget like a member's, so that neither lockouts nor the budget move
+    // differently for the two.
     let charge = match &outcome {
         Outcome::Unsupported | Outcome::NoRoute if members_only => Charge::LoginAndNetwork,
         other => other.charge(),
