@@ -39,21 +39,25 @@ def fail(why):
 
 
 def imap(port, login, subject):
-    # NO [UNAVAILABLE] is a temporary error, and a real client retries: on a
+    # NO [UNAVAILABLE] is a temporary error, and a real client retries. On a
     # loaded machine the first circuit to an onion service can take longer
-    # than the relay's upstream timeout (seen: three attempts 5 s apart all
-    # failed once, on 2026-12-01, with CI's release build beside it). Five
-    # attempts, 10 s apart, then it fails.
-    attempts = 5
-    for attempt in range(attempts):
+    # than the relay's upstream timeout, and on the private network the
+    # service's descriptor can be late (tornet.sh waits 90 s for its first
+    # upload, and has seen it take longer) or be looked up across an
+    # 8-minute time-period boundary. Seen on 2026-12-01: five attempts 10 s
+    # apart all failed. So it retries, 10 s apart, for up to 4 minutes.
+    deadline = time.time() + 240
+    attempt = 0
+    while True:
+        attempt += 1
         m = FromClient("127.0.0.1", int(port), ssl_context=ctx, timeout=60)
         try:
             m.login(login, PASSWORD)
             break
         except imaplib.IMAP4.error as e:
-            if b"UNAVAILABLE" not in str(e).encode() or attempt == attempts - 1:
+            if b"UNAVAILABLE" not in str(e).encode() or time.time() > deadline:
                 raise
-            print(f"attempt {attempt + 1}: {e}; retrying", file=sys.stderr)
+            print(f"attempt {attempt}: {e}; retrying", file=sys.stderr)
             m.shutdown()
             time.sleep(10)
     typ, _ = m.select("INBOX")

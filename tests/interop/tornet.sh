@@ -182,7 +182,11 @@ if [[ "${SKIP_ONION:-0}" != 1 ]]; then
   log "onion service: $ONION"
   # wait for the first successful descriptor upload (client retries anyway)
   for _ in $(seq 90); do grep -q "HS descriptor stored successfully" "$BASE/hs0/info.log" && break; sleep 1; done
-  log "onion descriptor uploaded"
+  if grep -q "HS descriptor stored successfully" "$BASE/hs0/info.log"; then
+    log "onion descriptor uploaded"
+  else
+    log "onion descriptor not uploaded after 90 s (the service keeps trying; clients retry)"
+  fi
 fi
 
 # ---------------------------------------------------------------- mailveil
