@@ -425,16 +425,9 @@ fn read_without_echo() -> anyhow::Result<zeroize::Zeroizing<String>> {
 
 /// `mailveil access add`: one login in, one list line out.
 fn access_add(secret: &std::path::Path) -> anyhow::Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
     let key = mailveil::access::AccessKey::read(secret)
         .context("reading the access secret (--secret)")?;
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("login, as members type it in their mail client: ");
-        std::io::stderr().flush()?;
-    }
-    let mut login = zeroize::Zeroizing::new(String::new());
-    stdin.lock().read_line(&mut login)?;
+    let login = prompt_line("login, as members type it in their mail client: ", false)?;
     let typed = login.trim();
     if typed.is_empty() || typed.contains(char::is_whitespace) {
         anyhow::bail!("expected one login (no spaces) on standard input");

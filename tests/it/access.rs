@@ -283,12 +283,7 @@ async fn while_tor_starts_a_stranger_is_told_what_a_member_with_the_same_route_w
     // wrong password would be.
     let upstream = start_upstream(UpstreamScript::default()).await;
     let (dir, table) = members_table(&[USER]);
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let closed = closed_port().await;
     let id = "0123456789ABCDEF0123456789ABCDEF01234567";
     let text = format!(
         "{}\n[[upstream]]\nname = \"viator\"\n\

@@ -210,6 +210,9 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> (bool, String, String) {
     )
 }
 
+/// A relay given by flags alone: host `h`, implicit TLS on both ports.
+const BY_FLAGS: &[&str] = &["--host", "h", "--imap-port", "993", "--smtp-port", "465"];
+
 /// `mailveil client-config ARGS` with `stdin`.
 fn client_config(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut all = vec!["client-config"];
@@ -311,16 +314,7 @@ fn client_config_dclogin_asks_for_the_password_and_text_holds_none() {
 
     // Without a password there is no login code.
     let (ok, _, err) = client_config(
-        &[
-            "--format",
-            "dclogin",
-            "--host",
-            "h",
-            "--imap-port",
-            "993",
-            "--smtp-port",
-            "465",
-        ],
+        &[&["--format", "dclogin"], BY_FLAGS].concat(),
         "alice@example.org\n\n",
     );
     assert!(!ok);
@@ -338,17 +332,10 @@ fn client_config_dclogin_asks_for_the_password_and_text_holds_none() {
     std::fs::write(&chain, pem("relay.example.org") + &pem("CA")).expect("write");
     let (ok, _, err) = client_config(
         &[
-            "--format",
-            "text",
-            "--host",
-            "h",
-            "--imap-port",
-            "993",
-            "--smtp-port",
-            "465",
-            "--ca",
-            chain.to_str().expect("utf-8"),
-        ],
+            &["--format", "text", "--ca", chain.to_str().expect("utf-8")],
+            BY_FLAGS,
+        ]
+        .concat(),
         "",
     );
     assert!(!ok);

@@ -11,17 +11,9 @@ use rustls_pki_types::pem::PemObject as _;
 use crate::common::imap::{ImapClient, ImapScript, ImapUpstream, start_imap_upstream_as};
 use crate::common::socks::start_socks_stalling;
 use crate::common::{
-    Client, Identity, PASSWORD, TOKEN, USER, Upstream, UpstreamScript, probe, start_relay_with,
-    start_upstream_as,
+    Client, Identity, PASSWORD, TOKEN, USER, Upstream, UpstreamScript, closed_port, probe,
+    start_relay_with, start_upstream_as,
 };
-
-/// A loopback port nothing listens on.
-async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// `{ host = "127.0.0.1", port = P, tls = "implicit" }`.
 fn at(port: u16) -> String {

@@ -246,12 +246,7 @@ async fn trace_logs_carry_no_canary_from_full_sessions() {
     // checked against is not a canary here: rustls logs it at DEBUG, which
     // the relay's own filter never shows.)
     let stranger = start_upstream(UpstreamScript::default()).await;
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let closed = closed_port().await;
     let third = format!(
         "{}\n[[upstream]]\nname = \"tls\"\n\
          smtp = [{{ host = \"127.0.0.1\", port = {closed}, tls = \"implicit\" }}, \

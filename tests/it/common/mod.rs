@@ -536,6 +536,12 @@ pub fn default_egress(extra: &str) -> &'static str {
     }
 }
 
+/// A loopback port nothing listens on.
+pub async fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 pub async fn start_relay_with(config_text: &str) -> TestRelay {
     let config = Config::parse(config_text).expect("test config");
     let identity = mailveil::tls::server_identity(None, None, "localhost").expect("identity");
