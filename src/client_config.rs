@@ -83,7 +83,7 @@ impl RelaySettings {
             let of = |tls: ListenerTls| {
                 listeners
                     .iter()
-                    .find(|l| l.protocol == protocol && l.tls == tls)
+                    .find(|l| l.speaks(protocol) && l.tls == tls)
             };
             of(ListenerTls::Implicit)
                 .or_else(|| of(ListenerTls::Starttls))
@@ -103,7 +103,7 @@ impl RelaySettings {
                 let listener = config.and_then(|c| {
                     c.listeners
                         .iter()
-                        .find(|l| l.protocol == protocol && l.address.port() == port)
+                        .find(|l| l.speaks(protocol) && l.address.port() == port)
                 });
                 Ok(Service {
                     port,

@@ -37,7 +37,7 @@ pub use egress::{
 };
 pub(crate) use limits::MESSAGE_ROOM_UNIT;
 pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
-pub use listen::{Listener, ListenerTls, Protocol};
+pub use listen::{Listener, ListenerTls, Protocol, Serves};
 pub use logging::{DEFAULT_STATS_INTERVAL_MINUTES, MIN_STATS_INTERVAL_MINUTES};
 pub use policy::Outgoing;
 pub use sanitize::{SanitizeConfig, SanitizeMode};

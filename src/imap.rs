@@ -23,7 +23,7 @@ use crate::login::{self, Outcome, Provider, Verdict};
 use crate::privacy::{Secret, WipedBuf};
 use crate::provider::imap::{Authenticated, Completion, UpstreamImap};
 use crate::provider::{Target, UpstreamError};
-use crate::relay::Relay;
+use crate::relay::{Face, Relay};
 use crate::sasl::{self, Credentials, Exchange, Mechanism, SaslError, Step};
 use crate::stats::Counter;
 use crate::stream::{ClientStream, WriteFailed, write_within};
@@ -38,23 +38,34 @@ pub async fn serve<S>(relay: &Relay, stream: S, implicit_tls: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    serve_peer(relay, stream, implicit_tls, relay.admission.anonymous()).await
+    let face = relay.bare_face(crate::config::Protocol::Imap);
+    let started = tokio::time::Instant::now();
+    if let Some(io) = crate::stream::accept(relay, face, stream, implicit_tls).await {
+        let peer = relay.admission.anonymous();
+        serve_client(relay, face, io, implicit_tls, peer, started).await;
+    }
 }
 
-/// [`serve`] for an admitted connection: its limits are its prefix's.
-pub(crate) async fn serve_peer<S>(relay: &Relay, stream: S, implicit_tls: bool, peer: Peer)
-where
+/// Serves an admitted connection on a listener showing `face`, once it is
+/// open (and, when `tls`, its TLS handshake done); its limits are its
+/// prefix's, and `started` is when it was accepted.
+pub(crate) async fn serve_client<S>(
+    relay: &Relay,
+    face: &Face,
+    io: ClientStream<S>,
+    tls: bool,
+    peer: Peer,
+    started: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let preauth_deadline = tokio::time::Instant::now() + relay.config.limits.preauth_timeout;
-    let Some(io) = crate::stream::accept_admitted(relay, stream, implicit_tls, &peer).await else {
-        return;
-    };
+    let preauth_deadline = started + relay.config.limits.preauth_timeout;
     let mut session = Session {
         relay,
+        face,
         io: Framed::new(io),
         out: WipedBuf::with_capacity(512),
-        tls_active: implicit_tls,
+        tls_active: tls,
         draining: relay.draining.subscribe(),
         peer,
         preauth_deadline,
@@ -143,6 +154,8 @@ impl From<ReadError> for Closed {
 
 struct Session<'r, S> {
     relay: &'r Relay,
+    /// The listener's face (its certificate for STARTTLS).
+    face: &'r Face,
     io: Framed<ClientStream<S>>,
     out: WipedBuf,
     tls_active: bool,
@@ -303,7 +316,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         };
         let tls = tokio::time::timeout(
             self.relay.config.limits.tls_handshake_timeout,
-            self.relay.acceptor.accept(plain),
+            self.face.acceptor.accept(plain),
         )
         .await
         .map_err(|_| Closed::Done)?

@@ -260,15 +260,37 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Reads the certificate files as `run` would, and says what it found.
+/// Reads the certificate files as `run` would, and says what it found:
+/// the `[tls]` pair, then each listener's own.
 fn check_certificate_files(config: &Config) -> anyhow::Result<()> {
+    if let (Some(certificate), Some(private_key)) = (&config.certificate, &config.private_key) {
+        check_pair(
+            "tls.certificate` / `tls.private_key",
+            "",
+            certificate,
+            private_key,
+        )?;
+    }
+    for (i, l) in config.listeners.iter().enumerate() {
+        if let Some((certificate, private_key)) = &l.certificate {
+            let keys = format!("listen[{i}].certificate` / `listen[{i}].private_key");
+            check_pair(&keys, &format!("listen[{i}]: "), certificate, private_key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one certificate chain and key, and says what it found.
+fn check_pair(
+    keys: &str,
+    prefix: &str,
+    certificate: &std::path::Path,
+    private_key: &std::path::Path,
+) -> anyhow::Result<()> {
     use mailveil::tls::FilesChecked;
-    let (Some(certificate), Some(private_key)) = (&config.certificate, &config.private_key) else {
-        return Ok(());
-    };
     let checked = mailveil::tls::check_files(certificate, private_key).with_context(|| {
         format!(
-            "`tls.certificate` / `tls.private_key`: unusable; a certificate is needed before \
+            "`{keys}`: unusable; a certificate is needed before \
              the relay can start (README, \"Deploy on a Debian VPS\", for certbot) in {} and {}",
             certificate.display(),
             private_key.display()
@@ -276,10 +298,10 @@ fn check_certificate_files(config: &Config) -> anyhow::Result<()> {
     })?;
     match checked {
         FilesChecked::Pair(fingerprint) => {
-            println!("certificate and key match; certificate SHA-256 {fingerprint}")
+            println!("{prefix}certificate and key match; certificate SHA-256 {fingerprint}")
         }
         FilesChecked::KeyDeliveredAtStart(fingerprint) => println!(
-            "certificate read (SHA-256 {fingerprint}); the key {} is delivered by systemd \
+            "{prefix}certificate read (SHA-256 {fingerprint}); the key {} is delivered by systemd \
              (LoadCredential=) when the service starts, so it is not checked here",
             private_key.display()
         ),
@@ -547,6 +569,19 @@ fn prepare(
     };
     let certificate = identity.certificate.clone();
     let relay = Arc::new(Relay::new(config, identity.config).context("setting up")?);
+    for own in relay.own_certificates() {
+        if own.files.is_none() {
+            let address = relay.config().listeners[own.listener].address;
+            tracing::warn!(
+                "listener {address} has a name of its own and no certificate: using an ephemeral self-signed certificate, SHA-256 fingerprint {}",
+                own.fingerprint
+            );
+            println!(
+                "ephemeral certificate of listener {address}, SHA-256 fingerprint: {}",
+                own.fingerprint
+            );
+        }
+    }
     Ok((relay, certificate, certificate_files))
 }
 
@@ -577,16 +612,22 @@ async fn serve(
         }
     );
     #[cfg(unix)]
-    tokio::spawn(reload_certificate_on_sighup(certificate, certificate_files));
+    tokio::spawn(reload_certificate_on_sighup(
+        relay.clone(),
+        certificate,
+        certificate_files,
+    ));
     server.serve(shutdown_signal()).await;
     tracing::info!("mailveil stopped");
     Ok(())
 }
 
-/// On every SIGHUP, reads the certificate and key again: new handshakes get
-/// the new certificate; if the files are bad, the current one stays.
+/// On every SIGHUP, reads the certificate and key again, and those of the
+/// listeners with their own: new handshakes get the new certificate; if
+/// the files are bad, the current one stays.
 #[cfg(unix)]
 async fn reload_certificate_on_sighup(
+    relay: Arc<Relay>,
     certificate: Arc<mailveil::tls::ServerCertificate>,
     files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 ) {
@@ -608,6 +649,20 @@ async fn reload_certificate_on_sighup(
                     "SIGHUP: certificate NOT reloaded ({e}); keeping the current one"
                 ),
             },
+        }
+        for own in relay.own_certificates() {
+            let Some((cert, key)) = &own.files else {
+                continue;
+            };
+            let address = relay.config().listeners[own.listener].address;
+            match own.certificate.reload(cert, key) {
+                Ok(fingerprint) => tracing::info!(
+                    "SIGHUP: certificate of listener {address} reloaded, SHA-256 fingerprint {fingerprint}"
+                ),
+                Err(e) => tracing::error!(
+                    "SIGHUP: certificate of listener {address} NOT reloaded ({e}); keeping the current one"
+                ),
+            }
         }
     }
 }

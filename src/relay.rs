@@ -12,12 +12,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access::{AccessError, Members};
 use crate::admission::{Admission, AdmissionLimits};
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, Listener, Protocol, Serves};
 use crate::egress::{Egress, EgressSetupError, IsolationKey};
 use crate::provider::Target;
 use crate::sanitize::Policy;
 use crate::stats::Stats;
-use crate::tls::{TlsError, upstream_client_config};
+use crate::tls::{ServerCertificate, TlsError, upstream_client_config};
 
 /// Why the shared state could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +37,13 @@ pub enum RelayError {
 pub struct Relay {
     /// The validated configuration.
     pub(crate) config: Config,
-    /// Client-facing TLS.
-    pub(crate) acceptor: TlsAcceptor,
+    /// What each listener's clients see, by listener index.
+    pub(crate) faces: Vec<Face>,
+    /// What clients of [`crate::smtp::serve`] and [`crate::imap::serve`]
+    /// see (no listener): SMTP, IMAP.
+    bare_faces: [Face; 2],
+    /// The listeners with a certificate of their own.
+    own_certificates: Vec<OwnCertificate>,
     /// Upstream TLS configurations, by upstream index.
     upstream_tls: Vec<Arc<ClientConfig>>,
     /// The way out.
@@ -61,6 +66,19 @@ impl Relay {
     /// egress (starting Tor's bootstrap when it is used). Runs inside the
     /// tokio runtime.
     pub fn new(config: Config, server_tls: Arc<rustls::ServerConfig>) -> Result<Self, RelayError> {
+        let mut own_certificates = Vec::new();
+        let faces = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, l)| {
+                Face::for_listener(index, l, &config, &server_tls, &mut own_certificates)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bare_faces = [Protocol::Smtp, Protocol::Imap].map(|p| Face {
+            hostname: config.hostname.clone(),
+            acceptor: with_alpn(&server_tls, Serves::One(p)),
+        });
         let upstream_tls = config
             .upstreams
             .iter()
@@ -75,7 +93,9 @@ impl Relay {
             members,
             egress: Egress::new(&config.egress, &config.upstreams)?,
             policy: Policy::new(&config.sanitize),
-            acceptor: TlsAcceptor::from(server_tls),
+            faces,
+            bare_faces,
+            own_certificates,
             upstream_tls,
             stats: Stats::default(),
             draining: tokio::sync::watch::channel(false).0,
@@ -92,6 +112,20 @@ impl Relay {
     /// How many members the list holds, when the relay serves members only.
     pub fn members(&self) -> Option<usize> {
         self.members.as_ref().map(Members::len)
+    }
+
+    /// The face of clients served without a listener.
+    pub(crate) fn bare_face(&self, protocol: Protocol) -> &Face {
+        match protocol {
+            Protocol::Smtp => &self.bare_faces[0],
+            Protocol::Imap => &self.bare_faces[1],
+        }
+    }
+
+    /// The listeners with a certificate of their own: made at start-up
+    /// (print the fingerprint) or read from files (reload them on SIGHUP).
+    pub fn own_certificates(&self) -> &[OwnCertificate] {
+        &self.own_certificates
     }
 
     /// The aggregate counters.
@@ -130,4 +164,92 @@ impl Relay {
             }
         }
     }
+}
+
+/// What the clients of one listener see: the name in its greeting, and its
+/// TLS (certificate, ALPN).
+pub(crate) struct Face {
+    /// The name in the SMTP greeting and EHLO reply.
+    pub(crate) hostname: String,
+    /// The TLS acceptor, with ALPN set to what the listener serves.
+    pub(crate) acceptor: TlsAcceptor,
+}
+
+/// A listener's own certificate.
+pub struct OwnCertificate {
+    /// The listener's index in the configuration.
+    pub listener: usize,
+    /// SHA-256 fingerprint of the leaf.
+    pub fingerprint: String,
+    /// The files it was read from (absolute), to read again on SIGHUP;
+    /// `None`: made at start-up.
+    pub files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The certificate in use, replaceable.
+    pub certificate: Arc<ServerCertificate>,
+}
+
+impl Face {
+    /// The face of listener `index`: its own name and certificate if it
+    /// has them (an ephemeral certificate for its own name when it names
+    /// no files: a name of its own must never come with the shared
+    /// certificate, which would link the two), else the relay's.
+    fn for_listener(
+        index: usize,
+        l: &Listener,
+        config: &Config,
+        server_tls: &Arc<rustls::ServerConfig>,
+        own: &mut Vec<OwnCertificate>,
+    ) -> Result<Self, RelayError> {
+        let hostname = l
+            .hostname
+            .clone()
+            .unwrap_or_else(|| config.hostname.clone());
+        let tls = if l.has_own_face() {
+            let files = l.certificate.as_ref().map(|(c, k)| {
+                (
+                    std::path::absolute(c).unwrap_or_else(|_| c.clone()),
+                    std::path::absolute(k).unwrap_or_else(|_| k.clone()),
+                )
+            });
+            let identity = crate::tls::server_identity(
+                files.as_ref().map(|(c, _)| c.as_path()),
+                files.as_ref().map(|(_, k)| k.as_path()),
+                &hostname,
+            )?;
+            own.push(OwnCertificate {
+                listener: index,
+                fingerprint: identity.fingerprint,
+                files,
+                certificate: identity.certificate,
+            });
+            identity.config
+        } else {
+            server_tls.clone()
+        };
+        Ok(Face {
+            hostname,
+            acceptor: with_alpn(&tls, l.serves),
+        })
+    }
+}
+
+/// `tls` offering the ALPN protocol IDs of what a listener serves, its
+/// default first (rustls picks the first of these the client offers). A
+/// client offering ALPN IDs but none of these is refused in the handshake
+/// (`no_application_protocol`): an HTTP client sent here by a
+/// cross-protocol attack (ALPACA) gets no mail session. A client sending
+/// no ALPN is served.
+fn with_alpn(tls: &Arc<rustls::ServerConfig>, serves: Serves) -> TlsAcceptor {
+    let mut config = (**tls).clone();
+    config.alpn_protocols = match serves {
+        Serves::One(p) => vec![p.alpn_id().to_vec()],
+        Serves::ByAlpn { default } => {
+            let other = match default {
+                Protocol::Smtp => Protocol::Imap,
+                Protocol::Imap => Protocol::Smtp,
+            };
+            vec![default.alpn_id().to_vec(), other.alpn_id().to_vec()]
+        }
+    };
+    TlsAcceptor::from(Arc::new(config))
 }

@@ -15,23 +15,27 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::admission::Refused;
-use crate::config::{Listener, ListenerTls, Protocol};
+use crate::config::{Listener, ListenerTls, Protocol, Serves};
+
+/// A listener and its index in the configuration (its face's index).
+type Indexed = Arc<(usize, Listener)>;
 use crate::relay::Relay;
 use crate::stats::Counter;
 
 /// Bound listeners, ready to serve.
 pub struct Server {
     relay: Arc<Relay>,
-    listeners: Vec<(Listener, TcpListener)>,
+    /// Each listener with its index in the configuration.
+    listeners: Vec<(usize, Listener, TcpListener)>,
 }
 
 impl Server {
     /// Binds every configured listener.
     pub async fn bind(relay: Arc<Relay>) -> std::io::Result<Self> {
         let mut listeners = Vec::new();
-        for l in &relay.config.listeners {
+        for (index, l) in relay.config.listeners.iter().enumerate() {
             let socket = TcpListener::bind(l.address).await?;
-            listeners.push((l.clone(), socket));
+            listeners.push((index, l.clone(), socket));
         }
         Ok(Server { relay, listeners })
     }
@@ -45,7 +49,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(_, s)| s.local_addr().ok())
+            .filter_map(|(_, _, s)| s.local_addr().ok())
             .collect()
     }
 
@@ -53,11 +57,12 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let permits = Arc::new(Semaphore::new(self.relay.config.limits.max_connections));
         let mut tasks = tokio::task::JoinSet::new();
-        for (listener, socket) in self.listeners {
+        for (index, listener, socket) in self.listeners {
             if let Ok(addr) = socket.local_addr() {
-                let protocol = match listener.protocol {
-                    Protocol::Smtp => "SMTP submission",
-                    Protocol::Imap => "IMAP",
+                let protocol = match listener.serves {
+                    Serves::One(Protocol::Smtp) => "SMTP submission",
+                    Serves::One(Protocol::Imap) => "IMAP",
+                    Serves::ByAlpn { .. } => "IMAP and SMTP submission by ALPN",
                 };
                 let tls = match listener.tls {
                     ListenerTls::Implicit => "implicit TLS",
@@ -67,7 +72,7 @@ impl Server {
             }
             tasks.spawn(accept_loop(
                 self.relay.clone(),
-                listener,
+                Arc::new((index, listener)),
                 socket,
                 permits.clone(),
             ));
@@ -118,7 +123,7 @@ const MAX_BUSY_REFUSALS: usize = 64;
 
 async fn accept_loop(
     relay: Arc<Relay>,
-    listener: Listener,
+    listener: Indexed,
     socket: TcpListener,
     permits: Arc<Semaphore>,
 ) {
@@ -218,23 +223,48 @@ fn reserve_descriptor() -> Option<std::fs::File> {
 
 async fn serve(
     relay: Arc<Relay>,
-    listener: Listener,
+    listener: Indexed,
     stream: tokio::net::TcpStream,
     peer: crate::admission::Peer,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    relay.stats.count(match listener.protocol {
-        Protocol::Smtp => Counter::SmtpSession,
-        Protocol::Imap => Counter::ImapSession,
-    });
+    let (index, listener) = &*listener;
+    let face = &relay.faces[*index];
     let implicit = listener.tls == ListenerTls::Implicit;
+    let started = tokio::time::Instant::now();
+    let Some(io) = crate::stream::accept_admitted(&relay, face, stream, implicit, &peer).await
+    else {
+        return;
+    };
+    let protocol = match listener.serves {
+        Serves::One(protocol) => protocol,
+        Serves::ByAlpn { default } => io.alpn().unwrap_or(default),
+    };
+    relay.stats.count(session_counter(protocol));
     // Boxed: a session's future is large, and deeply nested; each lives on
     // the heap once instead of inside every future that holds it.
-    match listener.protocol {
-        Protocol::Smtp => Box::pin(crate::smtp::serve_peer(&relay, stream, implicit, peer)).await,
-        Protocol::Imap => Box::pin(crate::imap::serve_peer(&relay, stream, implicit, peer)).await,
+    match protocol {
+        Protocol::Smtp => {
+            Box::pin(crate::smtp::serve_client(
+                &relay, face, io, implicit, peer, started,
+            ))
+            .await
+        }
+        Protocol::Imap => {
+            Box::pin(crate::imap::serve_client(
+                &relay, face, io, implicit, peer, started,
+            ))
+            .await
+        }
     }
     drop(permit);
+}
+
+fn session_counter(protocol: Protocol) -> Counter {
+    match protocol {
+        Protocol::Smtp => Counter::SmtpSession,
+        Protocol::Imap => Counter::ImapSession,
+    }
 }
 
 /// Why a connection is turned away before its session starts.
@@ -261,7 +291,7 @@ impl From<Refused> for Busy {
 /// already in flight (then the connection is just closed).
 fn refuse(
     relay: &Arc<Relay>,
-    listener: &Listener,
+    listener: &Indexed,
     refusals: &Arc<Semaphore>,
     stream: tokio::net::TcpStream,
     why: Busy,
@@ -278,18 +308,24 @@ fn refuse(
 
 /// Tells a client over the connection cap to come back later, in its
 /// protocol (after the TLS handshake on implicit-TLS listeners), and closes.
-async fn refuse_busy(relay: &Relay, listener: &Listener, stream: tokio::net::TcpStream, why: Busy) {
+async fn refuse_busy(relay: &Relay, listener: &Indexed, stream: tokio::net::TcpStream, why: Busy) {
     use tokio::io::AsyncWriteExt;
+    let (index, listener) = &**listener;
     let implicit = listener.tls == ListenerTls::Implicit;
-    let Some(mut io) = crate::stream::accept(relay, stream, implicit).await else {
+    let Some(mut io) = crate::stream::accept(relay, &relay.faces[*index], stream, implicit).await
+    else {
         return;
+    };
+    let protocol = match listener.serves {
+        Serves::One(p) => p,
+        Serves::ByAlpn { default } => io.alpn().unwrap_or(default),
     };
     let reason = match why {
         Busy::Cap => "Too many connections to the relay",
         Busy::Rate => "Too many new connections from your network",
         Busy::Prefix => "Too many open connections from your network",
     };
-    let refusal = match listener.protocol {
+    let refusal = match protocol {
         Protocol::Smtp => format!("421 4.7.0 {reason}, try again later\r\n"),
         Protocol::Imap => format!("* BYE [UNAVAILABLE] {reason}, try again later\r\n"),
     };

@@ -28,9 +28,10 @@ use crate::login::{self, Outcome, Provider, Unreachable, Verdict};
 use crate::privacy::WipedBuf;
 use crate::provider::smtp::UpstreamSmtp;
 use crate::provider::{Target, UpstreamError};
-use crate::relay::Relay;
+use crate::relay::{Face, Relay};
 use crate::sasl::{Credentials, Plan};
 use crate::stats::Counter;
+use crate::stream::ClientStream;
 use client_io::{ClientIo, End, Pace};
 use data::Progress;
 use reply::Reply;
@@ -43,28 +44,38 @@ pub async fn serve<S>(relay: &Relay, stream: S, implicit_tls: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    serve_peer(relay, stream, implicit_tls, relay.admission.anonymous()).await
+    let face = relay.bare_face(crate::config::Protocol::Smtp);
+    let started = tokio::time::Instant::now();
+    if let Some(io) = crate::stream::accept(relay, face, stream, implicit_tls).await {
+        let peer = relay.admission.anonymous();
+        serve_client(relay, face, io, implicit_tls, peer, started).await;
+    }
 }
 
-/// [`serve`] for an admitted connection: its limits are its prefix's.
-pub(crate) async fn serve_peer<S>(relay: &Relay, stream: S, implicit_tls: bool, peer: Peer)
-where
+/// Serves an admitted connection on a listener showing `face`, once it is
+/// open (and, when `tls`, its TLS handshake done); its limits are its
+/// prefix's, and `started` is when it was accepted.
+pub(crate) async fn serve_client<S>(
+    relay: &Relay,
+    face: &Face,
+    io: ClientStream<S>,
+    tls: bool,
+    peer: Peer,
+    started: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let started = tokio::time::Instant::now();
-    let Some(io) = crate::stream::accept_admitted(relay, stream, implicit_tls, &peer).await else {
-        return;
-    };
     let cx = Context {
-        hostname: &relay.config.hostname,
+        hostname: &face.hostname,
         limits: &relay.config.limits,
         policy: &relay.policy,
         stats: &relay.stats,
     };
     let mut driver = Driver {
         relay,
+        face,
         io: ClientIo::new(io, relay.config.limits.command_timeout),
-        session: Session::new(cx, implicit_tls, started),
+        session: Session::new(cx, tls, started),
         peer,
         draining: relay.draining.subscribe(),
         upstream: None,
@@ -90,6 +101,8 @@ where
 /// Carries out what the session core decides.
 struct Driver<'r, S> {
     relay: &'r Relay,
+    /// The listener's face (its certificate for STARTTLS).
+    face: &'r Face,
     io: ClientIo<S>,
     session: Session<'r>,
     peer: Peer,
@@ -136,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                     self.io.queue(&reply::ready_for_tls());
                     let limits = &self.relay.config.limits;
                     self.io
-                        .start_tls(&self.relay.acceptor, limits.tls_handshake_timeout)
+                        .start_tls(&self.face.acceptor, limits.tls_handshake_timeout)
                         .await?;
                     self.session.tls_started();
                     return Ok(());

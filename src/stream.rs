@@ -61,6 +61,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
     }
 }
 
+impl<S> ClientStream<S> {
+    /// The protocol the client chose by ALPN in the TLS handshake, if any.
+    pub(crate) fn alpn(&self) -> Option<crate::config::Protocol> {
+        match self {
+            ClientStream::Tls(tls) => tls
+                .get_ref()
+                .1
+                .alpn_protocol()
+                .and_then(crate::config::Protocol::from_alpn),
+            _ => None,
+        }
+    }
+}
+
 /// Why a write to the client did not complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteFailed {
@@ -95,6 +109,7 @@ pub(crate) async fn write_within<S: AsyncWrite + Unpin>(
 /// when the handshake failed or timed out.
 pub(crate) async fn accept<S>(
     relay: &crate::relay::Relay,
+    face: &crate::relay::Face,
     stream: S,
     implicit_tls: bool,
 ) -> Option<ClientStream<S>>
@@ -106,7 +121,7 @@ where
     }
     match tokio::time::timeout(
         relay.config.limits.tls_handshake_timeout,
-        relay.acceptor.accept(stream),
+        face.acceptor.accept(stream),
     )
     .await
     {
@@ -119,6 +134,7 @@ where
 /// evicts the session while its TLS handshake is still going on.
 pub(crate) async fn accept_admitted<S>(
     relay: &crate::relay::Relay,
+    face: &crate::relay::Face,
     stream: S,
     implicit_tls: bool,
     peer: &crate::admission::Peer,
@@ -127,7 +143,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
-        io = accept(relay, stream, implicit_tls) => io,
+        io = accept(relay, face, stream, implicit_tls) => io,
         _ = peer.evicted() => None,
     }
 }

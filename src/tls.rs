@@ -224,6 +224,11 @@ fn read_certificates(
     Ok(certs)
 }
 
+/// SHA-256 of a DER certificate as `AB:CD:…`, as the relay prints it.
+pub fn fingerprint_of(cert: &CertificateDer<'_>) -> String {
+    fingerprint(cert)
+}
+
 /// SHA-256 of a DER certificate as `AB:CD:…`.
 pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());

@@ -2,20 +2,40 @@
 //! speaks and how it starts TLS. Addresses must be IP literals: nothing here
 //! may resolve a name, and no listener may be left without an upstream that
 //! speaks its protocol.
+//!
+//! A listener may show clients a face of its own (`hostname`, `certificate`
+//! and `private_key`), so that one relay reachable two ways (a public port
+//! and an onion service, say) cannot be linked by what it presents. One may
+//! serve both protocols on one port, chosen by the client's ALPN
+//! (`protocol = "alpn"`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Upstream, invalid};
+use super::{ConfigError, Upstream, check_name, invalid};
 
 /// One `[[listen]]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListener {
-    protocol: Protocol,
+    protocol: RawProtocol,
     address: String,
     tls: ListenerTls,
+    alpn_default: Option<Protocol>,
+    hostname: Option<String>,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+}
+
+/// `protocol` as written: one of the two, or both by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawProtocol {
+    Smtp,
+    Imap,
+    Alpn,
 }
 
 /// Which protocol a listener speaks.
@@ -26,6 +46,38 @@ pub enum Protocol {
     Smtp,
     /// IMAP.
     Imap,
+}
+
+impl Protocol {
+    /// The ALPN protocol ID (RFC 7301 registry: "smtp", "imap").
+    pub fn alpn_id(self) -> &'static [u8] {
+        match self {
+            Protocol::Smtp => b"smtp",
+            Protocol::Imap => b"imap",
+        }
+    }
+
+    /// The protocol an ALPN ID names, if it is one of ours.
+    pub fn from_alpn(id: &[u8]) -> Option<Self> {
+        match id {
+            b"smtp" => Some(Protocol::Smtp),
+            b"imap" => Some(Protocol::Imap),
+            _ => None,
+        }
+    }
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// One protocol.
+    One(Protocol),
+    /// Both, chosen by the client's ALPN; `default` for a client that
+    /// sends none (implicit TLS only).
+    ByAlpn {
+        /// For clients without ALPN.
+        default: Protocol,
+    },
 }
 
 /// How a listener uses TLS.
@@ -41,12 +93,33 @@ pub enum ListenerTls {
 /// One listening socket.
 #[derive(Debug, Clone)]
 pub struct Listener {
-    /// Protocol spoken on it.
-    pub protocol: Protocol,
+    /// What it serves.
+    pub serves: Serves,
     /// Address to bind.
     pub address: SocketAddr,
     /// TLS mode.
     pub tls: ListenerTls,
+    /// Its own greeting name; `None`: `server.hostname`.
+    pub hostname: Option<String>,
+    /// Its own certificate chain and key; `None` with a `hostname` of its
+    /// own: an ephemeral self-signed certificate for that name; `None`
+    /// otherwise: the `[tls]` one.
+    pub certificate: Option<(PathBuf, PathBuf)>,
+}
+
+impl Listener {
+    /// True when the listener serves `protocol` (alone or by ALPN).
+    pub fn speaks(&self, protocol: Protocol) -> bool {
+        match self.serves {
+            Serves::One(p) => p == protocol,
+            Serves::ByAlpn { .. } => true,
+        }
+    }
+
+    /// True when clients here see a certificate that is not the `[tls]` one.
+    pub fn has_own_face(&self) -> bool {
+        self.hostname.is_some() || self.certificate.is_some()
+    }
 }
 
 /// At least one listener, each on an `IP:port` no other uses (port 0, an
@@ -70,10 +143,54 @@ pub(super) fn validate(raw: Vec<RawListener>) -> Result<Vec<Listener>, ConfigErr
         if address.port() != 0 && listeners.iter().any(|o: &Listener| o.address == address) {
             return Err(invalid(format!("{key}.address"), "address used twice"));
         }
+        let serves = match (l.protocol, l.alpn_default) {
+            (RawProtocol::Alpn, Some(default)) => Serves::ByAlpn { default },
+            (RawProtocol::Alpn, None) => {
+                return Err(invalid(
+                    format!("{key}.alpn_default"),
+                    "required with protocol = \"alpn\": \"imap\" or \"smtp\", for clients that send no ALPN",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.alpn_default"),
+                    "only for protocol = \"alpn\"",
+                ));
+            }
+            (RawProtocol::Smtp, None) => Serves::One(Protocol::Smtp),
+            (RawProtocol::Imap, None) => Serves::One(Protocol::Imap),
+        };
+        if matches!(serves, Serves::ByAlpn { .. }) && l.tls != ListenerTls::Implicit {
+            return Err(invalid(
+                format!("{key}.tls"),
+                "protocol = \"alpn\" needs tls = \"implicit\": the protocol is chosen in the TLS handshake",
+            ));
+        }
+        if let Some(name) = &l.hostname {
+            check_name(&format!("{key}.hostname"), name)?;
+        }
+        let certificate = match (l.certificate, l.private_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    format!("{key}.private_key"),
+                    "required when certificate is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.certificate"),
+                    "required when private_key is set",
+                ));
+            }
+        };
         listeners.push(Listener {
-            protocol: l.protocol,
+            serves,
             address,
             tls: l.tls,
+            hostname: l.hostname,
+            certificate,
         });
     }
     Ok(listeners)
@@ -85,15 +202,24 @@ pub(super) fn check_served(
     upstreams: &[Upstream],
 ) -> Result<(), ConfigError> {
     for (i, l) in listeners.iter().enumerate() {
-        let wanted = match l.protocol {
-            Protocol::Smtp => upstreams.iter().any(|u| !u.smtp.is_empty()),
-            Protocol::Imap => upstreams.iter().any(|u| !u.imap.is_empty()),
-        };
-        if !wanted {
-            return Err(invalid(
-                format!("listen[{i}].protocol"),
-                "no [[upstream]] has an endpoint for this protocol",
-            ));
+        for protocol in [Protocol::Smtp, Protocol::Imap] {
+            if !l.speaks(protocol) {
+                continue;
+            }
+            let wanted = match protocol {
+                Protocol::Smtp => upstreams.iter().any(|u| !u.smtp.is_empty()),
+                Protocol::Imap => upstreams.iter().any(|u| !u.imap.is_empty()),
+            };
+            if !wanted {
+                return Err(invalid(
+                    format!("listen[{i}].protocol"),
+                    match (l.serves, protocol) {
+                        (Serves::One(_), _) => "no [[upstream]] has an endpoint for this protocol",
+                        (_, Protocol::Smtp) => "no [[upstream]] has an SMTP endpoint",
+                        (_, Protocol::Imap) => "no [[upstream]] has an IMAP endpoint",
+                    },
+                ));
+            }
         }
     }
     Ok(())
@@ -132,6 +258,82 @@ mod tests {
         assert_eq!(
             refusal(&text),
             "`listen[0].address`: expected IP:port, e.g. \"127.0.0.1:465\" or \"[::]:587\""
+        );
+    }
+
+    fn with_listener_keys(keys: &str) -> String {
+        MINIMAL.replacen(
+            "tls = \"implicit\"\n",
+            &format!("tls = \"implicit\"\n{keys}"),
+            1,
+        )
+    }
+
+    #[test]
+    fn alpn_listeners_need_a_default_and_implicit_tls() {
+        use crate::config::{Protocol, Serves};
+        let text = with_listener_keys("alpn_default = \"smtp\"\n")
+            .replacen("protocol = \"smtp\"", "protocol = \"alpn\"", 1)
+            .replace("[[upstream]]\nname = \"a\"", "[[upstream]]\nname = \"a\"\nimap = { host = \"127.0.0.1\", port = 993, tls = \"implicit\" }");
+        let c = Config::parse(&text).expect("alpn listener");
+        assert_eq!(
+            c.listeners[0].serves,
+            Serves::ByAlpn {
+                default: Protocol::Smtp
+            }
+        );
+        assert!(c.listeners[0].speaks(Protocol::Imap) && c.listeners[0].speaks(Protocol::Smtp));
+        assert!(
+            c.summary()
+                .contains("Smtp and Imap by ALPN (without ALPN: Smtp)")
+        );
+        // Without an IMAP endpoint, the port could not serve what it offers.
+        let no_imap = with_listener_keys("alpn_default = \"smtp\"\n").replacen(
+            "protocol = \"smtp\"",
+            "protocol = \"alpn\"",
+            1,
+        );
+        assert_eq!(
+            refusal(&no_imap),
+            "`listen[0].protocol`: no [[upstream]] has an IMAP endpoint"
+        );
+        let no_default = MINIMAL.replacen("protocol = \"smtp\"", "protocol = \"alpn\"", 1);
+        assert!(refusal(&no_default).starts_with("`listen[0].alpn_default`: required"));
+        let starttls = text.replacen("tls = \"implicit\"", "tls = \"starttls\"", 1);
+        assert!(refusal(&starttls).starts_with("`listen[0].tls`: protocol = \"alpn\" needs"));
+        let stray = with_listener_keys("alpn_default = \"imap\"\n");
+        assert_eq!(
+            refusal(&stray),
+            "`listen[0].alpn_default`: only for protocol = \"alpn\""
+        );
+    }
+
+    #[test]
+    fn a_listener_face_is_a_checked_name_and_a_pair_of_files() {
+        let c = Config::parse(&with_listener_keys("hostname = \"abc.onion\"\n")).expect("name");
+        assert_eq!(c.listeners[0].hostname.as_deref(), Some("abc.onion"));
+        assert!(c.listeners[0].has_own_face() && c.listeners[0].certificate.is_none());
+        assert!(
+            c.summary()
+                .contains("its own name abc.onion, with an ephemeral self-signed certificate")
+        );
+        assert!(
+            refusal(&with_listener_keys("hostname = \"a\\r\\n250 x\"\n"))
+                .starts_with("`listen[0].hostname`: expected a host name")
+        );
+        let pair = "certificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n";
+        let c = Config::parse(&with_listener_keys(pair)).expect("files");
+        assert!(
+            c.summary()
+                .contains("its own name localhost and certificate /c.pem")
+        );
+        assert_eq!(
+            refusal(&with_listener_keys("certificate = \"/c.pem\"\n")),
+            "`listen[0].private_key`: required when certificate is set"
+        );
+        assert_eq!(
+            refusal(&with_listener_keys("private_key = \"/k.pem\"\n")),
+            "`listen[0].certificate`: required when private_key is set"
         );
     }
 

@@ -15,10 +15,27 @@ impl Config {
             self.upstream_ehlo_name
         ));
         for l in &self.listeners {
+            let serves = match l.serves {
+                super::Serves::One(p) => format!("{p:?}"),
+                super::Serves::ByAlpn { default } => {
+                    format!("Smtp and Imap by ALPN (without ALPN: {default:?})")
+                }
+            };
             out.push_str(&format!(
-                "listen: {:?} on {} ({:?} TLS)\n",
-                l.protocol, l.address, l.tls
+                "listen: {serves} on {} ({:?} TLS)\n",
+                l.address, l.tls
             ));
+            match (&l.hostname, &l.certificate) {
+                (_, Some((cert, _))) => out.push_str(&format!(
+                    "  its own name {} and certificate {}\n",
+                    l.hostname.as_deref().unwrap_or(&self.hostname),
+                    cert.display()
+                )),
+                (Some(name), None) => out.push_str(&format!(
+                    "  its own name {name}, with an ephemeral self-signed certificate\n"
+                )),
+                (None, None) => {}
+            }
         }
         match &self.certificate {
             Some(path) => out.push_str(&format!("certificate: {}\n", path.display())),

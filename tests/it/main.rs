@@ -11,6 +11,7 @@ mod egress;
 mod endpoints;
 mod hostile_input;
 mod imap_relay;
+mod listeners;
 mod no_leaks;
 mod sanitize_props;
 mod session_ends;

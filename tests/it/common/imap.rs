@@ -553,6 +553,20 @@ pub struct ImapClient {
 }
 
 impl ImapClient {
+    /// A client over a connection already open; returns it and the
+    /// greeting line.
+    pub async fn over(
+        io: Box<dyn Stream>,
+        leaf: &rustls_pki_types::CertificateDer<'static>,
+    ) -> (ImapClient, String) {
+        let mut c = ImapClient {
+            io: BufReader::new(io),
+            leaf: leaf.clone(),
+        };
+        let greeting = c.line().await;
+        (c, greeting)
+    }
+
     /// Implicit TLS; returns the client and the greeting line.
     pub async fn implicit(relay: &TestRelay) -> (ImapClient, String) {
         let mut c = ImapClient {

@@ -466,6 +466,8 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
 pub struct TestRelay {
     pub implicit: SocketAddr,
     pub starttls: SocketAddr,
+    /// Every listener's address, in configuration order.
+    pub addrs: Vec<SocketAddr>,
     pub leaf: CertificateDer<'static>,
     pub relay: Arc<Relay>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -554,7 +556,8 @@ pub async fn start_relay_with(config_text: &str) -> TestRelay {
     }));
     TestRelay {
         implicit: addrs[0],
-        starttls: addrs[1],
+        starttls: addrs.get(1).copied().unwrap_or(addrs[0]),
+        addrs,
         leaf: identity.leaf,
         relay,
         shutdown: Some(tx),
@@ -652,6 +655,17 @@ pub fn client_tls(leaf: &CertificateDer<'static>) -> tokio_rustls::TlsConnector 
 }
 
 impl Client {
+    /// A client over a connection already open (and reads the greeting);
+    /// `leaf` is trusted for a STARTTLS upgrade.
+    pub async fn over(io: Box<dyn Stream>, leaf: &CertificateDer<'static>) -> (Client, String) {
+        let mut c = Client {
+            io: BufReader::new(io),
+            leaf: leaf.clone(),
+        };
+        let greeting = c.reply().await;
+        (c, greeting)
+    }
+
     /// Connects to the implicit-TLS listener and reads the greeting.
     pub async fn implicit(relay: &TestRelay) -> (Client, String) {
         let mut c = Client {
