@@ -30,6 +30,7 @@ mod login;
 pub mod privacy;
 pub mod probe;
 mod provider;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod sanitize;
 mod sasl;

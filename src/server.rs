@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::admission::Refused;
 use crate::config::{Listener, ListenerTls, Protocol, Serves};
+use crate::proxy_protocol::Source;
 
 /// A listener and its index in the configuration (its face's index).
 type Indexed = Arc<(usize, Listener)>;
@@ -131,9 +132,10 @@ async fn accept_loop(
     // One descriptor held back for the moment the process runs out.
     let mut reserve = reserve_descriptor();
     loop {
-        // The address is hashed into a prefix tag here and goes no further.
-        let (stream, ip, admitted) = match socket.accept().await {
-            Ok((stream, addr)) => (stream, addr.ip(), relay.admission.admit(addr.ip())),
+        // The address is hashed into a prefix tag here (or, behind a load
+        // balancer, the one its PROXY header gives) and goes no further.
+        let (stream, ip) = match socket.accept().await {
+            Ok((stream, addr)) => (stream, addr.ip()),
             Err(e) => {
                 // Counted, not logged: a flood must not write a line per
                 // connection.
@@ -163,52 +165,93 @@ async fn accept_loop(
         if stream.set_nodelay(true).is_err() {
             continue;
         }
-        let peer = match admitted {
-            Ok(peer) => peer,
-            Err(why) => {
-                relay.stats.count(match why {
-                    Refused::Rate => Counter::RefusedRate,
-                    Refused::Concurrency => Counter::RefusedPrefixBusy,
-                });
-                // A few refusals a minute per network are explained; past
-                // those the connection is closed before any TLS handshake,
-                // so a flood costs the relay an accept and a hash each.
-                if relay.admission.explain_refusal(ip) {
-                    refuse(&relay, &listener, &refusals, stream, why.into());
+        let Some(trusted) = &listener.1.proxy_from else {
+            admit(&relay, &listener, stream, ip, &permits, &refusals);
+            continue;
+        };
+        // Behind a load balancer: only it may connect, and it must say who
+        // the client is before anything else.
+        if !trusted.iter().any(|n| n.contains(ip)) {
+            relay.stats.count(Counter::ProxyRefused);
+            continue;
+        }
+        let (relay, listener, permits, refusals) = (
+            relay.clone(),
+            listener.clone(),
+            permits.clone(),
+            refusals.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let limit = relay.config.limits.tls_handshake_timeout;
+            let header =
+                tokio::time::timeout(limit, crate::proxy_protocol::read_header(&mut stream)).await;
+            match header {
+                Ok(Ok(Source::Client(client))) => {
+                    admit(&relay, &listener, stream, client, &permits, &refusals)
                 }
-                continue;
+                Ok(Ok(Source::Local)) => admit(&relay, &listener, stream, ip, &permits, &refusals),
+                _ => relay.stats.count(Counter::ProxyRefused),
             }
-        };
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) if relay.admission.evict_oldest_preauth() => {
-                // At the cap: the oldest session still not logged in was
-                // told to go; this one takes its place once it has.
-                relay.stats.count(Counter::Evicted);
-                let relay = relay.clone();
-                let listener = listener.clone();
-                let permits = permits.clone();
-                let refusals = refusals.clone();
-                tokio::spawn(async move {
-                    let waited = tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await;
-                    match waited {
-                        Ok(Ok(permit)) => serve(relay, listener, stream, peer, permit).await,
-                        _ => {
-                            relay.stats.count(Counter::RefusedBusy);
-                            refuse(&relay, &listener, &refusals, stream, Busy::Cap);
-                        }
-                    }
-                });
-                continue;
-            }
-            Err(_) => {
-                relay.stats.count(Counter::RefusedBusy);
-                refuse(&relay, &listener, &refusals, stream, Busy::Cap);
-                continue;
-            }
-        };
-        tokio::spawn(serve(relay.clone(), listener.clone(), stream, peer, permit));
+        });
     }
+}
+
+/// Admits a connection from `ip` (its prefix's limits), takes its place
+/// under the global cap and starts its session; or says why not.
+fn admit(
+    relay: &Arc<Relay>,
+    listener: &Indexed,
+    stream: tokio::net::TcpStream,
+    ip: std::net::IpAddr,
+    permits: &Arc<Semaphore>,
+    refusals: &Arc<Semaphore>,
+) {
+    let peer = match relay.admission.admit(ip) {
+        Ok(peer) => peer,
+        Err(why) => {
+            relay.stats.count(match why {
+                Refused::Rate => Counter::RefusedRate,
+                Refused::Concurrency => Counter::RefusedPrefixBusy,
+            });
+            // A few refusals a minute per network are explained; past
+            // those the connection is closed before any TLS handshake,
+            // so a flood costs the relay an accept and a hash each.
+            if relay.admission.explain_refusal(ip) {
+                refuse(relay, listener, refusals, stream, why.into());
+            }
+            return;
+        }
+    };
+    let permit = match permits.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) if relay.admission.evict_oldest_preauth() => {
+            // At the cap: the oldest session still not logged in was
+            // told to go; this one takes its place once it has.
+            relay.stats.count(Counter::Evicted);
+            let relay = relay.clone();
+            let listener = listener.clone();
+            let permits = permits.clone();
+            let refusals = refusals.clone();
+            tokio::spawn(async move {
+                let waited = tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await;
+                match waited {
+                    Ok(Ok(permit)) => serve(relay, listener, stream, peer, permit).await,
+                    _ => {
+                        relay.stats.count(Counter::RefusedBusy);
+                        refuse(&relay, &listener, &refusals, stream, Busy::Cap);
+                    }
+                }
+            });
+            return;
+        }
+        Err(_) => {
+            relay.stats.count(Counter::RefusedBusy);
+            refuse(relay, listener, refusals, stream, Busy::Cap);
+            return;
+        }
+    };
+    tokio::spawn(serve(relay.clone(), listener.clone(), stream, peer, permit));
 }
 
 /// `EMFILE` and `ENFILE`: out of descriptors, per process and system-wide.

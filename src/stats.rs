@@ -63,9 +63,12 @@ pub(crate) enum Counter {
     /// A message was deferred: the relay-wide message budget or the
     /// account's open transactions were at their limit.
     MessageNoRoom,
+    /// A connection to a PROXY-protocol listener was closed: not from a
+    /// `proxy_from` address, or without a usable header.
+    ProxyRefused,
 }
 
-const ALL: [Counter; 23] = [
+const ALL: [Counter; 24] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -89,6 +92,7 @@ const ALL: [Counter; 23] = [
     Counter::MessageRateLimited,
     Counter::AcceptFailed,
     Counter::MessageNoRoom,
+    Counter::ProxyRefused,
 ];
 
 impl Counter {
@@ -117,6 +121,7 @@ impl Counter {
             Counter::MessageRateLimited => "messages over the hourly limit",
             Counter::AcceptFailed => "accepts failed",
             Counter::MessageNoRoom => "messages deferred for room",
+            Counter::ProxyRefused => "connections without a trusted PROXY header",
         }
     }
 }
@@ -174,7 +179,7 @@ mod tests {
              provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
              connections refused by rate 0, connections refused per prefix 0, \
              unauthenticated sessions evicted 0, logins locked out 0, \
-             messages over the hourly limit 0, accepts failed 0, messages deferred for room 0"
+             messages over the hourly limit 0, accepts failed 0, messages deferred for room 0, connections without a trusted PROXY header 0"
         );
         assert!(stats.take_report().starts_with("SMTP sessions 0,"));
     }

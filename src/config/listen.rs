@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{ConfigError, Upstream, check_name, invalid};
+use crate::proxy_protocol::Network;
 
 /// One `[[listen]]` table as written.
 #[derive(Debug, Deserialize)]
@@ -27,6 +28,9 @@ pub(super) struct RawListener {
     hostname: Option<String>,
     certificate: Option<PathBuf>,
     private_key: Option<PathBuf>,
+    #[serde(default)]
+    proxy_protocol: bool,
+    proxy_from: Option<Vec<String>>,
 }
 
 /// `protocol` as written: one of the two, or both by ALPN.
@@ -105,6 +109,9 @@ pub struct Listener {
     /// own: an ephemeral self-signed certificate for that name; `None`
     /// otherwise: the `[tls]` one.
     pub certificate: Option<(PathBuf, PathBuf)>,
+    /// With `proxy_protocol = true`: the load balancers allowed to send a
+    /// PROXY v2 header, which every connection here must start with.
+    pub proxy_from: Option<Vec<Network>>,
 }
 
 impl Listener {
@@ -185,12 +192,41 @@ pub(super) fn validate(raw: Vec<RawListener>) -> Result<Vec<Listener>, ConfigErr
                 ));
             }
         };
+        let proxy_from = match (l.proxy_protocol, l.proxy_from) {
+            (true, Some(from)) if !from.is_empty() => Some(
+                from.iter()
+                    .enumerate()
+                    .map(|(j, text)| {
+                        Network::parse(text).ok_or_else(|| {
+                            invalid(
+                                format!("{key}.proxy_from[{j}]"),
+                                "expected an IP address or network, e.g. \"10.0.0.5\" or \"10.0.0.0/24\"",
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            (true, _) => {
+                return Err(invalid(
+                    format!("{key}.proxy_from"),
+                    "required with proxy_protocol = true: the load balancers' addresses",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.proxy_from"),
+                    "only with proxy_protocol = true",
+                ));
+            }
+            (false, None) => None,
+        };
         listeners.push(Listener {
             serves,
             address,
             tls: l.tls,
             hostname: l.hostname,
             certificate,
+            proxy_from,
         });
     }
     Ok(listeners)
@@ -334,6 +370,40 @@ mod tests {
         assert_eq!(
             refusal(&with_listener_keys("private_key = \"/k.pem\"\n")),
             "`listen[0].certificate`: required when private_key is set"
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_needs_the_balancers_and_only_then() {
+        let c = Config::parse(&with_listener_keys(
+            "proxy_protocol = true\nproxy_from = [\"10.0.0.5\", \"fd00::/8\"]\n",
+        ))
+        .expect("proxy");
+        let from = c.listeners[0].proxy_from.as_ref().expect("from");
+        assert!(from[0].contains("10.0.0.5".parse().unwrap()));
+        assert!(from[1].contains("fd00::1".parse().unwrap()));
+        assert!(
+            c.summary()
+                .contains("  PROXY protocol v2, from 10.0.0.5/32, fd00::/8\n")
+        );
+        for keys in [
+            "proxy_protocol = true\n",
+            "proxy_protocol = true\nproxy_from = []\n",
+        ] {
+            assert_eq!(
+                refusal(&with_listener_keys(keys)),
+                "`listen[0].proxy_from`: required with proxy_protocol = true: the load balancers' addresses"
+            );
+        }
+        assert_eq!(
+            refusal(&with_listener_keys("proxy_from = [\"10.0.0.5\"]\n")),
+            "`listen[0].proxy_from`: only with proxy_protocol = true"
+        );
+        assert!(
+            refusal(&with_listener_keys(
+                "proxy_protocol = true\nproxy_from = [\"10.0.0.5\", \"lb.example\"]\n"
+            ))
+            .starts_with("`listen[0].proxy_from[1]`: expected an IP address or network")
         );
     }
 

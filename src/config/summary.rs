@@ -36,6 +36,10 @@ impl Config {
                 )),
                 (None, None) => {}
             }
+            if let Some(from) = &l.proxy_from {
+                let from: Vec<String> = from.iter().map(ToString::to_string).collect();
+                out.push_str(&format!("  PROXY protocol v2, from {}\n", from.join(", ")));
+            }
         }
         match &self.certificate {
             Some(path) => out.push_str(&format!("certificate: {}\n", path.display())),

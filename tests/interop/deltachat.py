@@ -38,16 +38,21 @@ def expect(cond, why):
         fail(why)
 
 
+# DC_ONE_PORT: the relay's port serving both protocols by ALPN (the core
+# offers ALPN "imap" and "smtp" on ports other than 993 and 465).
+ONE_PORT = int(os.environ["DC_ONE_PORT"]) if os.environ.get("DC_ONE_PORT") else None
+
+
 def transport(addr, password):
     return {
         "addr": addr,
         "password": password,
         "imapServer": "localhost",
-        "imapPort": 11993,
+        "imapPort": ONE_PORT or 11993,
         "imapSecurity": "ssl",
         "imapUser": addr,
         "smtpServer": "localhost",
-        "smtpPort": 11465,
+        "smtpPort": ONE_PORT or 11465,
         "smtpSecurity": "ssl",
         "smtpUser": addr,
         # The suite's private CA is not in Delta Chat's roots.

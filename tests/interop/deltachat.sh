@@ -83,10 +83,14 @@ for mode in default strict chatmail encrypted; do
         start_mailveil
         check "the relay runs in strict mode" \
             sh -c '"$MAILVEIL" check --config "$W/mailveil.toml" | grep -q "^sanitize: Strict"'
+        # And both accounts use the one port that serves IMAP and SMTP by ALPN.
+        export DC_ONE_PORT=11443
+    else
+        unset DC_ONE_PORT
     fi
     log "Delta Chat through mailveil ($mode)"
     first=$(( $(wc -l < "$W/log/postfix.log") + 1 ))
-    check "Delta Chat ($mode): two accounts, Secure-Join, encrypted 1:1, quoted reply, reaction, 2 MB attachment, group, no duplicates" \
+    check "Delta Chat ($mode${DC_ONE_PORT:+, IMAP and SMTP both on port $DC_ONE_PORT}): two accounts, Secure-Join, encrypted 1:1, quoted reply, reaction, 2 MB attachment, group, no duplicates" \
         timeout 600 "$VENV/bin/python" "$HERE/deltachat.py" "$mode"
     check "Delta Chat ($mode): Postfix received each of its messages once (by Message-ID)" \
         no_duplicate_submissions "$first"

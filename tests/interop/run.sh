@@ -29,7 +29,7 @@ for _ in $(seq 1 50); do grep -q "listening on" "$W/log/tcpdump.err" 2>/dev/null
 dns_probe
 stop_egress() {
     local f
-    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid "$W"/encrypted.pid "$W"/access.pid; do
+    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid "$W"/encrypted.pid "$W"/access.pid "$W"/haproxy.pid "$W"/lb1.pid "$W"/lb2.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
     BASE="$W/tornet" bash "$HERE/tornet.sh" stop
@@ -365,6 +365,79 @@ check "members only: a list made under another secret stops the relay at start, 
            timeout 20 "$1" run --config "$W/access.toml" > "$W/log/access-other.out" 2>&1; rc=$?;
            [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] &&
            grep -q "line 1: made with another access secret" "$W/log/access-other.out"' _ "$MAILVEIL"
+
+log "ALPN: every TLS listener, and IMAP and SMTP on one port (127.0.0.1:11443)"
+check "openssl -alpn http/1.1 and h2 refused (no_application_protocol) on the one-port, IMAP and SMTP listeners" \
+    sh -c 'for p in 11443 11993 11465; do for a in http/1.1 h2; do
+               printf "" | timeout 10 openssl s_client -connect "127.0.0.1:$p" -alpn "$a" -CAfile "$CA" > "$W/log/alpn.out" 2>&1;
+               grep -q "no application protocol" "$W/log/alpn.out" || exit 1
+           done; done'
+check "openssl -alpn imap and -alpn smtp on one port: each negotiated, each protocol's greeting" \
+    sh -c 'printf "a LOGOUT\r\n" | timeout 10 openssl s_client -connect 127.0.0.1:11443 -alpn imap -CAfile "$CA" -verify_return_error -ign_eof > "$W/log/alpn-imap.out" 2>&1;
+           grep -q "^ALPN protocol: imap" "$W/log/alpn-imap.out" && grep -q "^\* OK \[CAPABILITY" "$W/log/alpn-imap.out" &&
+           printf "QUIT\r\n" | timeout 10 openssl s_client -connect 127.0.0.1:11443 -alpn smtp -CAfile "$CA" -verify_return_error -ign_eof > "$W/log/alpn-smtp.out" 2>&1;
+           grep -q "^ALPN protocol: smtp" "$W/log/alpn-smtp.out" && grep -q "^220 localhost ESMTP" "$W/log/alpn-smtp.out"'
+check "curl https:// to the one-port and IMAP listeners fails in the handshake (ALPACA)" \
+    sh -c 'for p in 11443 11993; do
+               curl -sS --cacert "$CA" "https://localhost:$p/" > "$W/log/alpn-curl.out" 2>&1 && exit 1
+               grep -qi "no application protocol\|alert" "$W/log/alpn-curl.out" || exit 1
+           done; exit 0'
+check "curl imaps:// without ALPN gets the one port's default, IMAP, and lists mailboxes" \
+    sh -c '"$@" imaps://127.0.0.1:11443/ | grep -q "\\Sent"' _ "${CURL_IMAP[@]}"
+check "Python smtplib with ALPN smtp sends through the one port; imaplib with ALPN imap reads it back" \
+    python3 "$HERE/alpn_clients.py" 11443
+
+log "scale-out: HAProxy (127.0.0.1:22xxx) in front of two relays (20xxx, 21xxx) with PROXY v2"
+# Each relay: the suite's config on its own ports, every listener taking
+# PROXY v2 headers from HAProxy's address only, 2 connections per client
+# address.
+for n in 1 2; do
+    sed -e "s/\"127\.0\.0\.1:11/\"127.0.0.1:2$((n - 1))/" \
+        -e 's/^tls = "\(implicit\|starttls\)"$/&\nproxy_protocol = true\nproxy_from = ["127.0.0.1"]/' \
+        -e 's/^max_connections_per_prefix = .*/max_connections_per_prefix = 2/' \
+        "$W/mailveil.toml" > "$W/lb$n.toml"
+    "$MAILVEIL" run --config "$W/lb$n.toml" >"$W/log/lb$n.out" 2>"$W/log/lb$n.err" &
+    echo $! > "$W/lb$n.pid"
+done
+cat > "$W/haproxy.cfg" <<CFG
+global
+    maxconn 200
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend smtps
+    bind 127.0.0.1:22465
+    default_backend smtps
+backend smtps
+    balance roundrobin
+    server relay1 127.0.0.1:20465 send-proxy-v2
+    server relay2 127.0.0.1:21465 send-proxy-v2
+frontend imaps
+    bind 127.0.0.1:22993
+    default_backend imaps
+backend imaps
+    balance roundrobin
+    server relay1 127.0.0.1:20993 send-proxy-v2
+    server relay2 127.0.0.1:21993 send-proxy-v2
+CFG
+haproxy -f "$W/haproxy.cfg" -db >"$W/log/haproxy.log" 2>&1 &
+echo $! > "$W/haproxy.pid"
+wait_port 127.0.0.1 20993
+wait_port 127.0.0.1 21993
+wait_port 127.0.0.1 22993
+check "check prints each listener's PROXY protocol sources" \
+    sh -c '"$1" check --config "$W/lb1.toml" | grep -q "PROXY protocol v2, from 127.0.0.1/32"' _ "$MAILVEIL"
+check "swaks through HAProxy → mailveil → Postfix" \
+    swaks -s 127.0.0.1:22465 --tls-on-connect --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+        -a PLAIN -au alice@example.test -ap alice-pw -f alice@example.test -t alice@example.test \
+        --ehlo swaks-ehlo.invalid --h-Subject interop-haproxy-swaks --silent 1
+check "HAProxy: smtplib sends and imaplib reads back through it; per-address limits follow the client's address, each relay counting its own (both relays serve); connections skipping HAProxy are closed" \
+    python3 "$HERE/balancer.py" 22465 22993 20465 21465 2
+check "HAProxy: curl lists mailboxes through it" \
+    sh -c '"$@" imaps://127.0.0.1:22993/ | grep -q "\\Sent"' _ "${CURL_IMAP[@]}"
+for f in haproxy lb1 lb2; do kill "$(cat "$W/$f.pid")" 2>/dev/null || true; rm -f "$W/$f.pid"; done
 
 log "client-config: a member's client settings, read by real consumers"
 check "client-config mobileconfig: plistlib reads a mail account for the relay's listeners and the suite's CA as root" \

@@ -20,8 +20,8 @@ fi
 dpkg-query -W -f='testssl.sh ${Version}\n' testssl.sh
 
 mkdir -p "$W/testssl"
-SPECS=("11465 smtp-implicit" "11587 smtp-starttls smtp" "11993 imap-implicit" "11143 imap-starttls imap")
-# The four scans run at once: each spends most of its time waiting on
+SPECS=("11465 smtp-implicit" "11587 smtp-starttls smtp" "11993 imap-implicit" "11143 imap-starttls imap" "11443 alpn-implicit")
+# The scans run at once: each spends most of its time waiting on
 # handshakes, and one after another they took 10 minutes.
 pids=()
 for spec in "${SPECS[@]}"; do

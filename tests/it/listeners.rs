@@ -343,3 +343,105 @@ async fn a_listener_certificate_from_files_is_served_and_reloaded() {
     let (_, _, leaf) = handshake(s.addrs[4], &[]).await.expect("tls");
     assert_eq!(&leaf, second.cert.der());
 }
+
+/// A PROXY v2 header for a TCP over IPv4 client at `source`.
+fn proxy_header(source: [u8; 4]) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend([0x21, 0x11, 0x00, 12]);
+    h.extend(source);
+    h.extend([127, 0, 0, 1, 0xc3, 0x50, 0x01, 0xd1]);
+    h
+}
+
+/// A TLS client behind a PROXY header saying it is `source`: the greeting,
+/// or `None` when the relay closed the connection.
+async fn through_balancer(
+    addr: SocketAddr,
+    header: &[u8],
+    leaf: &CertificateDer<'static>,
+) -> Option<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(header).await.expect("header");
+    let tls = client_tls(leaf)
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .ok()?;
+    let (mut c, greeting) = Client::over(Box::new(tls), leaf).await;
+    c.is_closed_soon().await;
+    (!greeting.contains("<closed>")).then_some(greeting)
+}
+
+#[tokio::test]
+async fn behind_a_balancer_the_proxy_header_address_is_admitted_and_nothing_else_gets_in() {
+    let listeners = r#"
+[[listen]]
+protocol = "smtp"
+address = "127.0.0.1:0"
+tls = "implicit"
+proxy_protocol = true
+proxy_from = ["127.0.0.1"]
+
+[[listen]]
+protocol = "smtp"
+address = "127.0.0.1:0"
+tls = "implicit"
+proxy_protocol = true
+proxy_from = ["10.9.8.0/24"]
+"#;
+    let smtp = start_upstream(UpstreamScript::default()).await;
+    let imap = start_imap_upstream(ImapScript::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = both_cas(&smtp, &imap, dir.path());
+    let text =
+        config(&smtp, &imap, &ca, listeners) + "\n[limits]\nmax_connections_per_prefix = 1\n";
+    let relay = start_relay_with(&text).await;
+    let (trusted, untrusted) = (relay.addrs[0], relay.addrs[1]);
+    let leaf = relay.leaf.clone();
+
+    // A client through the balancer: logged in, a message sent.
+    let mut tcp = TcpStream::connect(trusted).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &proxy_header([192, 0, 2, 7]))
+        .await
+        .expect("header");
+    let tls = client_tls(&leaf)
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls");
+    let (mut first, greeting) = Client::over(Box::new(tls), &leaf).await;
+    assert!(greeting.starts_with("220 relay.test "), "{greeting}");
+    first.login().await;
+    let message =
+        b"From: <alice@example.test>\r\nTo: <bob@example.test>\r\n\r\nvia the balancer\r\n";
+    assert!(first.send_message(message).await.starts_with("250 "));
+
+    // One connection per prefix: a second from the same client address is
+    // refused, one from another address is not, though all come from the
+    // balancer's one address.
+    let again = through_balancer(trusted, &proxy_header([192, 0, 2, 7]), &leaf).await;
+    assert!(
+        again.as_deref().is_some_and(|g| g.starts_with("421 4.7.0 Too many open connections from your network")),
+        "{again:?}"
+    );
+    let other = through_balancer(trusted, &proxy_header([198, 51, 100, 9]), &leaf).await;
+    assert!(
+        other.as_deref().is_some_and(|g| g.starts_with("220 ")),
+        "{other:?}"
+    );
+
+    // Skipping the balancer (TLS straight away), a version 1 header, and a
+    // header from an address not in proxy_from: closed, no session.
+    assert_eq!(through_balancer(trusted, b"", &leaf).await, None);
+    let v1 = b"PROXY TCP4 192.0.2.8 127.0.0.1 5555 465\r\n";
+    assert_eq!(through_balancer(trusted, v1, &leaf).await, None);
+    assert_eq!(
+        through_balancer(untrusted, &proxy_header([192, 0, 2, 10]), &leaf).await,
+        None
+    );
+    let report = relay.relay.stats().take_report();
+    assert!(
+        report.contains("connections without a trusted PROXY header 3"),
+        "{report}"
+    );
+    drop(first);
+}
