@@ -115,6 +115,17 @@ impl Tag {
 
     /// The tag every overflowing key shares.
     const OVERFLOW: Tag = Tag([0; 16]);
+
+    /// The one key of the onion clients' shared rate.
+    const ONION: Tag = Tag([0xff; 16]);
+
+    /// A fresh random tag: an onion client circuit's.
+    pub(crate) fn random() -> Tag {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .unwrap_or_else(|_| std::process::abort());
+        Tag(bytes)
+    }
 }
 
 /// The prefixes an address is counted under, narrowest first: its /32
@@ -126,6 +137,8 @@ impl Tag {
 pub(crate) struct Prefixes {
     tags: [Tag; 3],
     levels: usize,
+    /// An onion client's circuit, not a network.
+    circuit: bool,
 }
 
 impl Prefixes {
@@ -134,6 +147,7 @@ impl Prefixes {
             IpAddr::V4(v4) => Prefixes {
                 tags: [Tag::keyed(b"mailveil prefix v4\0", &v4.octets()); 3],
                 levels: 1,
+                circuit: false,
             },
             IpAddr::V6(v6) => {
                 let o = v6.octets();
@@ -144,6 +158,7 @@ impl Prefixes {
                         Tag::keyed(b"mailveil prefix v6/48\0", &o[..6]),
                     ],
                     levels: 3,
+                    circuit: false,
                 }
             }
         }
@@ -154,6 +169,15 @@ impl Prefixes {
         Prefixes {
             tags: [tag; 3],
             levels: 1,
+            circuit: false,
+        }
+    }
+
+    /// An onion client's circuit, standing where a network would.
+    fn circuit(tag: Tag) -> Self {
+        Prefixes {
+            circuit: true,
+            ..Prefixes::single(tag)
         }
     }
 
@@ -218,6 +242,13 @@ pub(crate) struct AdmissionLimits {
     /// How much more an IPv6 /56 is allowed than a /64, and a /48 than a
     /// /56.
     wider_factor: u32,
+    /// Onion clients' connections open at once, all together.
+    pub(crate) onion_open: u32,
+    /// Onion clients' new connections per minute, all together.
+    pub(crate) onion_rate_per_minute: u32,
+    /// Failed logins per onion client circuit within `auth_window` before
+    /// that circuit is locked.
+    pub(crate) onion_auth_failures_per_circuit: u32,
 }
 
 impl AdmissionLimits {
@@ -241,6 +272,9 @@ impl AdmissionLimits {
             buffered_bytes: l.max_buffered_message_bytes,
             transactions_per_account: l.max_transactions_per_account,
             wider_factor: l.ipv6_wider_prefix_factor,
+            onion_open: l.onion_max_connections,
+            onion_rate_per_minute: l.onion_connections_per_minute,
+            onion_auth_failures_per_circuit: l.onion_auth_failures_per_circuit,
         }
     }
 }
@@ -356,6 +390,11 @@ pub(crate) struct Admission {
     open: Mutex<HashMap<Tag, u32>>,
     /// Per prefix level.
     fail_prefix: [Rate; LEVELS],
+    /// Per onion client circuit.
+    fail_circuit: Rate,
+    /// Onion clients' connections open now, and their rate (one key).
+    onion_open: AtomicUsize,
+    onion_rate: Rate,
     /// Refusals explained (with a TLS handshake and a reply) per widest
     /// prefix; past it, refused connections are just closed.
     told: Rate,
@@ -402,6 +441,9 @@ impl Admission {
                     limits.auth_window,
                 )
             }),
+            fail_circuit: Rate::new(limits.onion_auth_failures_per_circuit, limits.auth_window),
+            onion_open: AtomicUsize::new(0),
+            onion_rate: Rate::new(limits.onion_rate_per_minute, Duration::from_secs(60)),
             told: Rate::new(REFUSALS_TOLD_PER_MINUTE, Duration::from_secs(60)),
             fail_login: Rate::new(limits.auth_failures_per_login, limits.auth_window),
             locked: Mutex::new(HashMap::new()),
@@ -472,16 +514,33 @@ impl Admission {
             preauth: Some(id),
             evicted,
             account: None,
+            onion: false,
         }
     }
 
     /// A peer with no address (sessions served over something other than
     /// a TCP listener: fuzzing, tests). Its prefix tag is random.
     pub(crate) fn anonymous(self: &Arc<Self>) -> Peer {
-        let mut bytes = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-            .unwrap_or_else(|_| std::process::abort());
-        self.register(Prefixes::single(Tag(bytes)), false)
+        self.register(Prefixes::single(Tag::random()), false)
+    }
+
+    /// Admits a connection from an onion client on circuit `circuit` (a
+    /// tag made for that rendezvous circuit when it was accepted): within
+    /// the onion clients' shared connection count and rate. Its failed
+    /// logins are charged to the circuit (and, as everywhere, the login).
+    pub(crate) fn admit_onion(self: &Arc<Self>, circuit: Tag) -> Result<Peer, Refused> {
+        let open = self.onion_open.fetch_add(1, Ordering::AcqRel);
+        if open >= self.limits.onion_open as usize {
+            self.onion_open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::Concurrency);
+        }
+        if !self.onion_rate.take(&Tag::ONION) {
+            self.onion_open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::Rate);
+        }
+        let mut peer = self.register(Prefixes::circuit(circuit), false);
+        peer.onion = true;
+        Ok(peer)
     }
 
     /// Tells the oldest session that has not logged in to leave. False when
@@ -518,6 +577,12 @@ impl Admission {
         // is held back whichever of its /64s asks next.
         for tag in prefixes.all() {
             self.note_failure(*tag);
+        }
+        if prefixes.circuit {
+            if !self.fail_circuit.take(&prefixes.narrowest()) {
+                lock_now.push(prefixes.narrowest());
+            }
+            return;
         }
         for (level, tag) in prefixes.widest_first() {
             if !self.fail_prefix[level].take(tag) {
@@ -672,6 +737,8 @@ pub(crate) struct Peer {
     preauth: Option<u64>,
     evicted: Arc<Notify>,
     account: Option<Tag>,
+    /// Counted among the onion clients' open connections.
+    onion: bool,
 }
 
 impl std::fmt::Debug for Peer {
@@ -940,6 +1007,9 @@ impl Drop for MessageRoom {
 impl Drop for Peer {
     fn drop(&mut self) {
         self.leave_preauth();
+        if self.onion {
+            self.admission.onion_open.fetch_sub(1, Ordering::AcqRel);
+        }
         if self.counted {
             let mut open = lock(&self.admission.open);
             for tag in self.prefixes.all() {
@@ -960,6 +1030,9 @@ mod tests {
 
     fn limits() -> AdmissionLimits {
         AdmissionLimits {
+            onion_open: 3,
+            onion_rate_per_minute: 5,
+            onion_auth_failures_per_circuit: 2,
             per_prefix: 3,
             rate_per_minute: 5,
             auth_failures_per_prefix: 4,
@@ -1023,6 +1096,58 @@ mod tests {
         drop(other);
         assert!(lock(&a.open).is_empty());
         a.admit(ip("10.0.0.1")).unwrap();
+    }
+
+    #[test]
+    fn onion_clients_share_a_count_and_a_rate_and_each_circuit_locks_alone() {
+        let a = Arc::new(Admission::new(AdmissionLimits {
+            auth_failures_per_login: 100,
+            ..limits()
+        }));
+        let (one, two) = (Tag::random(), Tag::random());
+        // Three open at once, whatever the circuit; released on drop.
+        let open: Vec<_> = [one, one, two]
+            .iter()
+            .map(|c| a.admit_onion(*c).unwrap())
+            .collect();
+        assert_eq!(
+            a.admit_onion(Tag::random()).unwrap_err(),
+            Refused::Concurrency
+        );
+        drop(open);
+        // Five a minute, all onion clients together (three taken above).
+        drop(a.admit_onion(two).unwrap());
+        drop(a.admit_onion(two).unwrap());
+        assert_eq!(a.admit_onion(Tag::random()).unwrap_err(), Refused::Rate);
+        // The onion clients' rate is their own: a network is unaffected.
+        drop(a.admit(ip("10.9.0.1")).unwrap());
+
+        // Failed logins: the circuit's allowance (2) runs out, and only
+        // that circuit is locked, never every onion client.
+        let b = Arc::new(Admission::new(AdmissionLimits {
+            auth_failures_per_login: 100,
+            rate_per_minute: 100,
+            onion_rate_per_minute: 100,
+            ..limits()
+        }));
+        let guesser = b.admit_onion(one).unwrap();
+        for i in 0..3 {
+            guesser.login_failed(&login(&format!("user{i}@x")));
+        }
+        assert_eq!(guesser.login_gate(&login("fresh@x")), LoginGate::Locked);
+        let same_circuit = b.admit_onion(one).unwrap();
+        assert_eq!(
+            same_circuit.login_gate(&login("fresh@x")),
+            LoginGate::Locked
+        );
+        let other_circuit = b.admit_onion(two).unwrap();
+        assert_eq!(other_circuit.login_gate(&login("fresh@x")), LoginGate::Open);
+        assert_eq!(
+            b.admit(ip("10.9.0.1"))
+                .unwrap()
+                .login_gate(&login("fresh@x")),
+            LoginGate::Open
+        );
     }
 
     #[test]

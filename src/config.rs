@@ -22,6 +22,7 @@ mod imap;
 mod limits;
 mod listen;
 mod logging;
+mod onion;
 mod policy;
 mod sanitize;
 mod server;
@@ -37,8 +38,9 @@ pub use egress::{
 };
 pub(crate) use limits::MESSAGE_ROOM_UNIT;
 pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
-pub use listen::{Listener, ListenerTls, Protocol, Serves};
+pub use listen::{ListenAddress, Listener, ListenerTls, Protocol, Serves};
 pub use logging::{DEFAULT_STATS_INTERVAL_MINUTES, MIN_STATS_INTERVAL_MINUTES};
+pub use onion::{OnionConfig, Vanguards};
 pub use policy::Outgoing;
 pub use sanitize::{SanitizeConfig, SanitizeMode};
 pub(crate) use upstream::normalize_domain;
@@ -118,6 +120,7 @@ struct RawConfig {
     #[serde(default)]
     policy: policy::RawPolicy,
     access: Option<access::RawAccess>,
+    onion: Option<onion::RawOnion>,
 }
 
 /// A validated configuration.
@@ -154,6 +157,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Members only (`[access]`); `None`: anyone the providers accept.
     pub access: Option<AccessConfig>,
+    /// The relay's own onion service (`[onion]`), when it has one.
+    pub onion: Option<OnionConfig>,
 }
 
 impl Config {
@@ -208,6 +213,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let stats_interval = logging::validate(raw.logging)?;
     let sanitize = sanitize::validate(raw.sanitize)?;
     let access = access::validate(raw.access)?;
+    let onion = onion::validate(raw.onion, &listeners)?;
 
     Ok(Config {
         hostname: server.hostname,
@@ -225,6 +231,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         sanitize,
         stats_interval,
         access,
+        onion,
     })
 }
 

@@ -157,16 +157,25 @@ impl Egress {
     /// Sets up the connectors the configuration uses. With Tor, this creates
     /// the client and starts bootstrapping in the background; it must run
     /// inside the tokio runtime.
+    /// The embedded Tor client also runs for the relay's own onion
+    /// service (`onion`), even when no upstream is reached through Tor.
     pub(crate) fn new(
         config: &EgressConfig,
         upstreams: &[Upstream],
+        onion: Option<&crate::config::OnionConfig>,
     ) -> Result<Self, EgressSetupError> {
         #[cfg(feature = "tor")]
-        let tor = if config.uses(upstreams, EgressMode::Tor) {
-            Some(tor::TorEgress::start(config)?)
+        let tor = if config.uses(upstreams, EgressMode::Tor) || onion.is_some() {
+            Some(tor::TorEgress::start(config, onion)?)
         } else {
             None
         };
+        #[cfg(not(feature = "tor"))]
+        if onion.is_some() {
+            return Err(EgressSetupError::Tor(
+                "an onion service needs mailveil built with the tor feature".into(),
+            ));
+        }
         #[cfg(not(feature = "tor"))]
         let _ = upstreams;
         Ok(Egress {

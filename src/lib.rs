@@ -27,6 +27,8 @@ pub mod imap;
 mod keys;
 pub mod logging;
 mod login;
+#[cfg(feature = "tor")]
+pub mod onion;
 pub mod privacy;
 pub mod probe;
 mod provider;

@@ -52,6 +52,7 @@ static ALLOCATOR: zeroize_alloc::ZeroizingAllocator<std::alloc::System> =
         mailveil check --probe --config /etc/mailveil/mailveil.toml\n  \
         mailveil run --config /etc/mailveil/mailveil.toml\n  \
         mailveil access add --secret /etc/mailveil/access-key >> /etc/mailveil/members\n  \
+        mailveil onion-key /etc/mailveil/onion\n  \
         mailveil client-config --config /etc/mailveil/mailveil.toml --format mobileconfig\n  \
         mailveil client-config --host relay.example.org --imap-port 993 --smtp-port 465 \
         --format dclogin"
@@ -117,6 +118,13 @@ enum Command {
         #[command(subcommand)]
         action: AccessAction,
     },
+    /// Make a key for the relay's onion service (`[onion] key_directory`)
+    /// in DIR, as C tor keeps one (hs_ed25519_secret_key, 0600, in a 0700
+    /// directory), and print its address. Never overwrites a key.
+    OnionKey {
+        /// The directory to make the key in (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -152,6 +160,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", config.summary());
             check_certificate_files(&config)?;
             check_members(&config)?;
+            check_onion_key(&config)?;
             println!("configuration OK");
             if probe {
                 mailveil::logging::init();
@@ -175,6 +184,7 @@ fn main() -> anyhow::Result<()> {
         Command::Access {
             action: AccessAction::Add { secret },
         } => access_add(&secret),
+        Command::OnionKey { dir } => onion_key(&dir),
         Command::ClientConfig {
             config,
             format,
@@ -305,6 +315,47 @@ fn check_pair(
              (LoadCredential=) when the service starts, so it is not checked here",
             private_key.display()
         ),
+    }
+    Ok(())
+}
+
+/// `mailveil onion-key DIR`.
+#[cfg(feature = "tor")]
+fn onion_key(dir: &std::path::Path) -> anyhow::Result<()> {
+    let address = mailveil::onion::generate(dir)?;
+    println!("{address}");
+    eprintln!(
+        "onion service key written to {}; keep it secret, and copy the whole \
+         directory to keep the address (README, \"An onion service\")",
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "tor"))]
+fn onion_key(_: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("this mailveil was built without the tor feature")
+}
+
+/// Reads the onion service's key as `run` would, when it is at hand.
+fn check_onion_key(config: &Config) -> anyhow::Result<()> {
+    let Some(onion) = &config.onion else {
+        return Ok(());
+    };
+    let secret = onion.key_directory.join("hs_ed25519_secret_key");
+    if secret.starts_with("/run/credentials/") && !secret.exists() {
+        println!(
+            "onion service key {}: delivered by systemd (LoadCredential=) when the \
+             service starts, so it is not checked here",
+            secret.display()
+        );
+        return Ok(());
+    }
+    #[cfg(feature = "tor")]
+    {
+        let address = mailveil::onion::address_of(&onion.key_directory)
+            .context("`onion.key_directory`: unusable")?;
+        println!("onion service address: {address}");
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ pub struct Probed {
 
 /// Probes every endpoint.
 pub async fn run(config: &Config) -> anyhow::Result<Probed> {
-    let egress = Egress::new(&config.egress, &config.upstreams)?;
+    let egress = Egress::new(&config.egress, &config.upstreams, None)?;
     let all_ok = probe_all(config, &egress).await;
     Ok(Probed {
         all_ok,

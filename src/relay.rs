@@ -31,6 +31,9 @@ pub enum RelayError {
     /// The members list or its secret (`[access]`).
     #[error("members only: {0}")]
     Access(#[from] AccessError),
+    /// The onion service's key (`[onion]`).
+    #[error("onion service key: {0}")]
+    OnionKey(String),
 }
 
 /// Everything sessions share, built once at start-up.
@@ -59,6 +62,9 @@ pub struct Relay {
     pub(crate) admission: Arc<Admission>,
     /// The members, when the relay serves members only.
     pub(crate) members: Option<Members>,
+    /// The relay's onion address, read from its key, when it has an onion
+    /// service.
+    onion_address: Option<String>,
 }
 
 impl Relay {
@@ -66,13 +72,23 @@ impl Relay {
     /// egress (starting Tor's bootstrap when it is used). Runs inside the
     /// tokio runtime.
     pub fn new(config: Config, server_tls: Arc<rustls::ServerConfig>) -> Result<Self, RelayError> {
+        let onion_address = config
+            .onion
+            .as_ref()
+            .map(|o| onion_address(&o.key_directory))
+            .transpose()?;
         let mut own_certificates = Vec::new();
         let faces = config
             .listeners
             .iter()
             .enumerate()
             .map(|(index, l)| {
-                Face::for_listener(index, l, &config, &server_tls, &mut own_certificates)
+                let hostname = match (&l.hostname, &onion_address) {
+                    (Some(name), _) => name.clone(),
+                    (None, Some(onion)) if l.is_onion() => onion.clone(),
+                    (None, _) => config.hostname.clone(),
+                };
+                Face::for_listener(index, l, hostname, &server_tls, &mut own_certificates)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let bare_faces = [Protocol::Smtp, Protocol::Imap].map(|p| Face {
@@ -91,11 +107,12 @@ impl Relay {
             .transpose()?;
         Ok(Relay {
             members,
-            egress: Egress::new(&config.egress, &config.upstreams)?,
+            egress: Egress::new(&config.egress, &config.upstreams, config.onion.as_ref())?,
             policy: Policy::new(&config.sanitize),
             faces,
             bare_faces,
             own_certificates,
+            onion_address,
             upstream_tls,
             stats: Stats::default(),
             draining: tokio::sync::watch::channel(false).0,
@@ -126,6 +143,12 @@ impl Relay {
     /// (print the fingerprint) or read from files (reload them on SIGHUP).
     pub fn own_certificates(&self) -> &[OwnCertificate] {
         &self.own_certificates
+    }
+
+    /// The relay's onion address (`<56 characters>.onion`), when it has an
+    /// onion service.
+    pub fn onion_address(&self) -> Option<&str> {
+        self.onion_address.as_deref()
     }
 
     /// The aggregate counters.
@@ -181,6 +204,8 @@ pub struct OwnCertificate {
     pub listener: usize,
     /// SHA-256 fingerprint of the leaf.
     pub fingerprint: String,
+    /// The leaf certificate at start (tests read its names).
+    pub leaf: rustls_pki_types::CertificateDer<'static>,
     /// The files it was read from (absolute), to read again on SIGHUP;
     /// `None`: made at start-up.
     pub files: Option<(std::path::PathBuf, std::path::PathBuf)>,
@@ -196,14 +221,10 @@ impl Face {
     fn for_listener(
         index: usize,
         l: &Listener,
-        config: &Config,
+        hostname: String,
         server_tls: &Arc<rustls::ServerConfig>,
         own: &mut Vec<OwnCertificate>,
     ) -> Result<Self, RelayError> {
-        let hostname = l
-            .hostname
-            .clone()
-            .unwrap_or_else(|| config.hostname.clone());
         let tls = if l.has_own_face() {
             let files = l.certificate.as_ref().map(|(c, k)| {
                 (
@@ -219,6 +240,7 @@ impl Face {
             own.push(OwnCertificate {
                 listener: index,
                 fingerprint: identity.fingerprint,
+                leaf: identity.leaf,
                 files,
                 certificate: identity.certificate,
             });
@@ -252,4 +274,18 @@ fn with_alpn(tls: &Arc<rustls::ServerConfig>, serves: Serves) -> TlsAcceptor {
         }
     };
     TlsAcceptor::from(Arc::new(config))
+}
+
+/// The onion address of the key in `dir`: read at start, so that a missing
+/// or unusable key stops the relay instead of arti making a new one.
+#[cfg(feature = "tor")]
+fn onion_address(dir: &std::path::Path) -> Result<String, RelayError> {
+    crate::onion::address_of(dir).map_err(|e| RelayError::OnionKey(e.to_string()))
+}
+
+#[cfg(not(feature = "tor"))]
+fn onion_address(_: &std::path::Path) -> Result<String, RelayError> {
+    Err(RelayError::OnionKey(
+        "an onion service needs mailveil built with the tor feature".into(),
+    ))
 }

@@ -15,30 +15,42 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::admission::Refused;
-use crate::config::{Listener, ListenerTls, Protocol, Serves};
+use crate::config::{ListenAddress, Listener, ListenerTls, Protocol, Serves};
 use crate::proxy_protocol::Source;
 
 /// A listener and its index in the configuration (its face's index).
-type Indexed = Arc<(usize, Listener)>;
+pub(crate) type Indexed = Arc<(usize, Listener)>;
 use crate::relay::Relay;
 use crate::stats::Counter;
 
 /// Bound listeners, ready to serve.
 pub struct Server {
     relay: Arc<Relay>,
-    /// Each listener with its index in the configuration.
+    /// Each socket listener with its index in the configuration.
     listeners: Vec<(usize, Listener, TcpListener)>,
+    /// The onion service's listeners, with their indexes.
+    onion: Vec<Indexed>,
 }
 
 impl Server {
     /// Binds every configured listener.
     pub async fn bind(relay: Arc<Relay>) -> std::io::Result<Self> {
         let mut listeners = Vec::new();
+        let mut onion = Vec::new();
         for (index, l) in relay.config.listeners.iter().enumerate() {
-            let socket = TcpListener::bind(l.address).await?;
-            listeners.push((index, l.clone(), socket));
+            match l.address {
+                ListenAddress::Socket(address) => {
+                    let socket = TcpListener::bind(address).await?;
+                    listeners.push((index, l.clone(), socket));
+                }
+                ListenAddress::Onion(_) => onion.push(Arc::new((index, l.clone()))),
+            }
         }
-        Ok(Server { relay, listeners })
+        Ok(Server {
+            relay,
+            listeners,
+            onion,
+        })
     }
 
     /// The shared state.
@@ -46,7 +58,8 @@ impl Server {
         &self.relay
     }
 
-    /// The bound addresses, in configuration order (tests bind port 0).
+    /// The bound socket addresses, in configuration order (tests bind port
+    /// 0); onion listeners have none.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -75,6 +88,14 @@ impl Server {
                 self.relay.clone(),
                 Arc::new((index, listener)),
                 socket,
+                permits.clone(),
+            ));
+        }
+        #[cfg(feature = "tor")]
+        if !self.onion.is_empty() {
+            tasks.spawn(crate::onion::serve(
+                self.relay.clone(),
+                self.onion.clone(),
                 permits.clone(),
             ));
         }
@@ -264,13 +285,17 @@ fn reserve_descriptor() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
-async fn serve(
+/// Serves one admitted connection (TCP, or a stream of the onion service)
+/// on `listener` until it ends, holding its place under the global cap.
+pub(crate) async fn serve<S>(
     relay: Arc<Relay>,
     listener: Indexed,
-    stream: tokio::net::TcpStream,
+    stream: S,
     peer: crate::admission::Peer,
     permit: tokio::sync::OwnedSemaphorePermit,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (index, listener) = &*listener;
     let face = &relay.faces[*index];
     let implicit = listener.tls == ListenerTls::Implicit;

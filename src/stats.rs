@@ -66,9 +66,12 @@ pub(crate) enum Counter {
     /// A connection to a PROXY-protocol listener was closed: not from a
     /// `proxy_from` address, or without a usable header.
     ProxyRefused,
+    /// An onion service connection or rendezvous was refused: the onion
+    /// clients' shared limits were reached.
+    OnionRefused,
 }
 
-const ALL: [Counter; 24] = [
+const ALL: [Counter; 25] = [
     Counter::SmtpSession,
     Counter::ImapSession,
     Counter::Login,
@@ -93,6 +96,7 @@ const ALL: [Counter; 24] = [
     Counter::AcceptFailed,
     Counter::MessageNoRoom,
     Counter::ProxyRefused,
+    Counter::OnionRefused,
 ];
 
 impl Counter {
@@ -122,6 +126,7 @@ impl Counter {
             Counter::AcceptFailed => "accepts failed",
             Counter::MessageNoRoom => "messages deferred for room",
             Counter::ProxyRefused => "connections without a trusted PROXY header",
+            Counter::OnionRefused => "onion connections refused by the onion limits",
         }
     }
 }
@@ -179,7 +184,7 @@ mod tests {
              provider connections lost 0, client timeouts 1, connections refused at the cap 0, \
              connections refused by rate 0, connections refused per prefix 0, \
              unauthenticated sessions evicted 0, logins locked out 0, \
-             messages over the hourly limit 0, accepts failed 0, messages deferred for room 0, connections without a trusted PROXY header 0"
+             messages over the hourly limit 0, accepts failed 0, messages deferred for room 0, connections without a trusted PROXY header 0, onion connections refused by the onion limits 0"
         );
         assert!(stats.take_report().starts_with("SMTP sessions 0,"));
     }

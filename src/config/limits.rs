@@ -220,6 +220,31 @@ limits! {
         default 256 * 1024, min 1024, max 16 << 20;
     /// Most header fields in a message.
     max_header_fields: usize = count(max_header_fields), default 1000, min 10, max 100_000;
+    /// Onion service: most client connections open at once, all onion
+    /// clients together (they have no address to count by).
+    onion_max_connections: u32 = count(onion_max_connections),
+        default 200, min 1, max 1_000_000;
+    /// Onion service: most new connections per minute, all onion clients
+    /// together (also the burst).
+    onion_connections_per_minute: u32 = count(onion_connections_per_minute),
+        default 300, min 1, max 1_000_000;
+    /// Onion service: most connections open at once on one client circuit;
+    /// one more tears the circuit down (arti's
+    /// `max_concurrent_streams_per_circuit`).
+    onion_connections_per_circuit: u32 = count(onion_connections_per_circuit),
+        default 16, min 1, max 65_535;
+    /// Onion service: failed logins on one client circuit, per
+    /// `auth_failure_window`, before that circuit is locked out (never all
+    /// onion clients; logins are locked per login as everywhere).
+    onion_auth_failures_per_circuit: u32 = count(onion_auth_failures_per_circuit),
+        default 5, min 1, max 1_000_000;
+    /// Onion service: introductions per second the introduction points let
+    /// through to the relay (Tor's DoS defence at the introduction point).
+    onion_introductions_per_second: u32 = count(onion_introductions_per_second),
+        default 25, min 1, max 1_000_000;
+    /// Onion service: the burst of introductions allowed above that rate.
+    onion_introduction_burst: u32 = count(onion_introduction_burst),
+        default 200, min 1, max 1_000_000;
 }
 
 /// A message counts against `max_buffered_message_bytes` by the memory

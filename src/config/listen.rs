@@ -94,13 +94,41 @@ pub enum ListenerTls {
     Starttls,
 }
 
-/// One listening socket.
+/// Where a listener takes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// A socket to bind.
+    Socket(SocketAddr),
+    /// A port of the relay's onion service (`[onion]`).
+    Onion(u16),
+}
+
+impl ListenAddress {
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        match self {
+            ListenAddress::Socket(a) => a.port(),
+            ListenAddress::Onion(p) => *p,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Socket(a) => write!(f, "{a}"),
+            ListenAddress::Onion(p) => write!(f, "onion:{p}"),
+        }
+    }
+}
+
+/// One listening socket, or one port of the onion service.
 #[derive(Debug, Clone)]
 pub struct Listener {
     /// What it serves.
     pub serves: Serves,
-    /// Address to bind.
-    pub address: SocketAddr,
+    /// Where it takes connections.
+    pub address: ListenAddress,
     /// TLS mode.
     pub tls: ListenerTls,
     /// Its own greeting name; `None`: `server.hostname`.
@@ -123,9 +151,16 @@ impl Listener {
         }
     }
 
-    /// True when clients here see a certificate that is not the `[tls]` one.
+    /// True when clients here see a certificate that is not the `[tls]`
+    /// one: the listener names its own, or is on the onion service (which
+    /// never shows the public relay's name or certificate).
     pub fn has_own_face(&self) -> bool {
-        self.hostname.is_some() || self.certificate.is_some()
+        self.hostname.is_some() || self.certificate.is_some() || self.is_onion()
+    }
+
+    /// True for a port of the onion service.
+    pub fn is_onion(&self) -> bool {
+        matches!(self.address, ListenAddress::Onion(_))
     }
 }
 
@@ -141,14 +176,31 @@ pub(super) fn validate(raw: Vec<RawListener>) -> Result<Vec<Listener>, ConfigErr
     let mut listeners = Vec::with_capacity(raw.len());
     for (i, l) in raw.into_iter().enumerate() {
         let key = format!("listen[{i}]");
-        let address: SocketAddr = l.address.parse().map_err(|_| {
-            invalid(
-                format!("{key}.address"),
-                "expected IP:port, e.g. \"127.0.0.1:465\" or \"[::]:587\"",
-            )
-        })?;
+        let address = match l.address.strip_prefix("onion:") {
+            Some(port) => match port.parse::<u16>() {
+                Ok(p) if p != 0 => ListenAddress::Onion(p),
+                _ => {
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        "expected onion:PORT with a port from 1 to 65535, e.g. \"onion:993\"",
+                    ));
+                }
+            },
+            None => ListenAddress::Socket(l.address.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    format!("{key}.address"),
+                    "expected IP:port, e.g. \"127.0.0.1:465\" or \"[::]:587\", or onion:PORT",
+                )
+            })?),
+        };
         if address.port() != 0 && listeners.iter().any(|o: &Listener| o.address == address) {
             return Err(invalid(format!("{key}.address"), "address used twice"));
+        }
+        if matches!(address, ListenAddress::Onion(_)) && l.proxy_protocol {
+            return Err(invalid(
+                format!("{key}.proxy_protocol"),
+                "not on the onion service: its clients come through Tor, not a load balancer",
+            ));
         }
         let serves = match (l.protocol, l.alpn_default) {
             (RawProtocol::Alpn, Some(default)) => Serves::ByAlpn { default },
@@ -293,7 +345,7 @@ mod tests {
         let text = MINIMAL.replace("127.0.0.1:1465", "localhost:1465");
         assert_eq!(
             refusal(&text),
-            "`listen[0].address`: expected IP:port, e.g. \"127.0.0.1:465\" or \"[::]:587\""
+            "`listen[0].address`: expected IP:port, e.g. \"127.0.0.1:465\" or \"[::]:587\", or onion:PORT"
         );
     }
 

@@ -41,6 +41,13 @@ impl Config {
                 out.push_str(&format!("  PROXY protocol v2, from {}\n", from.join(", ")));
             }
         }
+        if let Some(onion) = &self.onion {
+            out.push_str(&format!(
+                "onion service: key from {}, vanguards {:?}\n",
+                onion.key_directory.display(),
+                onion.vanguards
+            ));
+        }
         match &self.certificate {
             Some(path) => out.push_str(&format!("certificate: {}\n", path.display())),
             None => out.push_str("certificate: ephemeral self-signed, made at start-up\n"),

@@ -29,7 +29,11 @@ use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_rtcompat::PreferredRuntime;
 
 use super::{BoxedStream, EgressError, EgressSetupError, IsolationKey};
-use crate::config::{EgressConfig, TestingNetwork};
+use crate::config::{EgressConfig, Limits, OnionConfig, TestingNetwork, Vanguards};
+
+/// The onion service's nickname in arti (its keys and state are filed
+/// under it).
+const ONION_NICKNAME: &str = "mailveil";
 
 /// How long to wait between bootstrap attempts that failed outright.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(15);
@@ -43,11 +47,16 @@ pub(crate) struct TorEgress {
 
 impl TorEgress {
     /// Creates the client and starts bootstrapping in the background.
-    pub(crate) fn start(config: &EgressConfig) -> Result<Self, EgressSetupError> {
+    /// With `onion`, the client also reads the onion service's key from its
+    /// directory (read-only) and uses the service's vanguards.
+    pub(crate) fn start(
+        config: &EgressConfig,
+        onion: Option<&OnionConfig>,
+    ) -> Result<Self, EgressSetupError> {
         crate::tls::install_process_provider();
         let dir = RuntimeDir::create(config.tor_runtime_dir.as_deref())
             .map_err(|e| EgressSetupError::Tor(format!("runtime directory: {e}")))?;
-        let tor_config = build_config(dir.path(), config.tor_testing_network.as_ref())?;
+        let tor_config = build_config(dir.path(), config.tor_testing_network.as_ref(), onion)?;
         let client = TorClient::builder()
             .config(tor_config)
             .bootstrap_behavior(arti_client::BootstrapBehavior::Manual)
@@ -106,6 +115,52 @@ impl TorEgress {
         .map_err(|e| tor_error(&e))?;
         Ok(Box::new(stream))
     }
+}
+
+/// The onion service: its handle and the stream of rendezvous requests.
+pub(crate) type OnionService = (
+    Arc<tor_hsservice::RunningOnionService>,
+    std::pin::Pin<Box<dyn futures::Stream<Item = tor_hsservice::RendRequest> + Send>>,
+);
+
+impl TorEgress {
+    /// Launches the onion service once Tor is ready (waits for it). Its
+    /// limits: `onion_connections_per_circuit` streams at once per client
+    /// circuit (one more tears the circuit down), and the introduction
+    /// rate the introduction points are asked to enforce.
+    pub(crate) async fn launch_onion_service(
+        &self,
+        limits: &Limits,
+    ) -> Result<OnionService, String> {
+        while !self.wait_ready(Duration::from_secs(60)).await {}
+        let mut b = tor_hsservice::config::OnionServiceConfigBuilder::default();
+        b.nickname(
+            tor_hsservice::HsNickname::new(ONION_NICKNAME.into())
+                .map_err(|_| "bad nickname".to_string())?,
+        )
+        .max_concurrent_streams_per_circuit(limits.onion_connections_per_circuit)
+        .rate_limit_at_intro(Some(tor_hsservice::config::TokenBucketConfig::new(
+            limits.onion_introductions_per_second,
+            limits.onion_introduction_burst,
+        )));
+        let config = b.build().map_err(|e| e.to_string())?;
+        match self.client.launch_onion_service(config) {
+            Ok(Some((service, requests))) => Ok((service, Box::pin(requests))),
+            Ok(None) => Err("disabled".into()),
+            Err(e) => {
+                use arti_client::HasKind;
+                Err(format!("{} ({e})", e.kind()))
+            }
+        }
+    }
+}
+
+/// The address an onion service publishes, as `<56 characters>.onion`.
+pub(crate) fn service_address(service: &tor_hsservice::RunningOnionService) -> Option<String> {
+    use safelog::DisplayRedacted as _;
+    service
+        .onion_address()
+        .map(|id| id.display_unredacted().to_string())
 }
 
 /// An isolation group: connections with equal keys may share a circuit,
@@ -219,11 +274,35 @@ async fn report_progress(client: Arc<TorClient<PreferredRuntime>>) {
 fn build_config(
     dir: &Path,
     testing: Option<&TestingNetwork>,
+    onion: Option<&OnionConfig>,
 ) -> Result<TorClientConfig, EgressSetupError> {
     let mut b = TorClientConfig::builder();
     b.storage()
         .state_dir(CfgPath::new_literal(dir.join("state")))
         .cache_dir(CfgPath::new_literal(dir.join("cache")));
+    if let Some(onion) = onion {
+        // The identity key from the operator's directory, read-only; the
+        // keys arti derives from it (descriptor signing, introduction
+        // points) go to its primary keystore, under the runtime directory.
+        let bad = |what: &str| EgressSetupError::Tor(format!("onion service {what}"));
+        let mut store = tor_keymgr::config::CTorServiceKeystoreConfigBuilder::default();
+        store
+            .id("mailveil-onion-key"
+                .parse()
+                .map_err(|_| bad("keystore id"))?)
+            .path(onion.key_directory.clone())
+            .nickname(
+                tor_hsservice::HsNickname::new(ONION_NICKNAME.into())
+                    .map_err(|_| bad("nickname"))?,
+            );
+        b.storage().keystore().ctor_service(store);
+        b.vanguards().mode(tor_config::ExplicitOrAuto::Explicit(
+            match onion.vanguards {
+                Vanguards::Full => tor_guardmgr::VanguardMode::Full,
+                Vanguards::Lite => tor_guardmgr::VanguardMode::Lite,
+            },
+        ));
+    }
     if let Some(net) = testing {
         let mut auths = AuthorityContacts::builder();
         for a in &net.authorities {

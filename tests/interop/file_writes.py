@@ -3,7 +3,7 @@ and fails if any file or directory was created, opened for writing, renamed,
 removed, linked, truncated or had its mode/owner/times changed, outside the
 allowed directories (the embedded Tor client's runtime directory).
 
-    python3 file_writes.py TRACE [--allow DIR]... [--min-accepts N]
+    python3 file_writes.py TRACE [--allow DIR]... [--min-accepts N] [--min-allowed-writes N]
 
 --min-accepts is the control: the trace must show at least N accepted client
 connections, so that an empty result means "wrote nothing", not "traced
@@ -24,6 +24,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("trace")
 ap.add_argument("--allow", action="append", default=[])
 ap.add_argument("--min-accepts", type=int, default=1)
+ap.add_argument("--min-allowed-writes", type=int, default=0,
+                help="the control for a relay that accepts no TCP (onion only): at least N writes in the allowed directories")
 ap.add_argument("--pid", type=int)
 ap.add_argument("--cwd", default="/", help="the process's working directory, for relative paths")
 args = ap.parse_args()
@@ -42,7 +44,7 @@ PATH = re.compile(r'(?:(?:-?\d+|AT_FDCWD)<([^>]*)>,\s*)?"((?:[^"\\]|\\.)*)"')
 
 allowed = [os.path.realpath(a) for a in args.allow]
 CWD = args.cwd
-accepts = calls = 0
+accepts = calls = allowed_writes = 0
 offending = []
 for line in open(args.trace, errors="replace"):
     m = CALL.match(line)
@@ -62,6 +64,11 @@ for line in open(args.trace, errors="replace"):
     # Each path with the directory fd before it, if any (strace -y prints
     # the fd's path in <...>).
     paths = PATH.findall(rest)
+    # A call on a directory descriptor with no path of its own
+    # (utimensat(fd<dir>, NULL, ...)): the descriptor's path.
+    fd_only = re.match(r"\s*-?\d+<([^>]*)>,\s*NULL\b", rest)
+    if not paths and fd_only:
+        paths = [("", fd_only.group(1))]
     if not paths:
         offending.append(line.rstrip())
         continue
@@ -70,6 +77,8 @@ for line in open(args.trace, errors="replace"):
         if not any(full == a or full.startswith(a + "/") for a in allowed):
             offending.append(line.rstrip())
             break
+    else:
+        allowed_writes += 1
 
 held = 0
 if args.pid:
@@ -89,11 +98,14 @@ if args.pid:
         if not any(target == a or target.startswith(a + "/") for a in allowed):
             offending.append(f"open for writing: fd {fd} -> {target}")
 
-print(f"{args.trace}: {calls} file calls, {accepts} accepted connections, "
+print(f"{args.trace}: {calls} file calls, {accepts} accepted connections, {allowed_writes} writes allowed, "
       f"{held} files held open for writing, {len(offending)} writes outside {allowed or 'nothing'}")
 for o in offending[:20]:
     print("  " + o)
 if accepts < args.min_accepts:
     print(f"control failed: expected at least {args.min_accepts} accepted connections in the trace")
+    sys.exit(1)
+if allowed_writes < args.min_allowed_writes:
+    print(f"control failed: expected at least {args.min_allowed_writes} writes in the allowed directories")
     sys.exit(1)
 sys.exit(1 if offending else 0)

@@ -35,7 +35,7 @@ fi
 
 # ------------------------------------------------------------------ install
 need_install=0
-for bin in postfix dovecot swaks curl msmtp neomutt mbsync openssl python3 tor microsocks tcpdump strace setpriv prlimit haproxy; do
+for bin in postfix dovecot swaks curl msmtp neomutt mbsync openssl python3 tor microsocks tcpdump strace setpriv prlimit haproxy torsocks; do
     command -v "$bin" >/dev/null 2>&1 || need_install=1
 done
 perl -MNet::SSLeay -MIO::Socket::INET6 -MAuthen::SASL -e1 2>/dev/null || need_install=1
@@ -54,7 +54,7 @@ if [ "$need_install" = 1 ]; then
     fi
     apt-get install -y -q dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates curl swaks \
         libnet-ssleay-perl libio-socket-inet6-perl libauthen-sasl-perl isync neomutt msmtp python3 \
-        tor microsocks tcpdump strace util-linux python3-dkim zbar-tools haproxy >/dev/null
+        tor microsocks tcpdump strace util-linux python3-dkim zbar-tools haproxy torsocks >/dev/null
     if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 id vmail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin vmail

@@ -29,7 +29,7 @@ for _ in $(seq 1 50); do grep -q "listening on" "$W/log/tcpdump.err" 2>/dev/null
 dns_probe
 stop_egress() {
     local f
-    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid "$W"/encrypted.pid "$W"/access.pid "$W"/haproxy.pid "$W"/lb1.pid "$W"/lb2.pid; do
+    for f in "$W"/socks.pid "$W"/tor.pid "$W"/microsocks.pid "$W"/counting.pid "$W"/push.pid "$W"/presets.pid "$W"/encrypted.pid "$W"/access.pid "$W"/haproxy.pid "$W"/lb1.pid "$W"/lb2.pid "$W"/onion.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
     BASE="$W/tornet" bash "$HERE/tornet.sh" stop
@@ -606,6 +606,87 @@ check "mbsync pulls INBOX through mailveil → Tor" \
     sh -c 'mbsync -q -c "$W/mbsyncrc-tor" -a && grep -rlq "^Subject: interop-tor-swaks" "$W/mbsync-tor/local/INBOX"'
 check "IMAP to the provider's .onion address through mailveil (certificate checked as localhost)" \
     egress imap 13993 alice@onion.test interop-tor-swaks
+log "onion service ingress: an onion-only relay (embedded Tor) on the private network"
+# The key as an operator makes it; the relay's listeners are on its onion
+# service only (no socket at all), and it reaches Postfix and Dovecot
+# through Tor as well.
+"$MAILVEIL" onion-key "$W/onion-key" > "$W/onion-address" 2>/dev/null
+RELAY_ONION="$(cat "$W/onion-address")"
+sed -e "s#@W@#$W#g" -e "s#@MODE@#tor#" -e "s#@PORT@#23#g" -e "s#@ONION@#$ONION#" \
+    -e 's#"127.0.0.1:23465"#"onion:465"#' -e 's#"127.0.0.1:23993"#"onion:993"#' \
+    -e "s#$W/tor-run#$W/onion-run#" "$HERE/mailveil-egress.toml.in" > "$W/onion.toml"
+# Vanguards-lite: full vanguards want 4 second-hop and 8 third-hop relays,
+# more than this 7-relay network has; on it the service never settles.
+printf '\n[onion]\nkey_directory = "%s"\nvanguards = "lite"\n' "$W/onion-key" >> "$W/onion.toml"
+cat "$W/tornet/egress-tor.toml" >> "$W/onion.toml"
+mkdir -m 700 "$W/onion-run"
+start_onion() { # log-name: starts the relay; waits until a client reaches it over Tor, and
+               # writes how long that took after the process started to $W/<log-name>.ms
+    local t0=${EPOCHREALTIME/./}
+    if [ "$1" = onion1 ]; then
+        # Traced from its first instruction: the Tor client's start-up writes
+        # (its runtime directory) are the control that the trace saw writes.
+        strace -f -qq -y -e trace=%file,accept,accept4 -o "$W/log/onion.strace" \
+            env RUST_LOG=trace "$MAILVEIL" run --config "$W/onion.toml" >"$W/log/$1.out" 2>"$W/log/$1.err" &
+        echo $! > "$W/onion-strace.pid"
+        for _ in $(seq 1 50); do pgrep -P "$!" > "$W/onion.pid" && break; sleep 0.1; done
+    else
+        RUST_LOG=trace "$MAILVEIL" run --config "$W/onion.toml" >"$W/log/$1.out" 2>"$W/log/$1.err" &
+        echo $! > "$W/onion.pid"
+    fi
+    local pin=""
+    for _ in $(seq 1 100); do
+        pin="$(sed -n 's/^ephemeral certificate of listener onion:993, SHA-256 fingerprint: //p' "$W/log/$1.out")"
+        [ -n "$pin" ] && break; sleep 0.1
+    done
+    if python3 "$HERE/onion_clients.py" reach 10950 "$RELAY_ONION" "$pin" 600 > "$W/log/$1.reach" 2>&1; then
+        echo "$(( (${EPOCHREALTIME/./} - t0) / 1000 ))" > "$W/$1.ms"
+    else
+        echo "not reached" > "$W/$1.ms"
+    fi
+}
+start_onion onion1
+check "onion-key: a v3 address, the key 0600 in a 0700 directory, check prints the same address" \
+    sh -c 'echo "$1" | grep -Eq "^[a-z2-7]{56}\.onion$" &&
+           [ "$(stat -c %a "$W/onion-key")" = 700 ] && [ "$(stat -c %a "$W/onion-key/hs_ed25519_secret_key")" = 600 ] &&
+           "$2" check --config "$W/onion.toml" > "$W/log/onion-check.out" &&
+           grep -q "^onion service address: $1$" "$W/log/onion-check.out"' _ "$RELAY_ONION" "$MAILVEIL"
+check "the onion-only relay binds no socket, and a Tor client reaches its IMAP greeting over the onion service" \
+    sh -c 'grep -Eq "^[0-9]+$" "$W/onion1.ms" && ! grep -q "listening on" "$W/log/onion1.err" &&
+           ! ss -Htlnp | grep "pid=$(cat "$W/onion.pid")," > /dev/null'
+echo "   onion service start-up, process start to first client greeting over Tor (new address, relay under strace): $(cat "$W/onion1.ms") ms"
+ONION_PIN="$(sed -n 's/^ephemeral certificate of listener onion:993, SHA-256 fingerprint: //p' "$W/log/onion1.out")"
+check "torsocks swaks → the relay's onion service → Tor egress → Postfix" \
+    sh -c 'TORSOCKS_TOR_ADDRESS=127.0.0.1 TORSOCKS_TOR_PORT=10950 torsocks swaks -s "$1:465" --tls-on-connect \
+               -a PLAIN -au alice@example.test -ap alice-pw -f alice@example.test -t alice@example.test \
+               --h-Subject interop-onion-ingress --body "onion body line" --silent 1' _ "$RELAY_ONION"
+check "imaplib over SOCKS → the onion service (certificate pinned by the printed fingerprint) → Tor → Dovecot reads it back" \
+    python3 "$HERE/onion_clients.py" imap 10950 "$RELAY_ONION" "$ONION_PIN" interop-onion-ingress
+check "the onion greets with the onion address, never the public name, with a certificate made for it" \
+    sh -c 'printf "QUIT\r\n" | TORSOCKS_TOR_ADDRESS=127.0.0.1 TORSOCKS_TOR_PORT=10950 torsocks \
+               openssl s_client -connect "$1:465" -servername "$1" -ign_eof > "$W/log/onion-smtp.out" 2>&1;
+           grep -q "^220 $1 ESMTP" "$W/log/onion-smtp.out" && ! grep -q "localhost" "$W/log/onion-smtp.out" &&
+           grep -q "subject=CN *= *rcgen self signed cert" "$W/log/onion-smtp.out"' _ "$RELAY_ONION"
+check "the onion relay wrote files only in its Tor runtime directory, from its start (strace)" \
+    python3 "$HERE/file_writes.py" "$W/log/onion.strace" --pid "$(cat "$W/onion.pid")" --min-accepts 0 --min-allowed-writes 1 \
+        --allow "$W/onion-run" --cwd "$(readlink "/proc/$(cat "$W/onion.pid")/cwd")"
+kill "$(cat "$W/onion.pid")"; for _ in $(seq 1 100); do kill -0 "$(cat "$W/onion.pid")" 2>/dev/null || break; sleep 0.1; done
+wait "$(cat "$W/onion-strace.pid")" 2>/dev/null || true
+start_onion onion2
+echo "   onion service start-up after a restart (same key), to first client greeting: $(cat "$W/onion2.ms") ms"
+check "after a restart the service is reached at the same address and serves again" \
+    sh -c 'grep -Eq "^[0-9]+$" "$W/onion2.ms" && grep -q "onion service $1: launched" "$W/log/onion2.err" &&
+           python3 "$2/onion_clients.py" imap 10950 "$1" "$3" interop-onion-ingress' \
+    _ "$RELAY_ONION" "$HERE" "$(sed -n 's/^ephemeral certificate of listener onion:993, SHA-256 fingerprint: //p' "$W/log/onion2.out")"
+echo "   per message, one SMTP session per path, onion ingress + Tor egress against Postfix directly, alternating (relay not traced):"
+python3 "$HERE/onion_clients.py" latency 10950 "$RELAY_ONION" \
+    "$(sed -n 's/^ephemeral certificate of listener onion:465, SHA-256 fingerprint: //p' "$W/log/onion2.out")" 20 |
+    sed 's/^/   /' || bad "onion latency figures"
+kill "$(cat "$W/onion.pid")"; for _ in $(seq 1 100); do kill -0 "$(cat "$W/onion.pid")" 2>/dev/null || break; sleep 0.1; done
+rm -f "$W/onion.pid"
+check "the onion relay at TRACE printed no client data" \
+    sh -c '! grep -Eq "alice@|interop-|INBOX|onion body|canary" "$W"/log/onion1.out "$W"/log/onion1.err "$W"/log/onion2.out "$W"/log/onion2.err'
+
 log "stopping the private Tor network"
 BASE="$W/tornet" bash "$HERE/tornet.sh" stop
 check "Tor down: SMTP AUTH gets a temporary 454" egress smtp-unavailable 13465 alice@counting.test

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A private Tor network on 127.0.0.1 for the interop suite, ported from
 # ../shared/tornet/run.sh: 3 directory authorities, 2 middle relays, 2 exits
-# (whose policy allows 127.0.0.0/8) and 1 onion service, with Debian's `tor`
-# in TestingTorNetwork mode. Brings the network up, writes what mailveil needs
+# (whose policy allows 127.0.0.0/8), 1 onion service and 1 client with a
+# SOCKS port on 127.0.0.1:10950, with Debian's `tor` in TestingTorNetwork
+# mode. Brings the network up, writes what mailveil needs
 # and exits, leaving the network running:
 #   $BASE/egress-tor.toml   [egress.tor.testing_network] for mailveil's config
 #   $BASE/onion             the onion service's address (port 5858 forwards
@@ -17,6 +18,7 @@ set -euo pipefail
 BASE=${BASE:-/tmp/mailveil-tornet}
 ECHO_PORT=${ONION_TARGET_PORT:-4747}
 HS_VPORT=5858
+CLIENT_SOCKS=${CLIENT_SOCKS:-10950}
 OR_BASE=5000   # ORPort  = OR_BASE  + node index
 DIR_BASE=7000  # DirPort = DIR_BASE + node index
 AUTHS=(a0 a1 a2); MIDS=(m0 m1); EXITS=(e0 e1)
@@ -149,6 +151,10 @@ Log info file $BASE/$n/info.log
 EOF
   } > "$BASE/$n/torrc"
 done
+# A client with a SOCKS port (127.0.0.1:$CLIENT_SOCKS), as a user's Tor
+# Browser or Orbot would be: what reaches mailveil's own onion service.
+mkdir -p "$BASE/c0"; chmod 700 "$BASE/c0"
+{ common c0 | sed "s/^SocksPort 0$/SocksPort 127.0.0.1:$CLIENT_SOCKS/"; } > "$BASE/c0/torrc"
 mkdir -p "$BASE/hs0"; chmod 700 "$BASE/hs0"
 { common hs0; cat <<EOF
 HiddenServiceDir $BASE/hs0/hs
@@ -158,7 +164,7 @@ EOF
 } > "$BASE/hs0/torrc"
 
 # ---------------------------------------------------------------- start
-for n in "${RELAYS[@]}" hs0; do
+for n in "${RELAYS[@]}" hs0 c0; do
   tor --defaults-torrc /dev/null -f "$BASE/$n/torrc" --quiet >"$BASE/$n/stdout" 2>&1 &
   PIDS+=($!); echo "$n $!" >> "$BASE/pids"
 done

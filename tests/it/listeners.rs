@@ -445,3 +445,65 @@ proxy_from = ["10.9.8.0/24"]
     );
     drop(first);
 }
+
+/// A relay with an onion listener on a private Tor network whose authority
+/// never answers (nothing leaves loopback; the service is never launched):
+/// what it shows, and that it will not start without its key.
+#[tokio::test]
+async fn an_onion_listener_has_a_certificate_of_its_own_for_the_onion_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("onion");
+    let address = mailveil::onion::generate(&keys).expect("key");
+    let closed = closed_port().await;
+    let id = "0123456789ABCDEF0123456789ABCDEF01234567";
+    let onion = format!(
+        "[[listen]]\nprotocol = \"imap\"\naddress = \"onion:993\"\ntls = \"implicit\"\n\n\
+         [onion]\nkey_directory = \"{keys}\"\n\n\
+         [egress.tor]\nruntime_dir = \"{runtime}\"\n\
+         [egress.tor.testing_network]\nenabled = true\n\
+         authorities = [{{ v3ident = \"{id}\", address = \"127.0.0.1:{closed}\" }}]\n\
+         fallbacks = [{{ rsa_identity = \"{id}\", ed25519_identity = \"{ed}\", address = \"127.0.0.1:{closed}\" }}]\n",
+        keys = keys.display(),
+        runtime = dir.path().display(),
+        ed = "A".repeat(43),
+    );
+    let smtp = start_upstream(UpstreamScript::default()).await;
+    let imap = start_imap_upstream(ImapScript::default()).await;
+    let ca = both_cas(&smtp, &imap, dir.path());
+    let text = config(&smtp, &imap, &ca, &format!("{LISTENERS}\n{onion}"));
+    let relay = start_relay_with(&text).await;
+    assert_eq!(relay.relay.onion_address(), Some(address.as_str()));
+    // Its own certificate, made for the onion address: never the relay's.
+    let own = relay.relay.own_certificates();
+    let onion_own = own
+        .iter()
+        .find(|o| o.listener == 4)
+        .expect("onion listener's own");
+    assert!(onion_own.files.is_none());
+    assert_ne!(
+        onion_own.fingerprint,
+        mailveil::tls::fingerprint_of(&relay.leaf)
+    );
+    assert!(holds(&onion_own.leaf, &address));
+    assert!(!holds(&onion_own.leaf, "relay.test") && !holds(&onion_own.leaf, "localhost"));
+    // No socket for it: the four socket listeners only.
+    assert_eq!(relay.addrs.len(), 4);
+    let summary = relay.relay.config().summary();
+    assert!(
+        summary.contains("listen: Imap on onion:993 (Implicit TLS)"),
+        "{summary}"
+    );
+
+    // Without its key the relay does not start (arti would make another).
+    std::fs::remove_file(keys.join("hs_ed25519_secret_key")).expect("remove");
+    let config = mailveil::config::Config::parse(&text).expect("config");
+    let identity = mailveil::tls::server_identity(None, None, "localhost").expect("identity");
+    let refused = mailveil::relay::Relay::new(config, identity.config)
+        .err()
+        .expect("no key, no relay")
+        .to_string();
+    assert!(
+        refused.starts_with("onion service key: ") && refused.contains("hs_ed25519_secret_key"),
+        "{refused}"
+    );
+}

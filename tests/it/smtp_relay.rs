@@ -755,7 +755,7 @@ async fn aggregate_counters_count_logins_and_messages_and_nothing_else() {
          provider connections lost 0, client timeouts 0, connections refused at the cap 0, \
          connections refused by rate 0, connections refused per prefix 0, \
          unauthenticated sessions evicted 0, logins locked out 0, \
-         messages over the hourly limit 0, accepts failed 0, messages deferred for room 0, connections without a trusted PROXY header 0"
+         messages over the hourly limit 0, accepts failed 0, messages deferred for room 0, connections without a trusted PROXY header 0, onion connections refused by the onion limits 0"
     );
 }
 
