@@ -526,15 +526,20 @@ impl Admission {
 
     /// Admits a connection from an onion client on circuit `circuit` (a
     /// tag made for that rendezvous circuit when it was accepted): within
-    /// the onion clients' shared connection count and rate. Its failed
-    /// logins are charged to the circuit (and, as everywhere, the login).
+    /// the circuit's own connection rate (a network's) and the onion
+    /// clients' shared connection count and rate. Its failed logins are
+    /// charged to the circuit (and, as everywhere, the login); past the
+    /// provider budget, a failure on any circuit holds back new onion
+    /// logins as one network's would.
     pub(crate) fn admit_onion(self: &Arc<Self>, circuit: Tag) -> Result<Peer, Refused> {
         let open = self.onion_open.fetch_add(1, Ordering::AcqRel);
         if open >= self.limits.onion_open as usize {
             self.onion_open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Concurrency);
         }
-        if !self.onion_rate.take(&Tag::ONION) {
+        // Each circuit has a network's rate of its own, then all onion
+        // clients share theirs: one circuit cannot spend it alone.
+        if !self.connect_rate[0].take(&circuit) || !self.onion_rate.take(&Tag::ONION) {
             self.onion_open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Rate);
         }
@@ -579,6 +584,9 @@ impl Admission {
             self.note_failure(*tag);
         }
         if prefixes.circuit {
+            // Onion clients together have failed lately: past the provider
+            // budget, a fresh circuit must not be a fresh start.
+            self.note_failure(Tag::ONION);
             if !self.fail_circuit.take(&prefixes.narrowest()) {
                 lock_now.push(prefixes.narrowest());
             }
@@ -665,6 +673,8 @@ impl Admission {
             &self.fail_login,
             &self.messages,
             &self.told,
+            &self.fail_circuit,
+            &self.onion_rate,
         ]) {
             rate.prune();
         }
@@ -844,10 +854,9 @@ impl Peer {
     pub(crate) fn provider_gate(&self, login: &Login, upstream: usize) -> LoginGate {
         let a = &self.admission;
         let spent = a.provider_failures(upstream) >= a.limits.provider_failures_per_hour;
-        if spent
-            && self.prefixes.all().iter().any(|t| a.failed_lately(*t))
-            && !a.succeeded_lately(Tag::for_login_on(login, self.prefix))
-        {
+        let failed_lately = self.prefixes.all().iter().any(|t| a.failed_lately(*t))
+            || (self.onion && a.failed_lately(Tag::ONION));
+        if spent && failed_lately && !a.succeeded_lately(Tag::for_login_on(login, self.prefix)) {
             LoginGate::Locked
         } else {
             LoginGate::Open
@@ -1146,6 +1155,43 @@ mod tests {
             b.admit(ip("10.9.0.1"))
                 .unwrap()
                 .login_gate(&login("fresh@x")),
+            LoginGate::Open
+        );
+
+        // One circuit cannot spend the onion clients' rate alone: it has a
+        // network's (5 a minute here).
+        let c = Arc::new(Admission::new(AdmissionLimits {
+            onion_rate_per_minute: 100,
+            ..limits()
+        }));
+        let busy = Tag::random();
+        for _ in 0..5 {
+            drop(c.admit_onion(busy).unwrap());
+        }
+        assert_eq!(c.admit_onion(busy).unwrap_err(), Refused::Rate);
+        drop(c.admit_onion(Tag::random()).unwrap());
+
+        // Past the provider budget, a failure on one circuit holds back a
+        // fresh circuit too (a guesser cannot start over with a new one),
+        // unless the login succeeded on that circuit lately.
+        let d = Arc::new(Admission::new(AdmissionLimits {
+            provider_failures_per_hour: 1,
+            auth_failures_per_login: 100,
+            onion_rate_per_minute: 100,
+            ..limits()
+        }));
+        let mut member = d.admit_onion(Tag::random()).unwrap();
+        member.logged_in(&login("member@x"));
+        let guesser = d.admit_onion(Tag::random()).unwrap();
+        guesser.login_failed(&login("member@x"));
+        guesser.provider_refused(0);
+        let fresh = d.admit_onion(Tag::random()).unwrap();
+        assert_eq!(fresh.provider_gate(&login("other@x"), 0), LoginGate::Locked);
+        assert_eq!(member.provider_gate(&login("member@x"), 0), LoginGate::Open);
+        assert_eq!(
+            d.admit(ip("10.9.0.1"))
+                .unwrap()
+                .provider_gate(&login("other@x"), 0),
             LoginGate::Open
         );
     }

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rustls_pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, ListenerTls, Protocol};
+use crate::config::{Config, Listener, ListenerTls, Protocol, Serves};
 
 /// How a client reaches one of the relay's services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,13 +78,22 @@ impl RelaySettings {
         let host = host
             .or_else(|| config.map(|c| c.hostname.clone()))
             .ok_or(ClientConfigError::NoHost)?;
+        // A listener a client of `protocol` can use at `host`: one that
+        // serves it without ALPN (most clients send none), on the onion
+        // service for a .onion host and only then, and not behind a load
+        // balancer (its port is the balancer's, not the relay's).
+        let onion_host = host.to_ascii_lowercase().ends_with(".onion");
+        let fits = move |l: &Listener, protocol: Protocol| {
+            let serves = match l.serves {
+                Serves::One(p) => p == protocol,
+                Serves::ByAlpn { default } => default == protocol,
+            };
+            serves && l.is_onion() == onion_host && l.proxy_from.is_none()
+        };
         let from_config = |protocol: Protocol| {
             let listeners = config.map(|c| c.listeners.as_slice()).unwrap_or_default();
-            let of = |tls: ListenerTls| {
-                listeners
-                    .iter()
-                    .find(|l| l.speaks(protocol) && l.tls == tls)
-            };
+            let of =
+                |tls: ListenerTls| listeners.iter().find(|l| fits(l, protocol) && l.tls == tls);
             of(ListenerTls::Implicit)
                 .or_else(|| of(ListenerTls::Starttls))
                 .map(|l| Service {
@@ -103,7 +112,7 @@ impl RelaySettings {
                 let listener = config.and_then(|c| {
                     c.listeners
                         .iter()
-                        .find(|l| l.speaks(protocol) && l.address.port() == port)
+                        .find(|l| fits(l, protocol) && l.address.port() == port)
                 });
                 Ok(Service {
                     port,
@@ -436,6 +445,57 @@ mod tests {
              &ip=993&is=ssl&sh=relay.example.org&sp=587&ss=starttls&ic=1"
         );
         assert!(settings().dclogin("a@b.org", "x", true).ends_with("&ic=2"));
+    }
+
+    #[test]
+    fn only_listeners_a_client_can_use_at_that_host_are_picked() {
+        // First in the file: port 443 by ALPN (IMAP without ALPN), a
+        // listener behind a load balancer, then the onion's ports.
+        let config = Config::parse(
+            r#"
+[server]
+hostname = "relay.example.org"
+[[listen]]
+protocol = "alpn"
+alpn_default = "imap"
+address = "0.0.0.0:443"
+tls = "implicit"
+[[listen]]
+protocol = "smtp"
+address = "10.0.0.11:1465"
+tls = "implicit"
+proxy_protocol = true
+proxy_from = ["10.0.0.5"]
+[[listen]]
+protocol = "smtp"
+address = "onion:465"
+tls = "implicit"
+[[listen]]
+protocol = "imap"
+address = "onion:993"
+tls = "implicit"
+[[listen]]
+protocol = "smtp"
+address = "0.0.0.0:465"
+tls = "implicit"
+[onion]
+key_directory = "/k"
+[[upstream]]
+name = "p"
+smtp = { host = "smtp.p.example", port = 465, tls = "implicit" }
+imap = { host = "imap.p.example", port = 993, tls = "implicit" }
+domains = ["p.example"]
+[egress]
+mode = "direct"
+"#,
+        )
+        .expect("valid");
+        let public = RelaySettings::new(Some(&config), None, None, None).expect("public");
+        assert_eq!((public.imap.port, public.smtp.port), (443, 465));
+        let onion = "a".repeat(56) + ".onion";
+        let hidden = RelaySettings::new(Some(&config), Some(onion), None, None).expect("onion");
+        assert_eq!((hidden.imap.port, hidden.smtp.port), (993, 465));
+        assert!(hidden.imap.implicit_tls && hidden.smtp.implicit_tls);
     }
 
     #[test]

@@ -668,7 +668,10 @@ async fn serve(
         certificate,
         certificate_files,
     ));
-    server.serve(shutdown_signal()).await;
+    if let Err(why) = server.serve(shutdown_signal()).await {
+        tracing::error!("{why}; mailveil stopped");
+        anyhow::bail!("{why}");
+    }
     tracing::info!("mailveil stopped");
     Ok(())
 }

@@ -156,32 +156,30 @@ const MAX_RENDEZVOUS_IN_FLIGHT: usize = 64;
 ///
 /// Logs the service's own states (never a client); a stream that asks for
 /// a port the relay does not serve is refused with END DONE, as C tor
-/// does.
+/// does. An error when the service cannot be run as configured: the relay
+/// then stops rather than run without it.
 pub(crate) async fn serve(
     relay: std::sync::Arc<crate::relay::Relay>,
     listeners: Vec<crate::server::Indexed>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
-) {
+) -> Result<(), String> {
     use futures::StreamExt as _;
     let (Some(tor), Some(expected)) = (relay.egress.tor(), relay.onion_address()) else {
-        return;
+        return Err("onion service configured but no Tor client or key".into());
     };
     let started = tokio::time::Instant::now();
     let (service, mut requests) = match tor.launch_onion_service(&relay.config.limits).await {
         Ok(launched) => launched,
-        Err(e) => {
-            tracing::error!("onion service: could not launch: {e}; it is not served");
-            return;
-        }
+        Err(e) => return Err(format!("onion service: could not launch: {e}")),
     };
     // arti makes a new identity key when it cannot read the configured
     // one; never publish that.
     let published = crate::egress::tor::service_address(&service);
     if published.as_deref() != Some(expected) {
-        tracing::error!(
-            "onion service: arti did not use the key in the key directory (it would publish another address); not serving it"
+        return Err(
+            "onion service: arti did not use the key in the key directory (it would publish another address)"
+                .into(),
         );
-        return;
     }
     tracing::info!("onion service {expected}: launched, publishing its descriptor");
     tokio::spawn(report_states(service.clone(), started));
@@ -208,6 +206,7 @@ pub(crate) async fn serve(
         });
     }
     drop(service);
+    Ok(())
 }
 
 /// Accepts or refuses one stream of a client circuit.

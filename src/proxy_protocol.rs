@@ -122,8 +122,16 @@ impl Network {
                 (addr, if addr.is_ipv4() { 32 } else { 128 })
             }
         };
+        // An IPv4-mapped entry stands for its IPv4 address (peers are
+        // compared that way).
+        let (addr, len) = match addr.to_canonical() {
+            IpAddr::V4(v4) if addr.is_ipv6() => (IpAddr::V4(v4), len.checked_sub(96)?),
+            other => (other, len),
+        };
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        (len <= max).then_some(Network { addr, len })
+        // A network of length 0 is everyone: anyone could name any address
+        // and skip every per-network limit.
+        (len <= max && len > 0).then_some(Network { addr, len })
     }
 
     /// True when `ip` is in this network (an IPv4-mapped IPv6 address as
@@ -260,12 +268,22 @@ mod tests {
         let v6 = Network::parse("fd00:ab::/33").unwrap();
         assert!(v6.contains("fd00:ab:7fff::1".parse().unwrap()));
         assert!(!v6.contains("fd00:ab:8000::1".parse().unwrap()));
-        assert!(
-            Network::parse("0.0.0.0/0")
-                .unwrap()
-                .contains("8.8.8.8".parse().unwrap())
+        let mapped = Network::parse("::ffff:10.0.0.5").unwrap();
+        assert_eq!(mapped, Network::parse("10.0.0.5").unwrap());
+        assert!(mapped.contains("10.0.0.5".parse().unwrap()));
+        assert_eq!(
+            Network::parse("::ffff:10.0.0.0/120"),
+            Network::parse("10.0.0.0/24")
         );
-        for bad in ["10.0.0.0/33", "::/129", "host.example", "10.0.0.0/", "10/8"] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "host.example",
+            "10.0.0.0/",
+            "10/8",
+            "0.0.0.0/0",
+            "::/0",
+        ] {
             assert_eq!(Network::parse(bad), None, "{bad}");
         }
         assert_eq!(n.to_string(), "10.1.0.0/16");

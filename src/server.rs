@@ -67,8 +67,10 @@ impl Server {
             .collect()
     }
 
-    /// Accepts connections until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+    /// Accepts connections until `shutdown` completes. An error when the
+    /// relay had to stop by itself: its onion service could not be run as
+    /// configured (it stops rather than run without it).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
         let permits = Arc::new(Semaphore::new(self.relay.config.limits.max_connections));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, listener, socket) in self.listeners {
@@ -91,14 +93,19 @@ impl Server {
                 permits.clone(),
             ));
         }
+        let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
         #[cfg(feature = "tor")]
         if !self.onion.is_empty() {
-            tasks.spawn(crate::onion::serve(
-                self.relay.clone(),
-                self.onion.clone(),
-                permits.clone(),
-            ));
+            let served =
+                crate::onion::serve(self.relay.clone(), self.onion.clone(), permits.clone());
+            tasks.spawn(async move {
+                if let Err(e) = served.await {
+                    let _ = fatal_tx.send(e);
+                }
+            });
         }
+        #[cfg(not(feature = "tor"))]
+        drop(fatal_tx);
         if let Some(interval) = self.relay.config.stats_interval {
             let relay = self.relay.clone();
             tasks.spawn(async move { relay.stats.report_every(interval).await });
@@ -108,7 +115,10 @@ impl Server {
         tasks.spawn(crate::logging::report_held_back_every(
             std::time::Duration::from_secs(60),
         ));
-        shutdown.await;
+        let fatal = tokio::select! {
+            () = shutdown => None,
+            Ok(why) = fatal_rx => Some(why),
+        };
         // Counts since the last report are dropped, not logged: a partial
         // interval could be short enough to follow one person.
         tasks.abort_all();
@@ -128,6 +138,7 @@ impl Server {
         while permits.available_permits() < max && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        fatal.map_or(Ok(()), Err)
     }
 }
 

@@ -252,7 +252,7 @@ pub(super) fn validate(raw: Vec<RawListener>) -> Result<Vec<Listener>, ConfigErr
                         Network::parse(text).ok_or_else(|| {
                             invalid(
                                 format!("{key}.proxy_from[{j}]"),
-                                "expected an IP address or network, e.g. \"10.0.0.5\" or \"10.0.0.0/24\"",
+                                "expected an IP address or network, e.g. \"10.0.0.5\" or \"10.0.0.0/24\" (not /0: that would trust everyone)",
                             )
                         })
                     })

@@ -34,6 +34,9 @@ impl Config {
                 (Some(name), None) => out.push_str(&format!(
                     "  its own name {name}, with an ephemeral self-signed certificate\n"
                 )),
+                (None, None) if l.is_onion() => out.push_str(
+                    "  on the onion service: greets with the onion address, with a certificate made at start-up for it\n",
+                ),
                 (None, None) => {}
             }
             if let Some(from) = &l.proxy_from {

@@ -11,9 +11,10 @@ fingerprint (printed by the relay at start) must be FINGERPRINT ("AB:CD:..").
   says nothing of the relay's public name.
 - reach: tries every 2 s, for up to SECONDS, until the relay's IMAP
   greeting arrives over onion:993; exits non-zero if it never does.
-- latency: sends N messages in one SMTP session over onion:465 and N
-  directly to Postfix (127.0.0.2:10465), alternating, and prints the median
-  and 90th percentile of each, and their ratio.
+- latency: sends N messages in one SMTP session over onion:465, N through
+  the suite's relay with direct egress (127.0.0.1:11465) and N directly to
+  Postfix (127.0.0.2:10465), alternating, and prints the median and 90th
+  percentile of each, and the ratios.
 Exits non-zero with a reason on the first surprise."""
 
 import hashlib
@@ -138,18 +139,24 @@ elif MODE == "latency":
     onion.login("alice@example.test", "alice-pw")
     direct = smtplib.SMTP_SSL("127.0.0.2", 10465, context=ctx)
     direct.login("alice@example.test", "alice-pw")
-    times = {"onion": [], "direct": []}
+    relay = smtplib.SMTP_SSL("localhost", 11465, context=ctx)
+    relay.login("alice@example.test", "alice-pw")
+    times = {"onion": [], "relay": [], "direct": []}
     for _ in range(n):
-        for name, s in (("onion", onion), ("direct", direct)):
+        for name, s in (("onion", onion), ("relay", relay), ("direct", direct)):
             t = time.monotonic()
             s.sendmail("alice@example.test", ["alice@example.test"], msg)
             times[name].append((time.monotonic() - t) * 1000)
     onion.quit()
+    relay.quit()
     direct.quit()
-    for name in ("direct", "onion"):
+    names = {"direct": "Postfix directly", "relay": "mailveil, direct egress",
+             "onion": "mailveil, onion ingress + Tor egress"}
+    for name in ("direct", "relay", "onion"):
         ts = sorted(times[name])
-        print(f"{name}: p50 {statistics.median(ts):.1f} ms, p90 {ts[int(0.9 * (len(ts) - 1))]:.1f} ms over {len(ts)} messages")
-    print(f"onion ingress + Tor egress / direct (p50): "
-          f"{statistics.median(times['onion']) / statistics.median(times['direct']):.1f}x")
+        print(f"{names[name]}: p50 {statistics.median(ts):.1f} ms, p90 {ts[int(0.9 * (len(ts) - 1))]:.1f} ms over {len(ts)} messages")
+    p50 = {k: statistics.median(v) for k, v in times.items()}
+    print(f"onion / mailveil direct (p50): {p50['onion'] / p50['relay']:.1f}x; "
+          f"onion / Postfix directly: {p50['onion'] / p50['direct']:.1f}x")
 else:
     fail(f"unknown mode {MODE}")
