@@ -154,7 +154,13 @@ done
 # A client with a SOCKS port (127.0.0.1:$CLIENT_SOCKS), as a user's Tor
 # Browser or Orbot would be: what reaches mailveil's own onion service.
 mkdir -p "$BASE/c0"; chmod 700 "$BASE/c0"
-{ common c0 | sed "s/^SocksPort 0$/SocksPort 127.0.0.1:$CLIENT_SOCKS/"; } > "$BASE/c0/torrc"
+# Every name it is asked to resolve gets a virtual address from the client
+# itself, never an exit's DNS lookup (torsocks resolves the local host name
+# for swaks through it; the suite checks that no DNS packet is sent).
+{ common c0 | sed "s/^SocksPort 0$/SocksPort 127.0.0.1:$CLIENT_SOCKS/"
+  echo "AutomapHostsOnResolve 1"
+  echo "AutomapHostsSuffixes ."
+} > "$BASE/c0/torrc"
 mkdir -p "$BASE/hs0"; chmod 700 "$BASE/hs0"
 { common hs0; cat <<EOF
 HiddenServiceDir $BASE/hs0/hs
