@@ -174,6 +174,7 @@ impl Prefixes {
     }
 
     /// An onion client's circuit, standing where a network would.
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
     fn circuit(tag: Tag) -> Self {
         Prefixes {
             circuit: true,
@@ -243,6 +244,7 @@ pub(crate) struct AdmissionLimits {
     /// /56.
     wider_factor: u32,
     /// Onion clients' connections open at once, all together.
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
     pub(crate) onion_open: u32,
     /// Onion clients' new connections per minute, all together.
     pub(crate) onion_rate_per_minute: u32,
@@ -531,6 +533,7 @@ impl Admission {
     /// charged to the circuit (and, as everywhere, the login); past the
     /// provider budget, a failure on any circuit holds back new onion
     /// logins as one network's would.
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
     pub(crate) fn admit_onion(self: &Arc<Self>, circuit: Tag) -> Result<Peer, Refused> {
         let open = self.onion_open.fetch_add(1, Ordering::AcqRel);
         if open >= self.limits.onion_open as usize {

@@ -84,8 +84,14 @@ fn header_ok(field: &[u8], header: &[u8]) -> bool {
 
 /// `<base32>.onion` of an ed25519 identity key (rend-spec v3).
 fn address_of_public(public: &tor_llcrypto::pk::ed25519::PublicKey) -> String {
+    onion_name(tor_hscrypto::pk::HsId::from(
+        tor_hscrypto::pk::HsIdKey::from(*public),
+    ))
+}
+
+/// An onion service identity as its address, `<56 characters>.onion`.
+pub(crate) fn onion_name(id: tor_hscrypto::pk::HsId) -> String {
     use safelog::DisplayRedacted as _;
-    let id = tor_hscrypto::pk::HsId::from(tor_hscrypto::pk::HsIdKey::from(*public));
     id.display_unredacted().to_string()
 }
 

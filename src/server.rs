@@ -29,6 +29,7 @@ pub struct Server {
     /// Each socket listener with its index in the configuration.
     listeners: Vec<(usize, Listener, TcpListener)>,
     /// The onion service's listeners, with their indexes.
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
     onion: Vec<Indexed>,
 }
 
@@ -315,10 +316,7 @@ pub(crate) async fn serve<S>(
     else {
         return;
     };
-    let protocol = match listener.serves {
-        Serves::One(protocol) => protocol,
-        Serves::ByAlpn { default } => io.alpn().unwrap_or(default),
-    };
+    let protocol = listener.serves.protocol(io.alpn());
     relay.stats.count(session_counter(protocol));
     // Boxed: a session's future is large, and deeply nested; each lives on
     // the heap once instead of inside every future that holds it.
@@ -395,10 +393,7 @@ async fn refuse_busy(relay: &Relay, listener: &Indexed, stream: tokio::net::TcpS
     else {
         return;
     };
-    let protocol = match listener.serves {
-        Serves::One(p) => p,
-        Serves::ByAlpn { default } => io.alpn().unwrap_or(default),
-    };
+    let protocol = listener.serves.protocol(io.alpn());
     let reason = match why {
         Busy::Cap => "Too many connections to the relay",
         Busy::Rate => "Too many new connections from your network",

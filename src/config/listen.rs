@@ -84,6 +84,17 @@ pub enum Serves {
     },
 }
 
+impl Serves {
+    /// The protocol a connection gets: the listener's one, or by the
+    /// client's ALPN choice (`alpn`), else the default.
+    pub fn protocol(self, alpn: Option<Protocol>) -> Protocol {
+        match self {
+            Serves::One(p) => p,
+            Serves::ByAlpn { default } => alpn.unwrap_or(default),
+        }
+    }
+}
+
 /// How a listener uses TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -157,10 +157,7 @@ impl TorEgress {
 
 /// The address an onion service publishes, as `<56 characters>.onion`.
 pub(crate) fn service_address(service: &tor_hsservice::RunningOnionService) -> Option<String> {
-    use safelog::DisplayRedacted as _;
-    service
-        .onion_address()
-        .map(|id| id.display_unredacted().to_string())
+    service.onion_address().map(crate::onion::onion_name)
 }
 
 /// An isolation group: connections with equal keys may share a circuit,

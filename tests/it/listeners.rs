@@ -54,13 +54,9 @@ impl ServerCertVerifier for Shown {
     }
 }
 
-/// A TLS handshake with `addr` offering `alpn` (none when empty). On
-/// success: the stream, the protocol the relay chose, the certificate it
-/// showed. On failure: the error's text.
-async fn handshake(
-    addr: SocketAddr,
-    alpn: &[&str],
-) -> Result<(Box<dyn Stream>, Option<Vec<u8>>, CertificateDer<'static>), String> {
+/// A TLS client offering `alpn` (none when empty) that accepts any
+/// certificate and keeps the one it was shown.
+fn showing(alpn: &[&str]) -> (tokio_rustls::TlsConnector, Arc<Shown>) {
     let shown = Arc::new(Shown::default());
     let mut config = rustls::ClientConfig::builder_with_provider(mailveil::tls::provider())
         .with_safe_default_protocol_versions()
@@ -69,8 +65,19 @@ async fn handshake(
         .with_custom_certificate_verifier(shown.clone())
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    (tokio_rustls::TlsConnector::from(Arc::new(config)), shown)
+}
+
+/// A TLS handshake with `addr` offering `alpn` (none when empty). On
+/// success: the stream, the protocol the relay chose, the certificate it
+/// showed. On failure: the error's text.
+async fn handshake(
+    addr: SocketAddr,
+    alpn: &[&str],
+) -> Result<(Box<dyn Stream>, Option<Vec<u8>>, CertificateDer<'static>), String> {
+    let (connector, shown) = showing(alpn);
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = connector
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .map_err(|e| e.to_string())?;
@@ -256,14 +263,8 @@ async fn starttls_showing(addr: SocketAddr) -> (String, String, CertificateDer<'
         .await
         .expect("write");
     assert!(reply(&mut io).await.starts_with("220 "));
-    let shown = Arc::new(Shown::default());
-    let config = rustls::ClientConfig::builder_with_provider(mailveil::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(shown.clone())
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    let (connector, shown) = showing(&[]);
+    connector
         .connect(
             ServerName::try_from("localhost").expect("name"),
             io.into_inner(),
