@@ -39,5 +39,6 @@ mod sasl;
 pub mod server;
 pub mod smtp;
 pub mod stats;
+pub mod stdout;
 mod stream;
 pub mod tls;

@@ -157,11 +157,11 @@ fn main() -> anyhow::Result<()> {
         Command::Check { config, probe } => {
             let config = Config::load(&config)
                 .with_context(|| format!("invalid configuration {}", config.display()))?;
-            print!("{}", config.summary());
+            mailveil::out!("{}", config.summary());
             check_certificate_files(&config)?;
             check_members(&config)?;
             check_onion_key(&config)?;
-            println!("configuration OK");
+            mailveil::outln!("configuration OK");
             if probe {
                 mailveil::logging::init();
                 let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -177,7 +177,7 @@ fn main() -> anyhow::Result<()> {
                 if !all_ok? {
                     anyhow::bail!("some upstreams could not be reached");
                 }
-                println!("all upstreams reachable");
+                mailveil::outln!("all upstreams reachable");
             }
             Ok(())
         }
@@ -218,8 +218,8 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             match format {
-                ClientFormat::Text => print!("{}", settings.text()),
-                ClientFormat::Mobileconfig => print!(
+                ClientFormat::Text => mailveil::out!("{}", settings.text()),
+                ClientFormat::Mobileconfig => mailveil::out!(
                     "{}",
                     settings.mobileconfig(mailveil::client_config::random_uuid)
                 ),
@@ -308,9 +308,9 @@ fn check_pair(
     })?;
     match checked {
         FilesChecked::Pair(fingerprint) => {
-            println!("{prefix}certificate and key match; certificate SHA-256 {fingerprint}")
+            mailveil::outln!("{prefix}certificate and key match; certificate SHA-256 {fingerprint}")
         }
-        FilesChecked::KeyDeliveredAtStart(fingerprint) => println!(
+        FilesChecked::KeyDeliveredAtStart(fingerprint) => mailveil::outln!(
             "{prefix}certificate read (SHA-256 {fingerprint}); the key {} is delivered by systemd \
              (LoadCredential=) when the service starts, so it is not checked here",
             private_key.display()
@@ -323,7 +323,7 @@ fn check_pair(
 #[cfg(feature = "tor")]
 fn onion_key(dir: &std::path::Path) -> anyhow::Result<()> {
     let address = mailveil::onion::generate(dir)?;
-    println!("{address}");
+    mailveil::outln!("{address}");
     eprintln!(
         "onion service key written to {}; keep it secret, and copy the whole \
          directory to keep the address (README, \"An onion service\")",
@@ -344,7 +344,7 @@ fn check_onion_key(config: &Config) -> anyhow::Result<()> {
     };
     let secret = onion.key_directory.join("hs_ed25519_secret_key");
     if secret.starts_with("/run/credentials/") && !secret.exists() {
-        println!(
+        mailveil::outln!(
             "onion service key {}: delivered by systemd (LoadCredential=) when the \
              service starts, so it is not checked here",
             secret.display()
@@ -355,7 +355,7 @@ fn check_onion_key(config: &Config) -> anyhow::Result<()> {
     {
         let address = mailveil::onion::address_of(&onion.key_directory)
             .context("`onion.key_directory`: unusable")?;
-        println!("onion service address: {address}");
+        mailveil::outln!("onion service address: {address}");
     }
     Ok(())
 }
@@ -369,7 +369,7 @@ fn check_members(config: &Config) -> anyhow::Result<()> {
     match &access.secret {
         SecretSource::File(_) => {
             let members = mailveil::access::load(access).context("`access`: unusable")?;
-            println!(
+            mailveil::outln!(
                 "members list: {} member{}, all made with this secret",
                 members.len(),
                 if members.len() == 1 { "" } else { "s" }
@@ -378,7 +378,7 @@ fn check_members(config: &Config) -> anyhow::Result<()> {
         SecretSource::Credential(name) => {
             std::fs::File::open(&access.list)
                 .with_context(|| format!("`access.list`: cannot read {}", access.list.display()))?;
-            println!(
+            mailveil::outln!(
                 "members list: read at start with the secret systemd delivers as credential \
                  {name} (README, \"Members only\"); not checked here"
             );
@@ -391,7 +391,7 @@ fn check_members(config: &Config) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&access.list)?.permissions().mode();
         if mode & 0o004 == 0 {
-            println!(
+            mailveil::outln!(
                 "warning: {} is not readable by others (mode {:o}): the packaged service runs \
                  as a dynamic user and will not start. chmod 644 it (it names no one)",
                 access.list.display(),
@@ -418,10 +418,10 @@ fn client_dclogin(
         anyhow::bail!("expected a password: Delta Chat needs it in the login code");
     }
     let uri = settings.dclogin(&address, &password, accept_invalid_certificates);
-    println!("{}", uri.as_str());
+    mailveil::outln!("{}", uri.as_str());
     if !no_qr {
         let qr = zeroize::Zeroizing::new(mailveil::client_config::terminal_qr(&uri)?);
-        print!("{}", qr.as_str());
+        mailveil::out!("{}", qr.as_str());
         eprintln!("Scan it in Delta Chat (add account / \"scan QR code\").");
     }
     eprintln!(
@@ -505,7 +505,7 @@ fn access_add(secret: &std::path::Path) -> anyhow::Result<()> {
     if typed.is_empty() || typed.contains(char::is_whitespace) {
         anyhow::bail!("expected one login (no spaces) on standard input");
     }
-    println!("{}", key.member_line(typed));
+    mailveil::outln!("{}", key.member_line(typed));
     eprintln!(
         "add this line to the members list (`access.list`), then restart mailveil; \
          the list is read at start"
@@ -607,7 +607,7 @@ fn prepare(
             "no certificate configured: using an ephemeral self-signed certificate, SHA-256 fingerprint {}",
             identity.fingerprint
         );
-        println!(
+        mailveil::outln!(
             "ephemeral certificate SHA-256 fingerprint: {}",
             identity.fingerprint
         );
@@ -627,7 +627,7 @@ fn prepare(
                 "listener {address} has a name of its own and no certificate: using an ephemeral self-signed certificate, SHA-256 fingerprint {}",
                 own.fingerprint
             );
-            println!(
+            mailveil::outln!(
                 "ephemeral certificate of listener {address}, SHA-256 fingerprint: {}",
                 own.fingerprint
             );

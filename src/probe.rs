@@ -39,18 +39,18 @@ async fn probe_all(config: &Config, egress: &Egress) -> anyhow::Result<bool> {
     #[cfg(feature = "tor")]
     if let Some(tor) = egress.tor() {
         let started = Instant::now();
-        println!(
+        crate::outln!(
             "probe: Tor bootstrapping (up to {} s) ...",
             BOOTSTRAP_WAIT.as_secs()
         );
         if !tor.wait_ready(BOOTSTRAP_WAIT).await {
-            println!(
+            crate::outln!(
                 "probe: Tor did not bootstrap in {:.1} s: no upstream can be reached",
                 started.elapsed().as_secs_f64()
             );
             return Ok(false);
         }
-        println!(
+        crate::outln!(
             "probe: Tor bootstrapped in {:.1} s",
             started.elapsed().as_secs_f64()
         );
@@ -77,20 +77,20 @@ async fn probe_all(config: &Config, egress: &Egress) -> anyhow::Result<bool> {
                     endpoint.egress.name()
                 );
                 match &outcome {
-                    Ok(()) => println!("probe: {place}: ok in {secs:.1} s"),
+                    Ok(()) => crate::outln!("probe: {place}: ok in {secs:.1} s"),
                     Err(e) => {
                         all_ok = false;
-                        println!("probe: {place}: FAILED after {secs:.1} s: {e}");
+                        crate::outln!("probe: {place}: FAILED after {secs:.1} s: {e}");
                     }
                 }
                 let Some(shown) = verifier.seen() else {
                     continue;
                 };
                 if let Some(pin) = pin_of(&shown) {
-                    println!("probe:   certificate key pin_sha256 = \"{pin}\"");
+                    crate::outln!("probe:   certificate key pin_sha256 = \"{pin}\"");
                 }
                 if let Err(UpstreamError::Tls(TlsFailure::NameMismatch)) = outcome {
-                    println!(
+                    crate::outln!(
                         "probe:   the certificate names [{}], not {}",
                         names_of(&shown).join(", "),
                         endpoint.tls_server_name.expose()
@@ -98,11 +98,11 @@ async fn probe_all(config: &Config, egress: &Egress) -> anyhow::Result<bool> {
                 }
                 let pin = pin_of(&shown).unwrap_or_default();
                 match outcome {
-                    Err(UpstreamError::Tls(TlsFailure::CaAsLeaf)) => println!(
+                    Err(UpstreamError::Tls(TlsFailure::CaAsLeaf)) => crate::outln!(
                         "probe:   if this is the provider's own certificate (check the pin with \
                          them, out of band), pin it: pin_sha256 = [\"{pin}\"]"
                     ),
-                    Err(UpstreamError::Tls(TlsFailure::UnknownIssuer)) => println!(
+                    Err(UpstreamError::Tls(TlsFailure::UnknownIssuer)) => crate::outln!(
                         "probe:   if the provider signs with its own CA, give its CA certificate \
                          as `ca`; pinning this key (pin_sha256 = [\"{pin}\"]) works too, but \
                          fails when the key changes (certbot makes a new key at every renewal \

@@ -309,7 +309,7 @@ check "and keeps its files in the unit's runtime directory (/run/mailveil)" \
 wait_port 127.0.0.1 465 && wait_port 127.0.0.1 993 || true
 pid="$(ct systemctl show -p MainPID --value mailveil.service)"
 journal() { ct journalctl -u mailveil.service -o cat --no-pager; }
-journal | head -20
+journal | sed -n 1,20p
 check "the relay runs as a dynamic user, not root" test "$(ct stat -c %u "/proc/$pid")" -ge 61184
 check "LoadCredential delivered the key to the service" \
     ct test -s /run/credentials/mailveil.service/tls.key
@@ -476,7 +476,7 @@ check "and the relay stopped afterwards ($stop_ms ms, result $(ct systemctl show
     sh -c "! nsenter -t $LEADER -a systemctl is-active --quiet mailveil.service"
 journal | tail -5
 if journal | grep -q ' ERROR '; then
-    bad "the relay logged an error under the unit: $(journal | grep ' ERROR ' | head -3)"
+    bad "the relay logged an error under the unit: $(journal | grep " ERROR " | sed -n 1,3p)"
 else
     ok "the relay logged no error from start to stop under the unit"
 fi

@@ -378,3 +378,24 @@ fn the_password_prompt_hides_the_password_and_ctrl_c_restores_echo() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly_and_never_with_success() {
+    // `mailveil ... | grep -q`: the reader is gone before the command
+    // writes. It used to panic ("failed printing to stdout"); now it ends
+    // as SIGPIPE would end a C program, and a cut-short `check` can never
+    // report success.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "set -o pipefail; { sleep 0.3; exec \"$0\" client-config --format text \
+             --host h --imap-port 993 --smtp-port 465; } | true; echo \"status $?\"",
+            BIN,
+        ])
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.trim(), "status 141", "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
