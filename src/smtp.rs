@@ -26,7 +26,7 @@ use crate::admission::Peer;
 use crate::config::{Endpoint, Upstream};
 use crate::login::{self, Outcome, Provider, Unreachable, Verdict};
 use crate::privacy::WipedBuf;
-use crate::provider::smtp::UpstreamSmtp;
+use crate::provider::smtp::{DATA_END_TIMEOUT, UpstreamSmtp};
 use crate::provider::{Target, UpstreamError};
 use crate::relay::{Face, Relay};
 use crate::sasl::{Credentials, Plan};
@@ -35,7 +35,7 @@ use crate::stream::ClientStream;
 use client_io::{ClientIo, End, Pace};
 use data::Progress;
 use reply::Reply;
-use session::{Context, Incoming, Line, Next, ProviderCaps, Session, Slow};
+use session::{Awaiting, Context, Incoming, Line, Next, ProviderCaps, Session, Slow};
 
 /// Serves one client connection until it ends. `implicit_tls` starts with a
 /// TLS handshake; otherwise the session starts in plain text and offers
@@ -142,6 +142,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                     return Ok(());
                 }
                 Next::Close(reply) => {
+                    // Replies owed for earlier pipelined commands go first.
+                    self.settle().await?;
                     self.io.queue(&reply);
                     return Err(End::Closed);
                 }
@@ -156,11 +158,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                 }
                 Next::LogIn(credentials) => self.log_in(credentials).await?,
                 Next::Upstream(command) => {
-                    let reply = match &mut self.upstream {
-                        Some(upstream) => upstream.command(&command).await.ok(),
-                        None => None,
+                    let Some(upstream) = &mut self.upstream else {
+                        self.settle().await?;
+                        return Ok(());
                     };
-                    self.provider_replied(reply.as_ref().map(Reply::from_upstream))
+                    upstream.queue(&command);
+                    drop(command);
+                    // The client pipelined (RFC 2920) and so may the relay:
+                    // the next command is already here and the provider
+                    // takes commands in groups. The replies are read when
+                    // a command needs them, or when the client has sent
+                    // everything it had and waits.
+                    if upstream.supports(smtp_proto::EXT_PIPELINING) && self.io.has_line() {
+                        return Ok(());
+                    }
+                    self.settle().await?;
+                    return Ok(());
                 }
                 Next::ReceiveData(mut incoming) => {
                     self.io.queue(&reply::start_data());
@@ -176,14 +189,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                     self.session.chunk_received(incoming, size, last)
                 }
                 Next::SendMessage(outgoing) => {
-                    let reply = match &mut self.upstream {
-                        Some(upstream) => upstream.send_message(&outgoing.pieces()).await.ok(),
-                        None => None,
+                    let Some(upstream) = &mut self.upstream else {
+                        drop(outgoing);
+                        self.settle().await?;
+                        return Ok(());
                     };
+                    if upstream.supports(smtp_proto::EXT_CHUNKING) {
+                        // Behind any pipelined MAIL and RCPT: all go in one
+                        // flight, and the replies are read in order.
+                        let written = upstream.write_message(&outgoing.pieces()).await;
+                        drop(outgoing);
+                        if written.is_err() {
+                            self.upstream = None;
+                        }
+                        self.settle().await?;
+                        return Ok(());
+                    }
+                    let reply = upstream.send_message(&outgoing.pieces()).await.ok();
                     drop(outgoing);
                     self.provider_replied(reply.as_ref().map(Reply::from_upstream))
                 }
+                Next::Settle(line) => {
+                    self.settle().await?;
+                    self.session.command(line, &self.peer)
+                }
+                Next::Held => return Ok(()),
             };
+        }
+    }
+
+    /// Writes the queued provider commands and reads every reply still
+    /// owed, in order, queueing each for the client with the relay's own
+    /// replies held behind them. A lost provider ends the session.
+    async fn settle(&mut self) -> Result<(), End> {
+        if let Some(upstream) = &mut self.upstream
+            && upstream.flush().await.is_err()
+        {
+            self.upstream = None;
+        }
+        loop {
+            while let Some(held) = self.session.held_reply() {
+                self.io.queue(&held);
+            }
+            let Some(awaiting) = self.session.awaiting() else {
+                return Ok(());
+            };
+            let reply = match &mut self.upstream {
+                Some(upstream) => {
+                    let timeout = match awaiting {
+                        Awaiting::Command => upstream.timeout(),
+                        Awaiting::Message => DATA_END_TIMEOUT,
+                    };
+                    upstream.read_reply(timeout).await.ok()
+                }
+                None => None,
+            };
+            match self.provider_replied(reply.as_ref().map(Reply::from_upstream)) {
+                Next::Reply(reply) => self.io.queue(&reply),
+                Next::Close(reply) => {
+                    self.io.queue(&reply);
+                    return Err(End::Closed);
+                }
+                // The core answers a provider reply with a reply or a close.
+                _ => return Err(End::Closed),
+            }
         }
     }
 
@@ -277,6 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                     smtputf8: upstream.supports(smtp_proto::EXT_SMTP_UTF8),
                     encrypted_only: relay.config.upstreams[index].outgoing
                         == crate::config::Outgoing::EncryptedOnly,
+                    chunking: upstream.supports(smtp_proto::EXT_CHUNKING),
                 });
                 self.upstream = Some(upstream);
                 reply

@@ -1,13 +1,18 @@
-//! The SMTP side of a provider: greeted with one fixed neutral EHLO name,
-//! then driven one command at a time with mail-send's `SmtpClient` over a
-//! stream built by [`Target::connect`]. Messages go out as one `BDAT … LAST`
-//! when the provider offers CHUNKING, else as dot-stuffed DATA, staged
-//! through a [`WipedBuf`] so that no copy of the message is left in a
-//! write buffer.
+//! The SMTP side of a provider: greeted with one fixed neutral EHLO name
+//! with mail-send's `SmtpClient` over a stream built by
+//! [`Target::connect`], then driven by the session: commands are queued
+//! and written together ([`UpstreamSmtp::flush`]), and the replies read
+//! back one by one in order ([`UpstreamSmtp::read_reply`]), which is
+//! RFC 2920 pipelining when the session queues several before reading.
+//! Messages go out as one `BDAT … LAST` when the provider offers CHUNKING,
+//! else as dot-stuffed DATA, staged through a [`WipedBuf`] so that no copy
+//! of the message is left in a write buffer. Replies are read through a
+//! wiped buffer that keeps what arrived past one reply for the next.
 
 use std::time::Duration;
 
 use mail_send::SmtpClient;
+use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EhloResponse, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -23,6 +28,12 @@ pub(crate) const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest write staged at once while sending a message.
 const STAGE: usize = 64 * 1024;
 
+/// How much room a read of the provider's replies makes.
+const REPLY_ROOM: usize = 4096;
+
+/// Longest reply accepted (all lines of a multi-line reply together).
+const MAX_REPLY: usize = 64 * 1024;
+
 impl From<mail_send::Error> for UpstreamError {
     fn from(_: mail_send::Error) -> Self {
         UpstreamError::Lost
@@ -33,6 +44,10 @@ impl From<mail_send::Error> for UpstreamError {
 pub(crate) struct UpstreamSmtp {
     client: SmtpClient<ProviderStream>,
     capabilities: EhloResponse<String>,
+    /// Commands queued and not yet written.
+    queued: WipedBuf,
+    /// Reply bytes read and not yet parsed.
+    replies: WipedBuf,
 }
 
 impl UpstreamSmtp {
@@ -67,6 +82,8 @@ impl UpstreamSmtp {
             UpstreamSmtp {
                 client,
                 capabilities,
+                queued: WipedBuf::new(),
+                replies: WipedBuf::new(),
             },
             endpoint,
         ))
@@ -90,48 +107,127 @@ impl UpstreamSmtp {
         }
     }
 
+    /// How long a command's reply may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.client.timeout
+    }
+
     /// Sends one command line (CRLF included) and returns the reply.
     pub(crate) async fn command(&mut self, line: &[u8]) -> Result<Response<String>, UpstreamError> {
-        Ok(self.client.cmd(line).await?)
+        self.queue(line);
+        self.flush().await?;
+        self.read_reply(self.client.timeout).await
+    }
+
+    /// Queues a command line (CRLF included) to be written with the next
+    /// [`flush`](Self::flush) or message.
+    pub(crate) fn queue(&mut self, line: &[u8]) {
+        self.queued.extend_from_slice(line);
+    }
+
+    /// Writes the queued commands.
+    pub(crate) async fn flush(&mut self) -> Result<(), UpstreamError> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let written = tokio::time::timeout(self.client.timeout, async {
+            self.client.stream.write_all(&self.queued).await?;
+            self.client.stream.flush().await
+        })
+        .await;
+        self.queued.clear();
+        match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(UpstreamError::Lost),
+        }
+    }
+
+    /// Reads the provider's next reply, within `timeout`. Bytes past it
+    /// (the replies to later pipelined commands) are kept for the next.
+    pub(crate) async fn read_reply(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Response<String>, UpstreamError> {
+        tokio::time::timeout(timeout, async {
+            let mut parser = ResponseReceiver::default();
+            let mut seen = 0;
+            loop {
+                if !self.replies.is_empty() {
+                    let mut bytes = self.replies.iter();
+                    let parsed = parser.parse(&mut bytes);
+                    let consumed = self.replies.len() - bytes.len();
+                    self.replies.consume(consumed);
+                    seen += consumed;
+                    match parsed {
+                        Ok(reply) => return Ok(reply),
+                        Err(smtp_proto::Error::NeedsMoreData { .. }) if seen <= MAX_REPLY => {}
+                        Err(_) => return Err(UpstreamError::Lost),
+                    }
+                }
+                match self
+                    .replies
+                    .read_from(&mut self.client.stream, REPLY_ROOM)
+                    .await
+                {
+                    Ok(0) | Err(_) => return Err(UpstreamError::Lost),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| UpstreamError::Lost)?
     }
 
     /// Sends the message, given as consecutive pieces, and returns the
-    /// provider's final reply. With CHUNKING it goes as one `BDAT n LAST`
-    /// (one round trip, bytes as they are); otherwise as DATA, dot-stuffed,
-    /// after the provider's 354 (any other answer to DATA is the final
-    /// reply). A failure before the end leaves the provider with nothing:
-    /// the connection is dropped with the chunk short or unterminated.
+    /// provider's final reply: [`write_message`](Self::write_message),
+    /// then the reply (with CHUNKING), or DATA, the provider's 354, the
+    /// dot-stuffed message and the final reply (any other answer to DATA
+    /// is the final reply). A failure before the end leaves the provider
+    /// with nothing: the connection is dropped with the chunk short or
+    /// unterminated.
     pub(crate) async fn send_message(
         &mut self,
         pieces: &[&[u8]],
     ) -> Result<Response<String>, UpstreamError> {
         if self.supports(smtp_proto::EXT_CHUNKING) {
-            let size: usize = pieces.iter().map(|p| p.len()).sum();
-            let command = format!("BDAT {size} LAST\r\n");
-            let mut all = std::iter::once(command.as_bytes()).chain(pieces.iter().copied());
-            return self.write_then_read(&mut all).await;
+            self.write_message(pieces).await?;
+            return self.read_reply(DATA_END_TIMEOUT).await;
         }
-        let reply = self.client.cmd(b"DATA\r\n").await?;
+        let reply = self.command(b"DATA\r\n").await?;
         if reply.code != 354 {
             return Ok(reply);
         }
-        self.write_then_read(&mut stuffed_pieces(pieces)).await
+        self.write_pieces(&mut stuffed_pieces(pieces)).await?;
+        self.read_reply(DATA_END_TIMEOUT).await
     }
 
-    /// Writes `pieces` in staged writes and reads the reply, within
-    /// [`DATA_END_TIMEOUT`].
-    async fn write_then_read(
+    /// With CHUNKING: writes the queued commands, then the message as one
+    /// `BDAT n LAST` (bytes as they are), without waiting for any reply.
+    pub(crate) async fn write_message(&mut self, pieces: &[&[u8]]) -> Result<(), UpstreamError> {
+        debug_assert!(self.supports(smtp_proto::EXT_CHUNKING));
+        let size: usize = pieces.iter().map(|p| p.len()).sum();
+        let command = format!("BDAT {size} LAST\r\n");
+        let queued = std::mem::take(&mut self.queued);
+        let mut all = [&queued[..], command.as_bytes()]
+            .into_iter()
+            .chain(pieces.iter().copied());
+        self.write_pieces(&mut all).await
+    }
+
+    /// Writes `pieces` in staged writes, within [`DATA_END_TIMEOUT`].
+    async fn write_pieces(
         &mut self,
         pieces: &mut (dyn Iterator<Item = &[u8]> + Send),
-    ) -> Result<Response<String>, UpstreamError> {
-        tokio::time::timeout(DATA_END_TIMEOUT, async {
-            write_staged(&mut self.client.stream, pieces)
-                .await
-                .map_err(|_| UpstreamError::Lost)?;
-            Ok::<_, UpstreamError>(self.client.read().await?)
-        })
+    ) -> Result<(), UpstreamError> {
+        match tokio::time::timeout(
+            DATA_END_TIMEOUT,
+            write_staged(&mut self.client.stream, pieces),
+        )
         .await
-        .map_err(|_| UpstreamError::Lost)?
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(UpstreamError::Lost),
+        }
     }
 
     /// Says QUIT and closes, ignoring the outcome.

@@ -94,6 +94,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         &self.rbuf
     }
 
+    /// True when a whole command line is already buffered: the client
+    /// pipelined it behind the one being handled.
+    pub(crate) fn has_line(&self) -> bool {
+        memchr::memchr(b'\n', &self.rbuf).is_some()
+    }
+
     /// Consumes (and wipes) `n` buffered bytes.
     pub(crate) fn consume(&mut self, n: usize) {
         self.rbuf.consume(n);

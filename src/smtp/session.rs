@@ -9,6 +9,8 @@
 //! provider; after it, MAIL, RCPT and the final reply to DATA/BDAT are the
 //! provider's replies for the same transaction. Nothing here logs.
 
+use std::collections::VecDeque;
+
 use smtp_proto::Request;
 use tokio::time::{Duration, Instant};
 
@@ -46,6 +48,10 @@ pub(crate) struct ProviderCaps {
     pub(crate) smtputf8: bool,
     /// The upstream's `outgoing = "encrypted-only"`.
     pub(crate) encrypted_only: bool,
+    /// CHUNKING: a message goes as `BDAT n LAST`, so it may follow MAIL
+    /// and RCPT before their replies (the driver pipelines only when the
+    /// provider also offers PIPELINING).
+    pub(crate) chunking: bool,
 }
 
 /// A message being received: the framing state and the bytes so far.
@@ -106,6 +112,22 @@ pub(crate) enum Next {
     /// Send this message to the provider; give its reply to
     /// [`Session::provider_replied`].
     SendMessage(Outgoing),
+    /// This line cannot be handled before the provider has answered what
+    /// was sent: read those replies (see [`Session::awaiting`]), then give
+    /// the line to [`Session::command`] again.
+    Settle(Line),
+    /// The reply is held behind the provider's replies still to come and
+    /// will be given by [`Session::held_reply`] in its turn; read on.
+    Held,
+}
+
+/// What the provider's next reply answers, for how long to wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    /// A command (the provider's command timeout).
+    Command,
+    /// A message (RFC 5321's 10 minutes).
+    Message,
 }
 
 /// Which deadline a read from the client runs into.
@@ -164,25 +186,29 @@ struct Transaction {
     room: Option<MessageRoom>,
 }
 
-/// What the provider's next reply answers.
+/// What one of the provider's replies still to come answers, or a reply
+/// of the relay's own waiting for its turn behind them.
 enum Pending {
-    Mail {
-        declared_size: usize,
-        room: MessageRoom,
-    },
+    Mail,
     Rcpt,
     /// RSET ending a transaction, then this reply to the client.
     Reset {
         then: Reply,
     },
     Message,
+    /// The relay's own reply to a command that came after ones still
+    /// unanswered: it goes to the client in its turn.
+    Local(Reply),
 }
 
 /// One client's submission session.
 pub(crate) struct Session<'r> {
     cx: Context<'r>,
     mode: Mode,
-    pending: Option<Pending>,
+    /// In command order: the provider's replies still to come, and the
+    /// relay's own replies that go after them. Never begins with a
+    /// [`Pending::Local`] once [`Session::held_reply`] has been asked.
+    pending: VecDeque<Pending>,
     /// A refusal for the BDAT chunk being read.
     chunk_refusal: Option<Reply>,
     provider: ProviderCaps,
@@ -200,7 +226,7 @@ impl<'r> Session<'r> {
             } else {
                 Mode::Plain { greeted: false }
             },
-            pending: None,
+            pending: VecDeque::new(),
             chunk_refusal: None,
             provider: ProviderCaps::default(),
         }
@@ -269,13 +295,76 @@ impl<'r> Session<'r> {
 
     /// Handles one line from the client.
     pub(crate) fn command(&mut self, line: Line, peer: &Peer) -> Next {
+        if !self.pending.is_empty() && !self.may_follow_unanswered(&line) {
+            return Next::Settle(line);
+        }
         if let Mode::Sasl(_) = self.mode {
             return self.sasl_answer(line);
         }
-        match line {
+        let next = match line {
             Line::Complete(line) => self.dispatch(&line, peer),
             Line::BareLf => Next::Reply(reply::bare_lf_command()),
             Line::TooLong => Next::Close(reply::line_too_long()),
+        };
+        self.in_turn(next)
+    }
+
+    /// True for the commands that may be handled while the provider has
+    /// yet to answer earlier ones (RFC 2920): RCPT, and `BDAT … LAST` when
+    /// the provider takes the message as BDAT too. Their outcome does not
+    /// depend on those answers here: the provider, which gets them in the
+    /// same order, answers them knowing its own. Anything else waits.
+    fn may_follow_unanswered(&self, line: &Line) -> bool {
+        let Line::Complete(text) = line else {
+            return false;
+        };
+        if bdat_size_token(text).is_some_and(|t| t.len() > 19) {
+            return false;
+        }
+        let Ok(request) = parse(text) else {
+            return false;
+        };
+        match &request.0 {
+            Request::Rcpt { .. } => matches!(self.mode, Mode::Transaction(_)),
+            Request::Bdat { is_last: true, .. } => {
+                self.provider.chunking
+                    && matches!(&self.mode, Mode::Transaction(tx) if tx.bdat.is_none())
+            }
+            _ => false,
+        }
+    }
+
+    /// A reply of the relay's own waits behind the provider's replies
+    /// still to come.
+    fn in_turn(&mut self, next: Next) -> Next {
+        match next {
+            Next::Reply(reply) if !self.pending.is_empty() => {
+                self.pending.push_back(Pending::Local(reply));
+                Next::Held
+            }
+            next => next,
+        }
+    }
+
+    /// What the provider's next reply will answer; `None` when nothing is
+    /// awaited. Held replies that are due come first from
+    /// [`Session::held_reply`].
+    pub(crate) fn awaiting(&self) -> Option<Awaiting> {
+        match self.pending.front()? {
+            Pending::Message => Some(Awaiting::Message),
+            Pending::Local(_) => None,
+            _ => Some(Awaiting::Command),
+        }
+    }
+
+    /// The relay's own reply whose turn has come.
+    pub(crate) fn held_reply(&mut self) -> Option<Reply> {
+        match self.pending.front()? {
+            Pending::Local(_) => match self.pending.pop_front() {
+                Some(Pending::Local(reply)) => Some(reply),
+                _ => None,
+            },
+            _ => None,
         }
     }
 

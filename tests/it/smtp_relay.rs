@@ -561,6 +561,108 @@ async fn pipelined_commands_get_replies_in_order() {
     assert!(c.reply().await.starts_with("250 2.0.0 Ok"));
     assert_eq!(c.reply().await, "221 2.0.0 Bye");
     assert_eq!(upstream.messages().len(), 1);
+    // The provider offers PIPELINING: MAIL and the RCPTs went in one
+    // flight (the last RCPT ends it: DATA waits for the replies).
+    assert_eq!(
+        upstream.grouped(),
+        [
+            "MAIL FROM:<alice@example.test>",
+            "RCPT TO:<bob@example.test>"
+        ]
+    );
+}
+
+/// `MAIL`, three `RCPT`s of which the provider refuses one, and the
+/// message as `BDAT … LAST`, all in one write, as a pipelining client
+/// sends them; then the replies the client gets.
+async fn pipeline_bdat(script: UpstreamScript) -> (Upstream, Vec<String>) {
+    let (upstream, relay) = start_pair(script).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    let message = b"Subject: grouped\r\nX-Mailer: y\r\n\r\nbody\r\n";
+    let mut group = b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n\
+RCPT TO:<unknown@example.test>\r\nRCPT TO:<carol@example.test>\r\n"
+        .to_vec();
+    group.extend_from_slice(format!("BDAT {} LAST\r\n", message.len()).as_bytes());
+    group.extend_from_slice(message);
+    c.send(&group).await;
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        replies.push(c.reply().await);
+    }
+    (upstream, replies)
+}
+
+#[tokio::test]
+async fn a_pipelined_bdat_message_reaches_the_provider_in_one_flight_and_each_reply_is_its_own() {
+    let (upstream, replies) = pipeline_bdat(UpstreamScript {
+        chunking: true,
+        ..UpstreamScript::default()
+    })
+    .await;
+    assert_eq!(replies[0], "250 2.1.0 Ok");
+    assert_eq!(replies[1], "250 2.1.5 Ok");
+    assert!(replies[2].starts_with("550 5.1.1 "), "{replies:?}");
+    assert_eq!(replies[3], "250 2.1.5 Ok");
+    assert_eq!(replies[4], "250 2.0.0 Ok: queued as BDAT123");
+    // One round trip: nothing waited for a reply before the message.
+    assert_eq!(
+        upstream.grouped()[..4],
+        [
+            "MAIL FROM:<alice@example.test>",
+            "RCPT TO:<bob@example.test>",
+            "RCPT TO:<unknown@example.test>",
+            "RCPT TO:<carol@example.test>",
+        ]
+    );
+    let stored = upstream.messages();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].rcpts,
+        ["<bob@example.test>", "<carol@example.test>"]
+    );
+    assert_eq!(stored[0].data, b"Subject: grouped\r\n\r\nbody\r\n");
+}
+
+#[tokio::test]
+async fn without_pipelining_at_the_provider_the_relay_goes_in_lock_step() {
+    let (upstream, replies) = pipeline_bdat(UpstreamScript {
+        chunking: true,
+        pipelining: false,
+        ..UpstreamScript::default()
+    })
+    .await;
+    assert!(replies[2].starts_with("550 5.1.1 "), "{replies:?}");
+    assert_eq!(replies[4], "250 2.0.0 Ok: queued as BDAT123");
+    // Each command waited for its reply (BDAT's own bytes follow it).
+    let grouped = upstream.grouped();
+    assert!(
+        grouped.iter().all(|l| l.starts_with("BDAT ")),
+        "{grouped:?}"
+    );
+    assert_eq!(upstream.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_pipelined_message_whose_recipients_all_fail_gets_the_providers_refusal() {
+    let (upstream, relay) = start_pair(UpstreamScript {
+        chunking: true,
+        ..UpstreamScript::default()
+    })
+    .await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    c.send(
+        b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<unknown@example.test>\r\n\
+BDAT 8 LAST\r\n\r\nbody\r\n",
+    )
+    .await;
+    assert_eq!(c.reply().await, "250 2.1.0 Ok");
+    assert!(c.reply().await.starts_with("550 5.1.1 "));
+    assert_eq!(c.reply().await, "554 5.5.1 Error: no valid recipients");
+    assert!(upstream.messages().is_empty());
+    // The session goes on.
+    assert_eq!(c.cmd("NOOP").await, "250 2.0.0 Ok");
 }
 
 #[tokio::test]

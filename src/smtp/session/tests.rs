@@ -102,6 +102,8 @@ fn name(next: &Next) -> &'static str {
         Next::ReceiveData(_) => "ReceiveData",
         Next::ReceiveChunk { .. } => "ReceiveChunk",
         Next::SendMessage(_) => "SendMessage",
+        Next::Settle(_) => "Settle",
+        Next::Held => "Held",
     }
 }
 
@@ -121,6 +123,7 @@ fn logged_in_with(world: &World, encrypted_only: bool) -> Session<'_> {
         eight_bit: true,
         smtputf8: true,
         encrypted_only,
+        chunking: true,
     });
     s
 }
@@ -282,6 +285,7 @@ fn a_quoted_local_part_goes_out_quoted_so_no_parameter_slips_past() {
         )),
         "RCPT TO:<\"bob NOTIFY=NEVER\"@example.test>\r\n"
     );
+    replied(s.provider_replied(provider(250, "Ok")));
     assert_eq!(
         replied(s.command(line("RCPT TO:<postmaster>\r\n"), &peer)),
         "553 5.1.3 Recipient address cannot be passed on as written\r\n"
@@ -302,7 +306,10 @@ fn mail_and_rcpt_go_to_the_provider_whose_replies_are_the_clients() {
         // tell the provider how much was removed.
         "MAIL FROM:<alice@example.test> BODY=8BITMIME\r\n"
     );
-    assert!(!s.in_transaction(), "not before the provider said yes");
+    assert!(
+        s.in_transaction(),
+        "open while the provider decides (RFC 2920)"
+    );
     assert_eq!(
         replied(s.provider_replied(provider(250, "Sender ok"))),
         "250 2.0.0 Sender ok\r\n"
@@ -641,4 +648,165 @@ async fn the_read_deadline_is_the_login_deadline_then_idle_then_the_transfer_flo
         after_trickle < Instant::now() + Duration::from_secs(2),
         "one byte after the burst buys about nothing"
     );
+}
+
+/// Every reply the client is owed after the provider answers `replies` in
+/// order: the provider's own, with the relay's held replies in their turn.
+fn settle(s: &mut Session<'_>, replies: &[(u16, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut replies = replies.iter();
+    loop {
+        while let Some(held) = s.held_reply() {
+            out.push(wire(&held));
+        }
+        if s.awaiting().is_none() {
+            break;
+        }
+        let &(code, text) = replies.next().expect("a reply for every command sent");
+        out.push(replied(s.provider_replied(provider(code, text))));
+    }
+    assert!(replies.next().is_none(), "replies left over");
+    out
+}
+
+#[test]
+fn pipelined_rcpt_and_bdat_go_before_the_replies_which_come_back_in_command_order() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = logged_in(&world);
+    assert_eq!(
+        upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), &peer)),
+        "MAIL FROM:<alice@example.test>\r\n"
+    );
+    assert_eq!(
+        upstream(s.command(line("RCPT TO:<bob@example.test>\r\n"), &peer)),
+        "RCPT TO:<bob@example.test>\r\n"
+    );
+    // Refused here, and held behind the provider's two replies.
+    assert!(matches!(
+        s.command(line("RCPT TO:<dave@example.test> NOTIFY=NEVER\r\n"), &peer),
+        Next::Held
+    ));
+    assert_eq!(
+        upstream(s.command(line("RCPT TO:<carol@example.test>\r\n"), &peer)),
+        "RCPT TO:<carol@example.test>\r\n"
+    );
+    // The third recipient is over `max_recipients` (2): held too.
+    assert!(matches!(
+        s.command(line("RCPT TO:<erin@example.test>\r\n"), &peer),
+        Next::Held
+    ));
+    assert_eq!(s.awaiting(), Some(Awaiting::Command));
+    // The message follows before any reply: the provider decides on it.
+    let Next::ReceiveChunk {
+        size: 11,
+        last: true,
+        incoming: Some(mut incoming),
+    } = s.command(line("BDAT 11 LAST\r\n"), &peer)
+    else {
+        panic!("expected the chunk to be read into the message");
+    };
+    incoming
+        .receiver
+        .feed_chunk(b"Subject: x\r\n", &mut incoming.message);
+    let Next::SendMessage(outgoing) = s.chunk_received(Some(incoming), 11, true) else {
+        panic!("expected the message to be sent behind MAIL and RCPT");
+    };
+    drop(outgoing);
+    assert_eq!(
+        settle(
+            &mut s,
+            &[
+                (250, "Sender ok"),
+                (250, "Recipient ok"),
+                (550, "<carol@example.test>: no such user"),
+                (250, "Ok: queued"),
+            ]
+        ),
+        [
+            "250 2.0.0 Sender ok\r\n",
+            "250 2.0.0 Recipient ok\r\n",
+            &wire(&reply::unsupported_parameter()),
+            "550 2.0.0 <carol@example.test>: no such user\r\n",
+            &wire(&reply::too_many_recipients()),
+            "250 2.0.0 Ok: queued\r\n",
+        ]
+    );
+    assert!(!s.in_transaction());
+}
+
+#[test]
+fn a_command_that_needs_the_answers_waits_for_them() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = logged_in(&world);
+    upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), &peer));
+    upstream(s.command(line("RCPT TO:<bob@example.test>\r\n"), &peer));
+    // DATA's 354 needs an accepted recipient; a chunk that is not the
+    // last, BDAT to a provider without CHUNKING, RSET and QUIT need the
+    // transaction settled.
+    for waits in [
+        "DATA\r\n",
+        "BDAT 3\r\n",
+        "RSET\r\n",
+        "QUIT\r\n",
+        "MAIL FROM:<a@example.test>\r\n",
+    ] {
+        let Next::Settle(Line::Complete(back)) = s.command(line(waits), &peer) else {
+            panic!("{waits:?} should wait for the provider's replies");
+        };
+        assert_eq!(&back[..], waits.as_bytes(), "the line is given back whole");
+    }
+    s.provider.chunking = false;
+    assert!(matches!(
+        s.command(line("BDAT 3 LAST\r\n"), &peer),
+        Next::Settle(_)
+    ));
+    assert_eq!(settle(&mut s, &[(250, "Ok"), (250, "Ok")]).len(), 2);
+    assert!(matches!(
+        s.command(line("DATA\r\n"), &peer),
+        Next::ReceiveData(_)
+    ));
+}
+
+#[test]
+fn a_refused_mail_closes_the_transaction_and_the_provider_answers_what_followed() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = logged_in(&world);
+    upstream(s.command(line("MAIL FROM:<mallory@example.test>\r\n"), &peer));
+    upstream(s.command(line("RCPT TO:<bob@example.test>\r\n"), &peer));
+    assert_eq!(
+        settle(
+            &mut s,
+            &[
+                (553, "5.7.1 Sender address rejected"),
+                (503, "5.5.1 Error: need MAIL command")
+            ]
+        ),
+        [
+            "553 2.0.0 5.7.1 Sender address rejected\r\n",
+            "503 2.0.0 5.5.1 Error: need MAIL command\r\n",
+        ]
+    );
+    assert!(!s.in_transaction());
+    assert_eq!(
+        replied(s.command(line("DATA\r\n"), &peer)),
+        "503 5.5.1 Need MAIL command first\r\n"
+    );
+}
+
+#[test]
+fn a_provider_lost_mid_group_ends_the_session_and_drops_what_was_held() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = logged_in(&world);
+    upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), &peer));
+    assert!(matches!(
+        s.command(line("RCPT TO:<x@example.test> NOTIFY=NEVER\r\n"), &peer),
+        Next::Held
+    ));
+    assert!(matches!(s.provider_replied(None), Next::Close(_)));
+    assert!(s.held_reply().is_none());
+    assert!(s.awaiting().is_none());
 }

@@ -71,10 +71,17 @@ impl Session<'_> {
             command.extend_from_slice(b" SMTPUTF8");
         }
         command.extend_from_slice(b"\r\n");
-        self.pending = Some(Pending::Mail {
+        // The transaction opens now, so that RCPT and BDAT may follow
+        // before the provider answers (RFC 2920); a refusal closes it.
+        self.mode = Mode::Transaction(Transaction {
             declared_size: from.size,
-            room,
+            recipients: 0,
+            accepted: 0,
+            bdat: None,
+            credit_until: Instant::now() + self.cx.limits.command_timeout,
+            room: Some(room),
         });
+        self.pending.push_back(Pending::Mail);
         Next::Upstream(command)
     }
 
@@ -100,7 +107,7 @@ impl Session<'_> {
         tx.recipients += 1;
         let mut command = WipedBuf::with_capacity(16 + address.len());
         command.extend_from_slices(&[b"RCPT TO:<", &address, b">\r\n"]);
-        self.pending = Some(Pending::Rcpt);
+        self.pending.push_back(Pending::Rcpt);
         Next::Upstream(command)
     }
 
@@ -133,9 +140,11 @@ impl Session<'_> {
         if size > limits.max_message_bytes.saturating_sub(received) {
             return self.refuse_oversized_chunk();
         }
-        // The chunk's bytes follow the command whatever the answer.
+        // The chunk's bytes follow the command whatever the answer. With
+        // replies to MAIL or RCPT still to come, the provider decides.
+        let unanswered = !self.pending.is_empty();
         let refusal = match &self.mode {
-            Mode::Transaction(tx) if tx.accepted > 0 => None,
+            Mode::Transaction(tx) if tx.accepted > 0 || unanswered => None,
             Mode::Transaction(_) => Some(reply::no_valid_recipients()),
             _ => Some(reply::need_mail()),
         };
@@ -179,20 +188,20 @@ impl Session<'_> {
         last: bool,
     ) -> Next {
         if let Some(refusal) = self.chunk_refusal.take() {
-            return Next::Reply(refusal);
+            return self.in_turn(Next::Reply(refusal));
         }
         let Some(mut incoming) = incoming else {
-            return Next::Reply(reply::need_mail());
+            return self.in_turn(Next::Reply(reply::need_mail()));
         };
         if !last {
             if let Mode::Transaction(tx) = &mut self.mode {
                 tx.bdat = Some(incoming);
             }
-            return Next::Reply(Reply::new(
+            return self.in_turn(Next::Reply(Reply::new(
                 250,
                 [2, 0, 0],
                 format!("{size} octets received"),
-            ));
+            )));
         }
         incoming.receiver.finish_chunks(&mut incoming.message);
         self.message_received(incoming)
@@ -240,7 +249,7 @@ impl Session<'_> {
         let rest_from = incoming.message.head().len() - sanitized.rest.len();
         let header = sanitized.header;
         self.mode = Mode::Ready;
-        self.pending = Some(Pending::Message);
+        self.pending.push_back(Pending::Message);
         Next::SendMessage(Outgoing {
             header,
             message: incoming.message,
@@ -252,34 +261,26 @@ impl Session<'_> {
     pub(super) fn reset_then(&mut self, then: Reply) -> Next {
         if let Mode::Transaction(_) = self.mode {
             self.mode = Mode::Ready;
-            self.pending = Some(Pending::Reset { then });
+            self.pending.push_back(Pending::Reset { then });
             return Next::Upstream(WipedBuf::copy_of(b"RSET\r\n"));
         }
-        Next::Reply(then)
+        self.in_turn(Next::Reply(then))
     }
 
-    /// The provider answered the command or message sent for
-    /// [`Next::Upstream`] or [`Next::SendMessage`];
+    /// The provider answered the oldest command or message still
+    /// unanswered (sent for [`Next::Upstream`] or [`Next::SendMessage`]);
     /// `None` when it was lost or fell silent.
     pub(crate) fn provider_replied(&mut self, reply: Option<Reply>) -> Next {
-        let pending = self.pending.take();
+        let pending = self.pending.pop_front();
         let Some(reply) = reply else {
             return self.provider_lost();
         };
         match pending {
-            Some(Pending::Mail {
-                declared_size,
-                room,
-            }) => {
-                if reply.is_positive() {
-                    self.mode = Mode::Transaction(Transaction {
-                        declared_size,
-                        recipients: 0,
-                        accepted: 0,
-                        bdat: None,
-                        credit_until: Instant::now() + self.cx.limits.command_timeout,
-                        room: Some(room),
-                    });
+            Some(Pending::Mail) => {
+                // Refused: the transaction opened for it closes (anything
+                // pipelined behind it is the provider's to refuse too).
+                if !reply.is_positive() && matches!(self.mode, Mode::Transaction(_)) {
+                    self.mode = Mode::Ready;
                 }
                 Next::Reply(reply)
             }
@@ -301,6 +302,12 @@ impl Session<'_> {
                 });
                 Next::Reply(reply)
             }
+            // Never at the front when asked in turn (see `held_reply`);
+            // the provider's reply answers nothing of the relay's.
+            Some(Pending::Local(held)) => {
+                self.pending.push_front(Pending::Local(held));
+                self.provider_lost()
+            }
             None => Next::Reply(reply),
         }
     }
@@ -309,6 +316,7 @@ impl Session<'_> {
     /// is told to come back.
     fn provider_lost(&mut self) -> Next {
         self.cx.stats.count(Counter::ProviderLost);
+        self.pending.clear();
         self.mode = Mode::Secure { greeted: true };
         Next::Close(reply::upstream_lost())
     }

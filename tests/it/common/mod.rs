@@ -39,6 +39,8 @@ pub struct UpstreamScript {
     pub smtputf8: bool,
     /// Advertise CHUNKING (the relay then sends BDAT).
     pub chunking: bool,
+    /// Advertise PIPELINING (RFC 2920).
+    pub pipelining: bool,
     /// Answer 421 and hang up at this step: a command prefix ("MAIL",
     /// "RCPT", "DATA") or "END" (after the whole message, storing nothing).
     pub fail_421_at: Option<&'static str>,
@@ -57,6 +59,7 @@ impl Default for UpstreamScript {
             drop_after_data_bytes: None,
             smtputf8: true,
             chunking: false,
+            pipelining: true,
             fail_421_at: None,
             stall_at: None,
         }
@@ -78,6 +81,9 @@ pub struct Record {
     pub messages: Mutex<Vec<Stored>>,
     /// Every raw byte the upstream read after TLS, per connection, joined.
     pub raw: Mutex<Vec<u8>>,
+    /// The command lines that arrived with more already behind them in
+    /// the same read: sent in one flight with what followed (pipelined).
+    pub grouped: Mutex<Vec<String>>,
 }
 
 pub struct Upstream {
@@ -96,6 +102,9 @@ impl Upstream {
     }
     pub fn connections(&self) -> usize {
         self.record.connections.load(Ordering::SeqCst)
+    }
+    pub fn grouped(&self) -> Vec<String> {
+        self.record.grouped.lock().expect("lock").clone()
     }
 }
 
@@ -253,6 +262,9 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let line = read_line(s, rec).await?;
         rec.lines.lock().expect("lock").push(line.clone());
+        if !s.buffer().is_empty() {
+            rec.grouped.lock().expect("lock").push(line.clone());
+        }
         let upper = line.to_ascii_uppercase();
         if let Some(step) = script.stall_at
             && step != "END"
@@ -270,8 +282,11 @@ async fn upstream_session<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let reply: String = if upper.starts_with("EHLO ") {
             let mut r = String::from(
-                "250-upstream.test\r\n250-PIPELINING\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
+                "250-upstream.test\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
             );
+            if script.pipelining {
+                r.push_str("250-PIPELINING\r\n");
+            }
             if script.smtputf8 {
                 r.push_str("250-SMTPUTF8\r\n");
             }
