@@ -64,6 +64,7 @@ stop_all() {
     [ -f "$W/mailveil.pid" ] && kill "$(cat "$W/mailveil.pid")" 2>/dev/null || true
     [ -f "$W/baseline.pid" ] && kill "$(cat "$W/baseline.pid")" 2>/dev/null || true
     [ -f "$W/introspect.pid" ] && kill "$(cat "$W/introspect.pid")" 2>/dev/null || true
+    [ -f "$W/flights.pid" ] && kill "$(cat "$W/flights.pid")" 2>/dev/null || true
     [ -d "$W/postfix" ] && postfix -c "$W/postfix" stop >/dev/null 2>&1 || true
     [ -f "$W/dovecot/dovecot.conf" ] && dovecot -c "$W/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
     sleep 0.3

@@ -105,6 +105,77 @@ check "a sender whose local part needs quotes reaches Postfix quoted" \
                grep -q "from=<\"quoted local\"@example.test>" "$W/log/postfix.log" && exit 0; sleep 0.2
            done; exit 1'
 
+# Pipelining through (RFC 2920): the same message from a client that waits
+# for every reply and from ones that pipeline, to three recipients of which
+# Postfix refuses one. flights.py sits between the relay and Postfix and
+# counts the relay's flights on each provider connection.
+log "pipelining through to Postfix: swaks --pipeline and a BDAT client"
+: > "$W/log/flights"
+python3 "$HERE/flights.py" --listen 127.0.0.2:10467 --to 127.0.0.2:10465 --out "$W/log/flights" \
+    2>"$W/log/flights.err" &
+echo $! > "$W/flights.pid"
+wait_port 127.0.0.2 10467
+flights_of() { # command...: runs it, then prints the flights of the provider connection it made
+    local before; before="$(wc -l < "$W/log/flights")"
+    "$@" >"$W/log/pipeline-client.out" 2>&1 || { cat "$W/log/pipeline-client.out" >&2; echo -1; return; }
+    for _ in $(seq 1 50); do
+        [ "$(wc -l < "$W/log/flights")" -gt "$before" ] && break; sleep 0.1
+    done
+    tail -n +"$((before + 1))" "$W/log/flights" | head -1
+}
+pipe_swaks() { # subject swaks-options...
+    swaks -s 127.0.0.1:11465 --tlsc --tls-verify --tls-ca-path "$CA" -li 127.0.0.77 \
+        -a PLAIN -au alice@pipeline.test -ap alice-pw -f alice@example.test \
+        -t bob@example.test,nobody@example.test,alice@example.test --h-Subject "$1" "${@:2}"
+}
+delivered_to_both() { # client output: the final reply's queue ID went to bob and alice, not nobody
+    local id; id="$(grep -o 'queued as [0-9A-F]*' "$1" | tail -1 | cut -d' ' -f3)"
+    [ -n "$id" ] || return 1
+    for _ in $(seq 1 50); do
+        grep -q "$id: to=<bob@example.test>.*status=sent" "$W/log/postfix.log" &&
+            grep -q "$id: to=<alice@example.test>.*status=sent" "$W/log/postfix.log" && break
+        sleep 0.2
+    done
+    grep -q "$id: to=<bob@example.test>.*status=sent" "$W/log/postfix.log" &&
+        grep -q "$id: to=<alice@example.test>.*status=sent" "$W/log/postfix.log" &&
+        ! grep -q "$id: to=<nobody@example.test>" "$W/log/postfix.log"
+}
+lockstep="$(flights_of pipe_swaks interop-lockstep)"
+cp "$W/log/pipeline-client.out" "$W/log/pipeline-lockstep.out"
+piped="$(flights_of pipe_swaks interop-pipelined --pipeline)"
+cp "$W/log/pipeline-client.out" "$W/log/pipeline-swaks.out"
+bdat="$(flights_of python3 "$HERE/smtp_pipeline.py" transcript --port 11465 --mode bdat \
+    --login alice@pipeline.test --rcpt bob@example.test --rcpt nobody@example.test \
+    --rcpt alice@example.test --subject interop-bdat-pipelined)"
+cp "$W/log/pipeline-client.out" "$W/log/pipeline-bdat.out"
+kill "$(cat "$W/flights.pid")" 2>/dev/null || true
+echo "flights on the provider connection: lock-step swaks $lockstep, swaks --pipeline $piped, BDAT client $bdat"
+swaks_pipelined() { # MAIL, the three RCPTs and DATA sent before any reply
+    [ "$(grep -A4 '^ ~> MAIL FROM:<alice@example.test>' "$W/log/pipeline-swaks.out" | grep -c '^ ~> ')" = 5 ]
+}
+check "swaks --pipeline: the relay offered PIPELINING and swaks sent MAIL, 3 RCPTs and DATA at once" \
+    swaks_pipelined
+check "swaks --pipeline: Postfix's refusal of one RCPT of three reaches swaks as Postfix said it" \
+    grep -q "<~\* *550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown" "$W/log/pipeline-swaks.out"
+check "swaks --pipeline: the message went to the two others, once each (Postfix log, by queue ID)" \
+    delivered_to_both "$W/log/pipeline-swaks.out"
+lockstep_ok() {
+    grep -q '550 5.1.1 <nobody@example.test>' "$W/log/pipeline-lockstep.out" &&
+        delivered_to_both "$W/log/pipeline-lockstep.out"
+}
+check "lock-step swaks: the same refusal and the same delivery" lockstep_ok
+check "swaks --pipeline: MAIL and the three RCPTs went to Postfix in one flight (3 fewer than lock-step: $lockstep → $piped)" \
+    test "$piped" -ge 1 -a "$((lockstep - piped))" -eq 3
+check "a BDAT client that pipelines: MAIL, RCPTs and the message in one flight (4 fewer: $lockstep → $bdat)" \
+    test "$bdat" -ge 1 -a "$((lockstep - bdat))" -eq 4
+bdat_ok() {
+    [ "$(sed -n 1,5p "$W/log/pipeline-bdat.out" | cut -c1-3 | tr '\n' ' ')" = "250 250 550 250 250 " ] &&
+        sed -n 3p "$W/log/pipeline-bdat.out" | grep -q "nobody@example.test" &&
+        delivered_to_both "$W/log/pipeline-bdat.out"
+}
+check "the BDAT client got Postfix's replies in order (250, 250, 550 for nobody, 250, 250 for the message) and the message went to the two others" \
+    bdat_ok
+
 cat > "$W/neomuttrc" <<RC
 set from = "alice@example.test"
 set realname = "Alice"
