@@ -346,7 +346,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                     smtputf8: upstream.supports(smtp_proto::EXT_SMTP_UTF8),
                     encrypted_only: relay.config.upstreams[index].outgoing
                         == crate::config::Outgoing::EncryptedOnly,
-                    chunking: upstream.supports(smtp_proto::EXT_CHUNKING),
+                    message_with_envelope: upstream.supports(smtp_proto::EXT_CHUNKING)
+                        && relay.config.egress.mode != crate::config::EgressMode::Direct,
                 });
                 self.upstream = Some(upstream);
                 reply

@@ -48,10 +48,14 @@ pub(crate) struct ProviderCaps {
     pub(crate) smtputf8: bool,
     /// The upstream's `outgoing = "encrypted-only"`.
     pub(crate) encrypted_only: bool,
-    /// CHUNKING: a message goes as `BDAT n LAST`, so it may follow MAIL
-    /// and RCPT before their replies (the driver pipelines only when the
-    /// provider also offers PIPELINING).
-    pub(crate) chunking: bool,
+    /// The message may follow MAIL and RCPT before their replies: the
+    /// provider offers CHUNKING (the message goes as `BDAT n LAST`), and
+    /// the egress is Tor or SOCKS5, where a round trip costs more than the
+    /// provider's delayed-ACK stall this can cause (Postfix flushes its
+    /// MAIL/RCPT replies mid-chunk, then its final reply waits for their
+    /// ACK: ~40 ms). The driver pipelines only when the provider also
+    /// offers PIPELINING.
+    pub(crate) message_with_envelope: bool,
 }
 
 /// A message being received: the framing state and the bytes so far.
@@ -327,7 +331,7 @@ impl<'r> Session<'r> {
         match &request.0 {
             Request::Rcpt { .. } => matches!(self.mode, Mode::Transaction(_)),
             Request::Bdat { is_last: true, .. } => {
-                self.provider.chunking
+                self.provider.message_with_envelope
                     && matches!(&self.mode, Mode::Transaction(tx) if tx.bdat.is_none())
             }
             _ => false,

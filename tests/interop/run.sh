@@ -166,8 +166,11 @@ lockstep_ok() {
 check "lock-step swaks: the same refusal and the same delivery" lockstep_ok
 check "swaks --pipeline: MAIL and the three RCPTs went to Postfix in one flight (3 fewer than lock-step: $lockstep → $piped)" \
     test "$piped" -ge 1 -a "$((lockstep - piped))" -eq 3
-check "a BDAT client that pipelines: MAIL, RCPTs and the message in one flight (4 fewer: $lockstep → $bdat)" \
-    test "$bdat" -ge 1 -a "$((lockstep - bdat))" -eq 4
+# With direct egress the message waits for the envelope's replies (the
+# provider's delayed-ACK stall would cost more than the round trip); over
+# Tor or SOCKS5 it goes in the same flight (tests/it, bench_tor.sh).
+check "a BDAT client that pipelines, direct egress: MAIL and RCPTs in one flight, the message in the next (3 fewer: $lockstep → $bdat)" \
+    test "$bdat" -ge 1 -a "$((lockstep - bdat))" -eq 3
 bdat_ok() {
     [ "$(sed -n 1,5p "$W/log/pipeline-bdat.out" | cut -c1-3 | tr '\n' ' ')" = "250 250 550 250 250 " ] &&
         sed -n 3p "$W/log/pipeline-bdat.out" | grep -q "nobody@example.test" &&

@@ -5,8 +5,9 @@ run.sh and bench_tor.sh; Python's smtplib waits for every reply.
         sends one message; prints every reply the relay gave, one per line,
         in the order the commands were sent.
     smtp_pipeline.py latency --port P --mode lockstep|data|bdat --messages N --label L
-        sends N messages to sink@ in one session; prints one JSON line with
-        the per-message latency (MAIL to the final reply).
+        sends N messages of --size body bytes (4096, as bench_smtp.py) to
+        sink@ in one session; prints one JSON line with the per-message
+        latency (MAIL to the final reply).
 
 Modes: "lockstep" waits for each reply (MAIL, RCPT, then BDAT LAST);
 "data" sends MAIL, the RCPTs and DATA in one write, then the message after
@@ -35,6 +36,7 @@ ap.add_argument("--rcpt", action="append")
 ap.add_argument("--subject", default="pipelined")
 ap.add_argument("--messages", type=int, default=20)
 ap.add_argument("--label", default="")
+ap.add_argument("--size", type=int, default=4096, help="body bytes per message (latency)")
 args = ap.parse_args()
 
 
@@ -42,6 +44,8 @@ class Session:
     def __init__(self):
         ctx = ssl.create_default_context(cafile=os.environ["CA"])
         raw = socket.create_connection((args.host, args.port), timeout=60)
+        # As mail clients do: a message is not held back for an ACK (Nagle).
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = ctx.wrap_socket(raw, server_hostname=args.host)
         self.file = self.sock.makefile("rb")
         self.expect("220")
@@ -122,7 +126,7 @@ else:
     errors = 0
     for _ in range(args.messages):
         t0 = time.perf_counter()
-        replies = session.message(["sink@example.test"], body("bench"))
+        replies = session.message(["sink@example.test"], body("bench", args.size))
         latencies.append(time.perf_counter() - t0)
         if not replies[-1].startswith("250"):
             errors += 1

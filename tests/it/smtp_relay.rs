@@ -574,9 +574,17 @@ async fn pipelined_commands_get_replies_in_order() {
 
 /// `MAIL`, three `RCPT`s of which the provider refuses one, and the
 /// message as `BDAT … LAST`, all in one write, as a pipelining client
-/// sends them; then the replies the client gets.
-async fn pipeline_bdat(script: UpstreamScript) -> (Upstream, Vec<String>) {
-    let (upstream, relay) = start_pair(script).await;
+/// sends them; then the replies the client gets. Through a SOCKS5 proxy
+/// when `proxied` (as over Tor), else with direct egress.
+async fn pipeline_bdat(script: UpstreamScript, proxied: bool) -> (Upstream, Vec<String>) {
+    let upstream = start_upstream(script).await;
+    let proxy = crate::common::socks::start_socks("unused.test").await;
+    let egress = if proxied {
+        format!("[egress]\nmode = \"socks5\"\nsocks5 = \"{}\"\n", proxy.addr)
+    } else {
+        String::new()
+    };
+    let relay = start_relay_with(&relay_config(&upstream, "implicit", true, &egress)).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
     let message = b"Subject: grouped\r\nX-Mailer: y\r\n\r\nbody\r\n";
@@ -594,11 +602,15 @@ RCPT TO:<unknown@example.test>\r\nRCPT TO:<carol@example.test>\r\n"
 }
 
 #[tokio::test]
-async fn a_pipelined_bdat_message_reaches_the_provider_in_one_flight_and_each_reply_is_its_own() {
-    let (upstream, replies) = pipeline_bdat(UpstreamScript {
-        chunking: true,
-        ..UpstreamScript::default()
-    })
+async fn over_a_proxy_a_pipelined_bdat_message_reaches_the_provider_in_one_flight_with_its_envelope()
+ {
+    let (upstream, replies) = pipeline_bdat(
+        UpstreamScript {
+            chunking: true,
+            ..UpstreamScript::default()
+        },
+        true,
+    )
     .await;
     assert_eq!(replies[0], "250 2.1.0 Ok");
     assert_eq!(replies[1], "250 2.1.5 Ok");
@@ -625,12 +637,42 @@ async fn a_pipelined_bdat_message_reaches_the_provider_in_one_flight_and_each_re
 }
 
 #[tokio::test]
+async fn with_direct_egress_the_envelope_goes_in_one_flight_and_the_message_after_its_replies() {
+    let (upstream, replies) = pipeline_bdat(
+        UpstreamScript {
+            chunking: true,
+            ..UpstreamScript::default()
+        },
+        false,
+    )
+    .await;
+    assert_eq!(replies[0], "250 2.1.0 Ok");
+    assert!(replies[2].starts_with("550 5.1.1 "), "{replies:?}");
+    assert_eq!(replies[4], "250 2.0.0 Ok: queued as BDAT123");
+    // MAIL and the RCPTs together; BDAT only once they were answered.
+    let grouped = upstream.grouped();
+    assert_eq!(
+        grouped,
+        [
+            "MAIL FROM:<alice@example.test>",
+            "RCPT TO:<bob@example.test>",
+            "RCPT TO:<unknown@example.test>",
+            "BDAT 26 LAST",
+        ]
+    );
+    assert_eq!(upstream.messages().len(), 1);
+}
+
+#[tokio::test]
 async fn without_pipelining_at_the_provider_the_relay_goes_in_lock_step() {
-    let (upstream, replies) = pipeline_bdat(UpstreamScript {
-        chunking: true,
-        pipelining: false,
-        ..UpstreamScript::default()
-    })
+    let (upstream, replies) = pipeline_bdat(
+        UpstreamScript {
+            chunking: true,
+            pipelining: false,
+            ..UpstreamScript::default()
+        },
+        true,
+    )
     .await;
     assert!(replies[2].starts_with("550 5.1.1 "), "{replies:?}");
     assert_eq!(replies[4], "250 2.0.0 Ok: queued as BDAT123");
@@ -645,11 +687,14 @@ async fn without_pipelining_at_the_provider_the_relay_goes_in_lock_step() {
 
 #[tokio::test]
 async fn a_pipelined_message_whose_recipients_all_fail_gets_the_providers_refusal() {
-    let (upstream, relay) = start_pair(UpstreamScript {
+    let upstream = start_upstream(UpstreamScript {
         chunking: true,
         ..UpstreamScript::default()
     })
     .await;
+    let proxy = crate::common::socks::start_socks("unused.test").await;
+    let egress = format!("[egress]\nmode = \"socks5\"\nsocks5 = \"{}\"\n", proxy.addr);
+    let relay = start_relay_with(&relay_config(&upstream, "implicit", true, &egress)).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
     c.send(

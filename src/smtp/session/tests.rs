@@ -123,7 +123,7 @@ fn logged_in_with(world: &World, encrypted_only: bool) -> Session<'_> {
         eight_bit: true,
         smtputf8: true,
         encrypted_only,
-        chunking: true,
+        message_with_envelope: true,
     });
     s
 }
@@ -743,7 +743,8 @@ fn a_command_that_needs_the_answers_waits_for_them() {
     upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), &peer));
     upstream(s.command(line("RCPT TO:<bob@example.test>\r\n"), &peer));
     // DATA's 354 needs an accepted recipient; a chunk that is not the
-    // last, BDAT to a provider without CHUNKING, RSET and QUIT need the
+    // last, BDAT LAST when the message may not follow the envelope, RSET
+    // and QUIT need the
     // transaction settled.
     for waits in [
         "DATA\r\n",
@@ -757,7 +758,7 @@ fn a_command_that_needs_the_answers_waits_for_them() {
         };
         assert_eq!(&back[..], waits.as_bytes(), "the line is given back whole");
     }
-    s.provider.chunking = false;
+    s.provider.message_with_envelope = false;
     assert!(matches!(
         s.command(line("BDAT 3 LAST\r\n"), &peer),
         Next::Settle(_)
