@@ -70,7 +70,11 @@ pub(crate) async fn serve_client<S>(
         peer,
         preauth_deadline,
     };
-    let upstream = match session.before_login().await {
+    // Boxed: the login's futures are most of a session's size (12 KiB of
+    // 12.2 unboxed), and a boxed one is freed once the login is over,
+    // instead of staying in the session's allocation for as long as the
+    // session lasts (hours in IDLE).
+    let upstream = match Box::pin(session.before_login()).await {
         Ok(upstream) => upstream,
         Err(closed) => {
             if closed != Closed::Done {
@@ -120,14 +124,16 @@ pub(crate) async fn serve_client<S>(
     let Session { io, peer, .. } = session;
     let (client, client_buffered) = io.into_parts();
     let (provider, provider_buffered) = upstream.into_parts();
-    let ended = relay::run(
+    // Boxed for the same reason as the login: the session's allocation is
+    // then only as large as the relay needs.
+    let ended = Box::pin(relay::run(
         settings,
         timeouts,
         client,
         client_buffered,
         provider,
         provider_buffered,
-    )
+    ))
     .await;
     if let Some(counter) = ended.counter() {
         relay.stats.count(counter);

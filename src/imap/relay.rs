@@ -139,18 +139,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         }
     }
 
-    /// Gives back a large read buffer once it is empty and the flow calm.
+    /// Gives back the read buffer once it is empty and the flow calm: an
+    /// idle session (IDLE can last for hours) holds none.
     fn relax(&mut self) {
-        if self.input.is_empty() && !self.busy && self.input.capacity() > READ_SMALL {
-            self.input.shrink_to(READ_SMALL);
+        if self.input.is_empty() && !self.busy && self.input.capacity() > 0 {
+            self.input.shrink_to(0);
         }
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         let room = if self.busy { READ_LARGE } else { READ_SMALL };
-        let read = self
-            .input
-            .poll_read_from(Pin::new(&mut self.stream), cx, room);
+        // Calm and empty: read through the stack, so that waiting needs no
+        // buffer of its own.
+        let read = if !self.busy && self.input.is_empty() {
+            self.input
+                .poll_read_via_stack::<_, READ_SMALL>(Pin::new(&mut self.stream), cx)
+        } else {
+            self.input
+                .poll_read_from(Pin::new(&mut self.stream), cx, room)
+        };
         if let Poll::Ready(Ok(n)) = read {
             self.busy = n >= room;
         }

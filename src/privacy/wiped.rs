@@ -183,6 +183,26 @@ impl WipedBuf {
         reader.read_buf(&mut self.bytes).await
     }
 
+    /// Reads once from `reader` through a stack buffer of `N` bytes, wiped
+    /// afterwards, and appends what arrived: a buffer kept empty while its
+    /// stream is quiet holds no allocation until bytes arrive, and then only
+    /// room for them. Returns how many bytes arrived (0: end of stream).
+    pub fn poll_read_via_stack<R: AsyncRead + ?Sized, const N: usize>(
+        &mut self,
+        reader: Pin<&mut R>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let mut stack = [0u8; N];
+        let mut read = tokio::io::ReadBuf::new(&mut stack);
+        let polled = reader.poll_read(cx, &mut read);
+        let n = read.filled().len();
+        if let Poll::Ready(Ok(())) = polled {
+            self.extend_from_slice(read.filled());
+        }
+        stack[..n].zeroize();
+        polled.map_ok(|()| n)
+    }
+
     /// [`WipedBuf::read_from`] for poll-based drivers.
     pub fn poll_read_from<R: AsyncRead + ?Sized>(
         &mut self,
@@ -361,5 +381,29 @@ mod tests {
         let n = buf.read_from(&mut reader, 4).await.expect("read");
         assert!(n > 0);
         assert_eq!(&buf[..1 + n], &b">hello world"[..1 + n]);
+    }
+
+    #[tokio::test]
+    async fn a_read_via_the_stack_allocates_only_for_what_arrived() {
+        let mut buf = WipedBuf::new();
+        assert_eq!(buf.capacity(), 0);
+        let mut reader: &[u8] = b"* 3 EXISTS\r\n";
+        let n = std::future::poll_fn(|cx| {
+            buf.poll_read_via_stack::<_, 4096>(Pin::new(&mut reader), cx)
+        })
+        .await
+        .expect("read");
+        assert_eq!(n, 12);
+        assert_eq!(&buf[..], b"* 3 EXISTS\r\n");
+        assert!(buf.capacity() <= 64, "{}", buf.capacity());
+        let n = std::future::poll_fn(|cx| {
+            buf.poll_read_via_stack::<_, 4096>(Pin::new(&mut reader), cx)
+        })
+        .await
+        .expect("read");
+        assert_eq!(n, 0, "end of stream");
+        buf.consume(12);
+        buf.shrink_to(0);
+        assert_eq!(buf.capacity(), 0);
     }
 }
