@@ -169,7 +169,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                     // takes commands in groups. The replies are read when
                     // a command needs them, or when the client has sent
                     // everything it had and waits.
-                    if upstream.supports(smtp_proto::EXT_PIPELINING) && self.io.has_line() {
+                    if upstream.supports(smtp_proto::EXT_PIPELINING)
+                        && self.io.has_line()
+                        && !self.session.owes_too_much()
+                    {
                         return Ok(());
                     }
                     self.settle().await?;
@@ -213,7 +216,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                     self.settle().await?;
                     self.session.command(line, &self.peer)
                 }
-                Next::Held => return Ok(()),
+                // Read on while the client's group goes on; once it has
+                // sent all it had, it waits for every reply (RFC 2920).
+                Next::Held => {
+                    if !self.io.has_line() || self.session.owes_too_much() {
+                        self.settle().await?;
+                    }
+                    return Ok(());
+                }
             };
         }
     }
@@ -232,6 +242,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                 self.io.queue(&held);
             }
             let Some(awaiting) = self.session.awaiting() else {
+                // Bytes past the last reply owed answer nothing sent: the
+                // provider is out of step, and is let go.
+                if self.upstream.as_ref().is_some_and(UpstreamSmtp::has_unread) {
+                    self.upstream = None;
+                    if let Next::Close(reply) = self.provider_replied(None) {
+                        self.io.queue(&reply);
+                    }
+                    return Err(End::Closed);
+                }
+                self.session.settled(tokio::time::Instant::now());
                 return Ok(());
             };
             let reply = match &mut self.upstream {

@@ -119,6 +119,11 @@ impl UpstreamSmtp {
         self.read_reply(self.client.timeout).await
     }
 
+    /// True when reply bytes were read past the replies asked for.
+    pub(crate) fn has_unread(&self) -> bool {
+        !self.replies.is_empty()
+    }
+
     /// Queues a command line (CRLF included) to be written with the next
     /// [`flush`](Self::flush) or message.
     pub(crate) fn queue(&mut self, line: &[u8]) {

@@ -125,6 +125,11 @@ pub(crate) enum Next {
     Held,
 }
 
+/// Replies the session may owe before the driver must read the provider's
+/// (the provider takes at most `max_recipients` RCPTs per transaction; the
+/// rest are the relay's own refusals).
+const MAX_OWED: usize = 256;
+
 /// What the provider's next reply answers, for how long to wait for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Awaiting {
@@ -168,7 +173,8 @@ enum Mode {
     Sasl(Exchange),
     /// Logged in; no transaction.
     Ready,
-    /// MAIL accepted by the provider.
+    /// MAIL sent to the provider (opened then, so that RCPT and BDAT may
+    /// follow before its reply); closed again if the provider refuses it.
     Transaction(Transaction),
 }
 
@@ -352,12 +358,31 @@ impl<'r> Session<'r> {
 
     /// What the provider's next reply will answer; `None` when nothing is
     /// awaited. Held replies that are due come first from
-    /// [`Session::held_reply`].
+    /// [`Session::held_reply`]. With a message in the flight, every reply
+    /// before its own gets the message's time too: a provider may hold its
+    /// MAIL and RCPT replies until it has checked the message.
     pub(crate) fn awaiting(&self) -> Option<Awaiting> {
         match self.pending.front()? {
-            Pending::Message => Some(Awaiting::Message),
             Pending::Local(_) => None,
+            _ if self.pending.iter().any(|p| matches!(p, Pending::Message)) => {
+                Some(Awaiting::Message)
+            }
             _ => Some(Awaiting::Command),
+        }
+    }
+
+    /// True when so many replies are owed that the driver must read them
+    /// before it reads on: a client that keeps sending commands the relay
+    /// refuses cannot make it hold replies without end.
+    pub(crate) fn owes_too_much(&self) -> bool {
+        self.pending.len() >= MAX_OWED
+    }
+
+    /// Every reply owed was given: the client's silence is measured from
+    /// now, not from MAIL (the provider's time is not the client's).
+    pub(crate) fn settled(&mut self, now: Instant) {
+        if let Mode::Transaction(tx) = &mut self.mode {
+            tx.credit_until = tx.credit_until.max(now + self.cx.limits.command_timeout);
         }
     }
 

@@ -1142,3 +1142,30 @@ async fn encrypted_only_refuses_a_plain_message_before_the_provider_and_sends_an
     assert!(r.starts_with("250 "), "{r}");
     assert_eq!(upstream.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn a_group_ending_in_a_refusal_of_the_relays_own_is_answered_in_full() {
+    // RFC 2920: the client sent all it had and waits. The MAIL queued for
+    // the provider must go, and both replies come back, in order.
+    let (upstream, relay) = start_pair(UpstreamScript::default()).await;
+    let (mut c, _) = Client::implicit(&relay).await;
+    c.login().await;
+    c.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test> NOTIFY=NEVER\r\n")
+        .await;
+    assert_eq!(c.reply().await, "250 2.1.0 Ok");
+    assert!(c.reply().await.starts_with("555 5.5.4 "));
+    // And a long run of refusals is answered as it goes, not held.
+    let mut group = Vec::new();
+    for _ in 0..600 {
+        group.extend_from_slice(b"RCPT TO:<bob@example.test> NOTIFY=NEVER\r\n");
+    }
+    c.send(&group).await;
+    for _ in 0..600 {
+        assert!(c.reply().await.starts_with("555 5.5.4 "));
+    }
+    assert_eq!(c.cmd("RSET").await, "250 2.0.0 Ok");
+    assert!(
+        !upstream.lines().iter().any(|l| l.contains("NOTIFY")),
+        "a refused parameter never reaches the provider"
+    );
+}

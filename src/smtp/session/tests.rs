@@ -811,3 +811,66 @@ fn a_provider_lost_mid_group_ends_the_session_and_drops_what_was_held() {
     assert!(s.held_reply().is_none());
     assert!(s.awaiting().is_none());
 }
+
+#[test]
+fn replies_ahead_of_a_message_get_the_messages_time_and_a_flood_of_refusals_is_settled() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = logged_in(&world);
+    upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), &peer));
+    upstream(s.command(line("RCPT TO:<bob@example.test>\r\n"), &peer));
+    assert_eq!(s.awaiting(), Some(Awaiting::Command));
+    let Next::ReceiveChunk {
+        incoming: Some(mut incoming),
+        ..
+    } = s.command(line("BDAT 5 LAST\r\n"), &peer)
+    else {
+        panic!("expected the chunk to be read");
+    };
+    incoming
+        .receiver
+        .feed_chunk(b"\r\nx\r\n", &mut incoming.message);
+    let Next::SendMessage(_) = s.chunk_received(Some(incoming), 5, true) else {
+        panic!("expected the message to be sent");
+    };
+    // MAIL's reply is still first, but a provider may hold it until it
+    // has checked the message.
+    assert_eq!(s.awaiting(), Some(Awaiting::Message));
+    settle(&mut s, &[(250, "Ok"), (250, "Ok"), (250, "queued")]);
+    assert!(!s.owes_too_much());
+    upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), &peer));
+    let mut held = 0;
+    while !s.owes_too_much() {
+        assert!(matches!(
+            s.command(line("RCPT TO:<x@example.test> NOTIFY=NEVER\r\n"), &peer),
+            Next::Held
+        ));
+        held += 1;
+        assert!(held < 1000, "no bound on held replies");
+    }
+}
+
+#[test]
+fn a_pipelined_bdat_with_no_recipient_sent_stays_here() {
+    let world = World::new();
+    let peer = world.peer("alice@example.test");
+    let mut s = logged_in(&world);
+    upstream(s.command(line("MAIL FROM:<alice@example.test>\r\n"), &peer));
+    assert!(matches!(
+        s.command(line("RCPT TO:<x@example.test> NOTIFY=NEVER\r\n"), &peer),
+        Next::Held
+    ));
+    let Next::ReceiveChunk { incoming: None, .. } = s.command(line("BDAT 4 LAST\r\n"), &peer)
+    else {
+        panic!("the chunk is read and dropped: no recipient went to the provider");
+    };
+    assert!(matches!(s.chunk_received(None, 4, true), Next::Held));
+    assert_eq!(
+        settle(&mut s, &[(250, "Ok")]),
+        [
+            "250 2.0.0 Ok\r\n".to_string(),
+            wire(&reply::unsupported_parameter()),
+            wire(&reply::no_valid_recipients()),
+        ]
+    );
+}

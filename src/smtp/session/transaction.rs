@@ -141,10 +141,11 @@ impl Session<'_> {
             return self.refuse_oversized_chunk();
         }
         // The chunk's bytes follow the command whatever the answer. With
-        // replies to MAIL or RCPT still to come, the provider decides.
+        // replies to RCPTs sent still to come, the provider decides; with
+        // no RCPT sent at all it can only refuse, and the message stays here.
         let unanswered = !self.pending.is_empty();
         let refusal = match &self.mode {
-            Mode::Transaction(tx) if tx.accepted > 0 || unanswered => None,
+            Mode::Transaction(tx) if tx.accepted > 0 || (unanswered && tx.recipients > 0) => None,
             Mode::Transaction(_) => Some(reply::no_valid_recipients()),
             _ => Some(reply::need_mail()),
         };
