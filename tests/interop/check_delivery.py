@@ -13,7 +13,9 @@ MAILDIR = os.path.join(W, "mail", "bob", "Maildir")
 EXPECTED = os.path.join(W, "msgs", "expected")
 TAGS = ["interop-swaks", "interop-curl", "interop-python", "interop-pgp",
         "interop-smime", "interop-8bit", "interop-neomutt", "interop-starttls-upstream",
-        "interop-fcc-neomutt", "interop-quoted-sender"]
+        "interop-fcc-neomutt", "interop-quoted-sender",
+        # pipelining: lock-step swaks, swaks --pipeline, the BDAT client
+        "interop-lockstep", "interop-pipelined", "interop-bdat-pipelined"]
 # Postfix accepts the SMTPUTF8-envelope message (run.sh checks its log), but
 # whether its LMTP hop to Dovecot 2.3 delivers or bounces it varies: 0 or 1 copy.
 OPTIONAL = ["interop-utf8"]

@@ -85,18 +85,32 @@ MAILVEIL="${MAILVEIL_BIN:-$REPO/target/release/mailveil}"
 
 # ------------------------------------------------------------------ TLS
 # A private CA and one leaf for every server here (rustls, like browsers,
-# refuses a CA certificate used as a server's own certificate).
-openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mailveil interop CA" \
+# refuses a CA certificate used as a server's own certificate). ECDSA P-256,
+# as certbot issues by default and as the relay's own ephemeral certificate;
+# CERT_KEY=rsa makes them RSA 2048 (to compare handshake costs, BENCHMARKS.md).
+# One RSA leaf is made either way: the relay's STARTTLS SMTP listener
+# (11587) serves it, so RSA keeps being tested.
+CERT_KEY="${CERT_KEY:-ec}"
+key_options() { # ec | rsa
+    if [ "$1" = rsa ]; then echo "-newkey rsa:2048"; else echo "-newkey ec -pkeyopt ec_paramgen_curve:P-256"; fi
+}
+# shellcheck disable=SC2046 # the key options are words
+openssl req -x509 $(key_options "$CERT_KEY") -nodes -days 3650 -subj "/CN=mailveil interop CA" \
     -keyout "$W/tls/ca-key.pem" -out "$W/tls/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+# shellcheck disable=SC2046
+openssl req $(key_options "$CERT_KEY") -nodes -subj "/CN=localhost" \
     -keyout "$W/tls/key.pem" -out "$W/tls/leaf.csr" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$W/tls/rsa-key.pem" -out "$W/tls/rsa-leaf.csr" 2>/dev/null
 # The leaf is shaped like a public CA's (90 days, a CRL address) so that
 # testssl.sh rates mailveil's TLS, not the test certificate; the CRL address
 # is never fetched.
 printf 'subjectAltName=DNS:localhost,DNS:mail.provider.test,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:::1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\ncrlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n' > "$W/tls/leaf.ext"
-openssl x509 -req -in "$W/tls/leaf.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca-key.pem" -CAcreateserial \
-    -days 90 -extfile "$W/tls/leaf.ext" -out "$W/tls/cert.pem" 2>/dev/null
-chmod 644 "$W/tls/key.pem"
+for leaf in "" rsa-; do
+    openssl x509 -req -in "$W/tls/${leaf}leaf.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca-key.pem" \
+        -CAcreateserial -days 90 -extfile "$W/tls/leaf.ext" -out "$W/tls/${leaf}cert.pem" 2>/dev/null
+done
+chmod 644 "$W/tls/key.pem" "$W/tls/rsa-key.pem"
 CA="$W/tls/ca.pem"
 # A self-hosted provider's certificate made the usual way (`openssl req
 # -x509`: self-signed, CA:TRUE), served by Dovecot on 127.0.0.4; and another
