@@ -4,8 +4,8 @@
 # noise hits all three. Prints figures only; nothing passes or fails on
 # speed. Needs root (sets up like run.sh, installs nginx + libnginx-mod-mail).
 #
-#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 5 rounds, 1,000 IDLE sessions
-#   ROUNDS=7 IDLE_SESSIONS=2000 bash tests/interop/bench_imap.sh
+#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 5 rounds, 1,000 and 5,000 IDLE sessions
+#   ROUNDS=7 IDLE_SESSIONS="2000" bash tests/interop/bench_imap.sh
 #   BASELINE_BIN=/tmp/old/target/release/mailveil bash tests/interop/bench_imap.sh
 #
 # Paths compared (all on loopback):
@@ -25,15 +25,16 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
 ROUNDS="${ROUNDS:-5}"
-IDLE_SESSIONS="${IDLE_SESSIONS:-1000}"
+IDLE_SESSIONS="${IDLE_SESSIONS:-1000 5000}"
+MOST_IDLE="$(printf '%s\n' $IDLE_SESSIONS | sort -n | tail -1)"
 MIXED_SESSIONS="${MIXED_SESSIONS:-4}"
 MIXED_COMMANDS="${MIXED_COMMANDS:-2700}"
 
 # 1,000 sessions through a relay are 2,000 sockets in mailveil and 1,000 in
 # the client: raise the soft limit as far as the hard one allows.
 ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_SESSIONS * 2 + 200)) ]; then
-    echo "open-file limit $(ulimit -n) is too low for $IDLE_SESSIONS sessions" >&2
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((MOST_IDLE * 2 + 200)) ]; then
+    echo "open-file limit $(ulimit -n) is too low for $MOST_IDLE sessions" >&2
     exit 2
 fi
 
@@ -173,8 +174,8 @@ rss_kib() { # pids... -> summed VmRSS in KiB
 }
 nginx_workers() { pgrep -P "$(cat "$W/nginx/nginx.pid")"; }
 
-idle_memory() { # label port pid-command
-    local label="$1" port="$2" pidcmd="$3" base after line
+idle_memory() { # label port pid-command sessions
+    local label="$1" port="$2" pidcmd="$3" sessions="$4" base after line
     # Warm-up: a few sessions first, so start-up allocations are not counted.
     coproc WARM { "${B[@]}" idle --port "$port" --sessions 20 --label warm; }
     read -r line <&"${WARM[0]}"
@@ -183,7 +184,7 @@ idle_memory() { # label port pid-command
     sleep 1
     # shellcheck disable=SC2046
     base="$(rss_kib $($pidcmd))"
-    coproc HOLD { "${B[@]}" idle --port "$port" --sessions "$IDLE_SESSIONS" --label "$label"; }
+    coproc HOLD { "${B[@]}" idle --port "$port" --sessions "$sessions" --label "$label"; }
     read -r line <&"${HOLD[0]}"
     sleep 2
     # shellcheck disable=SC2046
@@ -194,16 +195,18 @@ idle_memory() { # label port pid-command
         "$line" "$base" "$after" | tee -a "$OUT"
 }
 
-log "memory: $IDLE_SESSIONS authenticated sessions in IDLE at once (fresh processes)"
-stop_mailveil
-start_mailveil
-idle_memory mailveil-idle 11993 "cat $W/mailveil.pid"
-if [ -n "$BASELINE" ]; then
-    stop_baseline
-    start_baseline
-    idle_memory baseline-idle 15993 "cat $W/baseline.pid"
-fi
-idle_memory nginx-idle 12993 nginx_workers
+for n in $IDLE_SESSIONS; do
+    log "memory: $n authenticated sessions in IDLE at once (fresh processes)"
+    stop_mailveil
+    start_mailveil
+    idle_memory "mailveil-idle-$n" 11993 "cat $W/mailveil.pid" "$n"
+    if [ -n "$BASELINE" ]; then
+        stop_baseline
+        start_baseline
+        idle_memory "baseline-idle-$n" 15993 "cat $W/baseline.pid" "$n"
+    fi
+    idle_memory "nginx-idle-$n" 12993 nginx_workers "$n"
+done
 
 # ------------------------------------------------------------------ summary
 log "summary (medians over rounds; ratios against direct in this run)"
@@ -256,8 +259,11 @@ for r in rows:
     if r.get("test") == "idle":
         print(f"idle {r['label']}: {r['sessions']} sessions, {r['errors']} errors, "
               f"{r['kib_per_session']} KiB per session (RSS {r['rss_before_kib']} -> {r['rss_after_kib']} KiB)")
-m, b = by_label.get("mailveil-idle"), by_label.get("baseline-idle")
-if m and b:
-    ratio = m["kib_per_session"] / b["kib_per_session"] if b["kib_per_session"] else float("nan")
-    print(f"idle mailveil/baseline: {ratio:.3f} (KiB per session)")
+for n in sorted({int(r["label"].rsplit("-", 1)[1]) for r in rows
+                 if r.get("test") == "idle" and r["label"].rsplit("-", 1)[-1].isdigit()}):
+    m, b, x = (by_label.get(f"{p}-idle-{n}") for p in ("mailveil", "baseline", "nginx"))
+    if m and x and x["kib_per_session"]:
+        print(f"idle, {n} sessions: mailveil/nginx {m['kib_per_session'] / x['kib_per_session']:.3f} (KiB per session; goal <= 1)")
+    if m and b and b["kib_per_session"]:
+        print(f"idle, {n} sessions: mailveil/baseline {m['kib_per_session'] / b['kib_per_session']:.3f} (KiB per session)")
 PY
