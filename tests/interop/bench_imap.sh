@@ -4,8 +4,8 @@
 # noise hits all three. Prints figures only; nothing passes or fails on
 # speed. Needs root (sets up like run.sh, installs nginx + libnginx-mod-mail).
 #
-#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 5 rounds, 1,000 and 5,000 IDLE sessions
-#   ROUNDS=7 IDLE_SESSIONS="2000" bash tests/interop/bench_imap.sh
+#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 5 rounds, 1,000 IDLE sessions
+#   ROUNDS=7 IDLE_SESSIONS="1000 2000" bash tests/interop/bench_imap.sh
 #   BASELINE_BIN=/tmp/old/target/release/mailveil bash tests/interop/bench_imap.sh
 #
 # Paths compared (all on loopback):
@@ -25,7 +25,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
 ROUNDS="${ROUNDS:-5}"
-IDLE_SESSIONS="${IDLE_SESSIONS:-1000 5000}"
+# 5,000 needs Dovecot's imap service above its default process_limit (1024): not yet.
+IDLE_SESSIONS="${IDLE_SESSIONS:-1000}"
 MOST_IDLE="$(printf '%s\n' $IDLE_SESSIONS | sort -n | tail -1)"
 MIXED_SESSIONS="${MIXED_SESSIONS:-4}"
 MIXED_COMMANDS="${MIXED_COMMANDS:-2700}"
