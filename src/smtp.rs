@@ -208,7 +208,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<'_, S> {
                         self.settle().await?;
                         return Ok(());
                     }
-                    let reply = upstream.send_message(&outgoing.pieces()).await.ok();
+                    let reply = upstream.send_data(&outgoing.pieces()).await.ok();
                     drop(outgoing);
                     self.provider_replied(reply.as_ref().map(Reply::from_upstream))
                 }

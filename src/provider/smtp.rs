@@ -183,21 +183,16 @@ impl UpstreamSmtp {
         .map_err(|_| UpstreamError::Lost)?
     }
 
-    /// Sends the message, given as consecutive pieces, and returns the
-    /// provider's final reply: [`write_message`](Self::write_message),
-    /// then the reply (with CHUNKING), or DATA, the provider's 354, the
-    /// dot-stuffed message and the final reply (any other answer to DATA
-    /// is the final reply). A failure before the end leaves the provider
-    /// with nothing: the connection is dropped with the chunk short or
-    /// unterminated.
-    pub(crate) async fn send_message(
+    /// Without CHUNKING: sends the message, given as consecutive pieces, as
+    /// DATA, the provider's 354, the dot-stuffed message, and returns the
+    /// final reply (any other answer to DATA is the final reply). With
+    /// CHUNKING the driver uses [`write_message`](Self::write_message) and
+    /// reads the replies itself. A failure before the end leaves the
+    /// provider with nothing: the connection is dropped unterminated.
+    pub(crate) async fn send_data(
         &mut self,
         pieces: &[&[u8]],
     ) -> Result<Response<String>, UpstreamError> {
-        if self.supports(smtp_proto::EXT_CHUNKING) {
-            self.write_message(pieces).await?;
-            return self.read_reply(DATA_END_TIMEOUT).await;
-        }
         let reply = self.command(b"DATA\r\n").await?;
         if reply.code != 354 {
             return Ok(reply);
