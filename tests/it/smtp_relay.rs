@@ -572,19 +572,30 @@ async fn pipelined_commands_get_replies_in_order() {
     );
 }
 
+/// A relay for `upstream` (implicit TLS) whose egress is a SOCKS5 proxy,
+/// as over Tor; the proxy lives as long as the value returned.
+async fn relay_through_socks(upstream: &Upstream) -> (TestRelay, crate::common::socks::SocksProxy) {
+    let proxy = crate::common::socks::start_socks("unused.test").await;
+    let egress = format!("[egress]\nmode = \"socks5\"\nsocks5 = \"{}\"\n", proxy.addr);
+    let relay = start_relay_with(&relay_config(upstream, "implicit", true, &egress)).await;
+    (relay, proxy)
+}
+
 /// `MAIL`, three `RCPT`s of which the provider refuses one, and the
 /// message as `BDAT … LAST`, all in one write, as a pipelining client
 /// sends them; then the replies the client gets. Through a SOCKS5 proxy
 /// when `proxied` (as over Tor), else with direct egress.
 async fn pipeline_bdat(script: UpstreamScript, proxied: bool) -> (Upstream, Vec<String>) {
     let upstream = start_upstream(script).await;
-    let proxy = crate::common::socks::start_socks("unused.test").await;
-    let egress = if proxied {
-        format!("[egress]\nmode = \"socks5\"\nsocks5 = \"{}\"\n", proxy.addr)
+    let (relay, _proxy) = if proxied {
+        let (relay, proxy) = relay_through_socks(&upstream).await;
+        (relay, Some(proxy))
     } else {
-        String::new()
+        (
+            start_relay_with(&relay_config(&upstream, "implicit", true, "")).await,
+            None,
+        )
     };
-    let relay = start_relay_with(&relay_config(&upstream, "implicit", true, &egress)).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
     let message = b"Subject: grouped\r\nX-Mailer: y\r\n\r\nbody\r\n";
@@ -692,9 +703,7 @@ async fn a_pipelined_message_whose_recipients_all_fail_gets_the_providers_refusa
         ..UpstreamScript::default()
     })
     .await;
-    let proxy = crate::common::socks::start_socks("unused.test").await;
-    let egress = format!("[egress]\nmode = \"socks5\"\nsocks5 = \"{}\"\n", proxy.addr);
-    let relay = start_relay_with(&relay_config(&upstream, "implicit", true, &egress)).await;
+    let (relay, _proxy) = relay_through_socks(&upstream).await;
     let (mut c, _) = Client::implicit(&relay).await;
     c.login().await;
     c.send(
