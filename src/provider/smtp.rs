@@ -197,7 +197,10 @@ impl UpstreamSmtp {
         if reply.code != 354 {
             return Ok(reply);
         }
-        self.write_pieces(&mut stuffed_pieces(pieces)).await?;
+        // Dot-stuffing adds a byte per stuffed line and the end mark 5: the
+        // stage may grow past the hint, never past STAGE.
+        let size = pieces.iter().map(|p| p.len()).sum::<usize>() + 5;
+        self.write_pieces(&mut stuffed_pieces(pieces), size).await?;
         self.read_reply(DATA_END_TIMEOUT).await
     }
 
@@ -211,17 +214,20 @@ impl UpstreamSmtp {
         let mut all = [&queued[..], command.as_bytes()]
             .into_iter()
             .chain(pieces.iter().copied());
-        self.write_pieces(&mut all).await
+        self.write_pieces(&mut all, queued.len() + command.len() + size)
+            .await
     }
 
-    /// Writes `pieces` in staged writes, within [`DATA_END_TIMEOUT`].
+    /// Writes `pieces` (about `size` bytes) in staged writes, within
+    /// [`DATA_END_TIMEOUT`].
     async fn write_pieces(
         &mut self,
         pieces: &mut (dyn Iterator<Item = &[u8]> + Send),
+        size: usize,
     ) -> Result<(), UpstreamError> {
         match tokio::time::timeout(
             DATA_END_TIMEOUT,
-            write_staged(&mut self.client.stream, pieces),
+            write_staged(&mut self.client.stream, pieces, size),
         )
         .await
         {
@@ -243,10 +249,13 @@ impl UpstreamSmtp {
 
 /// Writes `pieces` in order, gathering small ones into writes of up to
 /// [`STAGE`] bytes (one TLS record each rather than one per piece); the
-/// staging buffer is wiped. Large pieces are written directly.
+/// staging buffer is wiped. Large pieces are written directly. `size` is
+/// about how many bytes the pieces hold: a small message gets a stage of
+/// its size, not [`STAGE`] (every byte of a stage is wiped when it goes).
 pub(crate) async fn write_staged<W: AsyncWrite + Unpin>(
     writer: &mut W,
     pieces: &mut (dyn Iterator<Item = &[u8]> + Send),
+    size: usize,
 ) -> std::io::Result<()> {
     let mut stage = WipedBuf::new();
     for piece in pieces {
@@ -257,8 +266,9 @@ pub(crate) async fn write_staged<W: AsyncWrite + Unpin>(
         if piece.len() >= STAGE {
             writer.write_all(piece).await?;
         } else {
-            if stage.capacity() == 0 {
-                stage.reserve_exact(STAGE);
+            let room = stage_room(stage.capacity(), stage.len(), piece.len(), size);
+            if room > stage.capacity() {
+                stage.reserve_exact(room - stage.len());
             }
             stage.extend_from_slice(piece);
         }
@@ -267,6 +277,21 @@ pub(crate) async fn write_staged<W: AsyncWrite + Unpin>(
         writer.write_all(&stage).await?;
     }
     writer.flush().await
+}
+
+/// The stage's capacity for `len` staged bytes plus a `piece` (their sum
+/// at most [`STAGE`]): `capacity` if they fit; at first the message's
+/// `size`; past that (dot-stuffing adds bytes) doubled, never past
+/// [`STAGE`].
+fn stage_room(capacity: usize, len: usize, piece: usize, size: usize) -> usize {
+    let needed = len + piece;
+    if needed <= capacity {
+        capacity
+    } else if capacity == 0 {
+        size.clamp(needed, STAGE.max(needed))
+    } else {
+        (2 * capacity).clamp(needed, STAGE.max(needed))
+    }
 }
 
 async fn expect_greeting<S>(
@@ -289,12 +314,30 @@ where
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_stage_is_the_messages_size_and_grows_by_doubling_up_to_its_cap() {
+        assert_eq!(stage_room(0, 0, 20, 4_100), 4_100, "the message's size");
+        assert_eq!(stage_room(0, 0, 20, 1 << 20), STAGE, "never past STAGE");
+        assert_eq!(stage_room(0, 0, 20, 5), 20, "at least the piece");
+        assert_eq!(stage_room(4_100, 4_000, 50, 4_100), 4_100, "fits");
+        assert_eq!(
+            stage_room(4_100, 4_090, 20, 4_100),
+            8_200,
+            "stuffing: doubled"
+        );
+        assert_eq!(stage_room(40_000, 39_990, 20, 40_000), STAGE, "capped");
+        for (capacity, len, piece) in [(0, 0, STAGE - 1), (100, 100, STAGE - 100), (STAGE, 10, 5)] {
+            let room = stage_room(capacity, len, piece, 64);
+            assert!(room >= len + piece && room <= STAGE.max(capacity));
+        }
+    }
+
     #[tokio::test]
     async fn staged_writes_keep_every_byte_in_order() {
         let big = vec![b'x'; STAGE + 10];
         let pieces: [&[u8]; 5] = [b"BDAT 9 LAST\r\n", b"head", &big, b"tail", b"."];
         let mut out = Vec::new();
-        write_staged(&mut out, &mut pieces.into_iter())
+        write_staged(&mut out, &mut pieces.into_iter(), 64)
             .await
             .expect("write");
         assert_eq!(out, pieces.concat());
