@@ -139,10 +139,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         }
     }
 
-    /// Gives back the read buffer once it is empty and the flow calm: an
-    /// idle session (IDLE can last for hours) holds none.
-    fn relax(&mut self) {
-        if self.input.is_empty() && !self.busy && self.input.capacity() > 0 {
+    /// Gives back the read buffer once it is empty and this side `calm`
+    /// (see [`provider_calm`], [`client_calm`]): an idle session (IDLE can
+    /// last for hours) holds none.
+    fn relax(&mut self, calm: bool) {
+        if self.input.is_empty() && calm && self.input.capacity() > 0 {
             self.input.shrink_to(0);
         }
     }
@@ -165,11 +166,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
     }
 
     /// Writes from `out`, or flushes when it is empty; Ready when some
-    /// bytes went or the flush is done.
+    /// bytes went or the flush is done. `calm`: the side that fills `out`
+    /// is not streaming (see [`provider_calm`], [`client_calm`]), so an
+    /// emptied buffer that grew is given back (while data streams it is
+    /// kept: every byte released is wiped, and growing it again would wipe
+    /// and copy once more).
     fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
         out: &mut WipedBuf,
+        calm: bool,
     ) -> Poll<std::io::Result<()>> {
         if !out.is_empty() {
             let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, out))?;
@@ -181,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
             if !out.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            if out.capacity() > OUT_SHRINK {
+            if calm && out.capacity() > OUT_SHRINK {
                 out.shrink_to(OUT_KEEP);
             }
             // All of it went: flush now rather than on another turn of the
@@ -200,6 +206,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
     fn wants_write(&self, out: &WipedBuf) -> bool {
         !out.is_empty() || self.unflushed
     }
+}
+
+/// True when the provider is not streaming: its last read did not fill its
+/// room, or every command sent to it is answered (a read that happened to
+/// fill its room exactly must not keep a large buffer for an idle session).
+fn provider_calm<P>(provider: &Side<P>, core: &Core<'_>) -> bool {
+    !provider.busy || core.all_answered()
+}
+
+/// True when the client is not streaming: its last read did not fill its
+/// room, or no literal of its is being read.
+fn client_calm<C>(client: &Side<C>, core: &Core<'_>) -> bool {
+    !client.busy || core.client_literal().is_none()
 }
 
 /// True when the client has something to be written now: a flush owed, or
@@ -472,12 +491,14 @@ where
     if !provider.input.is_empty() && core.to_client().len() < HIGH_WATER {
         let n = core.provider_input(&provider.input);
         provider.input.consume(n);
-        provider.relax();
+        let calm = provider_calm(provider, core);
+        provider.relax(calm);
     }
     if !client.input.is_empty() && core.takes_client() && core.to_provider().len() < HIGH_WATER {
         let n = core.client_input(&client.input);
         client.input.consume(n);
-        client.relax();
+        let calm = client_calm(client, core);
+        client.relax(calm);
     }
 }
 
@@ -497,18 +518,20 @@ where
     if client_wants_write(client, core) {
         // Only a flush while the output is held.
         let write = if client_output_due(core) {
-            client.poll_write(cx, core.to_client())
+            let calm = provider_calm(provider, core);
+            client.poll_write(cx, core.to_client(), calm)
         } else {
-            client.poll_write(cx, &mut WipedBuf::new())
+            client.poll_write(cx, &mut WipedBuf::new(), true)
         };
         if let Poll::Ready(r) = write {
             return Poll::Ready(Event::ClientWrote(r));
         }
     }
-    if provider.wants_write(core.to_provider())
-        && let Poll::Ready(r) = provider.poll_write(cx, core.to_provider())
-    {
-        return Poll::Ready(Event::ProviderWrote(r));
+    if provider.wants_write(core.to_provider()) {
+        let calm = client_calm(client, core);
+        if let Poll::Ready(r) = provider.poll_write(cx, core.to_provider(), calm) {
+            return Poll::Ready(Event::ProviderWrote(r));
+        }
     }
     let provider_reads =
         provider.input.is_empty() && !provider.eof && core.to_client().len() < HIGH_WATER;

@@ -156,6 +156,11 @@ impl<'p> Core<'p> {
         self.commands.literal()
     }
 
+    /// True when every command sent to the provider has its tagged answer.
+    pub(crate) fn all_answered(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
     /// True while the output for the client ends inside a provider
     /// response: the response's end has not arrived yet.
     pub(crate) fn mid_response(&self) -> bool {

@@ -207,3 +207,39 @@ async fn a_provider_that_stops_reading_is_given_up() {
     assert_eq!(task.await.expect("task"), Ended::ProviderLost);
     assert_eq!(started.elapsed(), Duration::from_secs(60));
 }
+
+#[tokio::test]
+async fn an_emptied_output_buffer_is_kept_while_data_streams_and_given_back_when_calm() {
+    let (_far, stream) = tokio::io::duplex(1 << 20);
+    let mut side = Side::new(stream, WipedBuf::new());
+    let mut out = WipedBuf::with_capacity(HIGH_WATER);
+    out.extend_from_slice(&[b'x'; 40 * 1024]);
+    poll_fn(|cx| side.poll_write(cx, &mut out, false))
+        .await
+        .expect("write");
+    assert!(out.is_empty(), "all of it went");
+    assert!(out.capacity() >= HIGH_WATER, "kept while streaming");
+    out.extend_from_slice(b"* 1 EXISTS\r\n");
+    poll_fn(|cx| side.poll_write(cx, &mut out, true))
+        .await
+        .expect("write");
+    assert!(out.capacity() <= OUT_KEEP, "given back once calm");
+}
+
+#[tokio::test]
+async fn a_read_that_filled_its_room_does_not_keep_buffers_once_all_is_answered() {
+    let policy = Policy::default();
+    let mut core = Core::new(settings(&policy, true));
+    let (_far, stream) = tokio::io::duplex(1024);
+    let mut provider_side = Side::new(stream, WipedBuf::with_capacity(READ_LARGE));
+    // The last read of a long response filled its room exactly.
+    provider_side.busy = true;
+    client(&mut core, b"a1 UID FETCH 1:* BODY.PEEK[]\r\n");
+    assert!(!provider_calm(&provider_side, &core), "a response is owed");
+    provider_side.relax(provider_calm(&provider_side, &core));
+    assert!(provider_side.input.capacity() > 0, "kept while owed");
+    provider(&mut core, b"a1 OK done\r\n");
+    assert!(provider_calm(&provider_side, &core), "nothing is owed now");
+    provider_side.relax(provider_calm(&provider_side, &core));
+    assert_eq!(provider_side.input.capacity(), 0, "given back");
+}
