@@ -312,7 +312,13 @@ pub(crate) async fn serve<S>(
     let face = &relay.faces[*index];
     let implicit = listener.tls == ListenerTls::Implicit;
     let started = tokio::time::Instant::now();
-    let Some(io) = crate::stream::accept_admitted(&relay, face, stream, implicit, &peer).await
+    // Boxed, like the session below: the handshake's future is large and
+    // is needed only until the session starts; inline, every idle session
+    // task would keep room for it.
+    let Some(io) = Box::pin(crate::stream::accept_admitted(
+        &relay, face, stream, implicit, &peer,
+    ))
+    .await
     else {
         return;
     };
