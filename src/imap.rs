@@ -22,7 +22,7 @@ use crate::config::{Endpoint, Upstream};
 use crate::login::{self, Outcome, Provider, Verdict};
 use crate::privacy::{Secret, WipedBuf};
 use crate::provider::imap::{Authenticated, Completion, UpstreamImap};
-use crate::provider::{Target, UpstreamError};
+use crate::provider::{ProviderStream, Target, UpstreamError};
 use crate::relay::{Face, Relay};
 use crate::sasl::{self, Credentials, Exchange, Mechanism, SaslError, Step};
 use crate::stats::Counter;
@@ -59,6 +59,56 @@ pub(crate) async fn serve_client<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    // Two boxes, one after the other: all the login needed (its state is
+    // most of a session's size) is freed before the relay starts, instead
+    // of staying for as long as the session lasts (hours in IDLE).
+    let Some(logged_in) = Box::pin(log_in(relay, face, io, tls, peer, started)).await else {
+        return;
+    };
+    // Every part is moved out before the relay's await and `logged_in` is
+    // not named after it, so none of it stays in this future while the
+    // session lasts (a use after the await would keep all of it).
+    let peer = logged_in.peer;
+    let ended = Box::pin(relay::run(
+        logged_in.settings,
+        logged_in.timeouts,
+        logged_in.client,
+        logged_in.client_buffered,
+        logged_in.provider,
+        logged_in.provider_buffered,
+    ))
+    .await;
+    if let Some(counter) = ended.counter() {
+        relay.stats.count(counter);
+    }
+    drop(peer);
+}
+
+/// What a login hands the relay: both streams with what was read from
+/// each and not yet used, the session's settings, and its admission.
+struct LoggedIn<'r, S> {
+    settings: relay::Settings<'r>,
+    timeouts: relay::Timeouts,
+    client: ClientStream<S>,
+    client_buffered: WipedBuf,
+    provider: ProviderStream,
+    provider_buffered: WipedBuf,
+    peer: Peer,
+}
+
+/// The session up to a successful login, with its verdict written to the
+/// client; `None` when the session ended before.
+async fn log_in<'r, S>(
+    relay: &'r Relay,
+    face: &'r Face,
+    io: ClientStream<S>,
+    tls: bool,
+    peer: Peer,
+    started: tokio::time::Instant,
+) -> Option<LoggedIn<'r, S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let preauth_deadline = started + relay.config.limits.preauth_timeout;
     let mut session = Session {
         relay,
@@ -70,10 +120,8 @@ pub(crate) async fn serve_client<S>(
         peer,
         preauth_deadline,
     };
-    // Boxed: the login's futures are most of a session's size (12 KiB of
-    // 12.2 unboxed), and a boxed one is freed once the login is over,
-    // instead of staying in the session's allocation for as long as the
-    // session lasts (hours in IDLE).
+    // Boxed: the login's futures are most of this one's size (12 KiB of
+    // 12.2 unboxed), and a boxed one is freed once the login is over.
     let upstream = match Box::pin(session.before_login()).await {
         Ok(upstream) => upstream,
         Err(closed) => {
@@ -88,7 +136,7 @@ pub(crate) async fn serve_client<S>(
                 )
                 .await;
             }
-            return;
+            return None;
         }
     };
     // The login verdict (and any capability list) goes out before relaying.
@@ -98,7 +146,7 @@ pub(crate) async fn serve_client<S>(
             if closed == Closed::Slow {
                 relay.stats.count(Counter::Timeout);
             }
-            return;
+            return None;
         }
     }
     let limits = &relay.config.limits;
@@ -124,21 +172,15 @@ pub(crate) async fn serve_client<S>(
     let Session { io, peer, .. } = session;
     let (client, client_buffered) = io.into_parts();
     let (provider, provider_buffered) = upstream.into_parts();
-    // Boxed for the same reason as the login: the session's allocation is
-    // then only as large as the relay needs.
-    let ended = Box::pin(relay::run(
+    Some(LoggedIn {
         settings,
         timeouts,
         client,
         client_buffered,
         provider,
         provider_buffered,
-    ))
-    .await;
-    if let Some(counter) = ended.counter() {
-        relay.stats.count(counter);
-    }
-    drop(peer);
+        peer,
+    })
 }
 
 /// The session ends before login.
