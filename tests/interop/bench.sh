@@ -31,9 +31,12 @@ OUT="$W/bench.jsonl"
 : > "$OUT"
 
 log "mailveil: $(describe_bin "$MAILVEIL")"
-declare -A HOST=([direct]=127.0.0.2 [mailveil]=127.0.0.1 [baseline]=127.0.0.1)
-declare -A PORT=([direct]=10465 [mailveil]=11465 [baseline]=15465)
-PEERS=(direct mailveil)
+declare -A HOST=([direct]=127.0.0.2 [mailveil]=127.0.0.1 [baseline]=127.0.0.1 [haproxy]=127.0.0.1)
+declare -A PORT=([direct]=10465 [mailveil]=11465 [baseline]=15465 [haproxy]=12466)
+# haproxy: two TLS legs and nothing else (lib.sh, start_tls_haproxy), the
+# floor any relay that ends and reopens TLS pays.
+start_tls_haproxy
+PEERS=(direct mailveil haproxy)
 if [ -n "$BASELINE" ]; then
     start_baseline
     log "baseline: $(describe_bin "$BASELINE") on 127.0.0.1:15465"
@@ -58,6 +61,9 @@ if [ -n "$BASELINE" ]; then
     BL_CPU_START="$(cpu_ticks "$BL_PID")"
     BL_SYS_START="$(sys_ticks "$BL_PID")"
 fi
+HA_PID="$(cat "$W/haproxy-bench.pid")"
+HA_CPU_START="$(cpu_ticks "$HA_PID")"
+HA_SYS_START="$(sys_ticks "$HA_PID")"
 for round in $(seq 1 "$ROUNDS"); do
     for p in $(round_order "$round" "${PEERS[@]}"); do
         python3 "$HERE/bench_smtp.py" --host "${HOST[$p]}" --port "${PORT[$p]}" --sessions "$SESSIONS" \
@@ -73,6 +79,7 @@ cpu_line cpu "$MV_CPU_START" "$(cpu_ticks "$MV_PID")" "$MV_SYS_START" "$(sys_tic
 if [ -n "$BASELINE" ]; then
     cpu_line cpu-baseline "$BL_CPU_START" "$(cpu_ticks "$BL_PID")" "$BL_SYS_START" "$(sys_ticks "$BL_PID")" | tee -a "$OUT"
 fi
+cpu_line cpu-haproxy "$HA_CPU_START" "$(cpu_ticks "$HA_PID")" "$HA_SYS_START" "$(sys_ticks "$HA_PID")" | tee -a "$OUT"
 
 log "latency: $ROUNDS rounds x 200 messages, one session, one message at a time"
 for round in $(seq 1 "$ROUNDS"); do
@@ -148,7 +155,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 def med(label, key):
     return statistics.median(r[key] for r in rows if r["label"] == label)
 baseline = any(r["label"] == "baseline" for r in rows)
-errors = sum(r.get("errors", 0) for r in rows if not r["label"].startswith("baseline"))
+errors = sum(r.get("errors", 0) for r in rows if not r["label"].startswith(("baseline", "haproxy")))
 d_tp, m_tp = med("direct", "msgs_per_s"), med("mailveil", "msgs_per_s")
 d50, m50 = med("direct", "p50_ms"), med("mailveil", "p50_ms")
 d99, m99 = med("direct", "p99_ms"), med("mailveil", "p99_ms")
@@ -173,6 +180,8 @@ print()
 print("median over rounds        direct     mailveil")
 print(f"messages/s            {d_tp:10.1f} {m_tp:12.1f}   ratio {m_tp / d_tp:.3f} (goal >= 0.95, issue 21)")
 vs_baseline(d_tp, "baseline", "msgs_per_s", m_tp, "ratio")
+h_tp = med("haproxy", "msgs_per_s")
+print(f"  haproxy (TLS legs only) {h_tp:8.1f}   ratio {h_tp / d_tp:.3f}; mailveil/haproxy {m_tp / h_tp:.3f}")
 print(f"p50 per message (ms)  {d50:10.3f} {m50:12.3f}   added {m50 - d50:+.3f} ms ({SESSIONS} sessions)")
 vs_baseline(d50, "baseline", "p50_ms", m50, "added")
 print(f"p99 per message (ms)  {d99:10.3f} {m99:12.3f}   added {m99 - d99:+.3f} ms ({SESSIONS} sessions)")
@@ -180,6 +189,8 @@ vs_baseline(d99, "baseline", "p99_ms", m99, "added")
 s50, q50 = med("direct-seq", "p50_ms"), med("mailveil-seq", "p50_ms")
 s99, q99 = med("direct-seq", "p99_ms"), med("mailveil-seq", "p99_ms")
 print(f"p50, one session (ms) {s50:10.3f} {q50:12.3f}   added {q50 - s50:+.3f} ms (goal <= 0.5 ms, issue 21)")
+h50 = med("haproxy-seq", "p50_ms")
+print(f"  haproxy (TLS legs only) {h50:8.3f}   added {h50 - s50:+.3f} ms")
 vs_baseline(s50, "baseline-seq", "p50_ms", q50, "added")
 print(f"p99, one session (ms) {s99:10.3f} {q99:12.3f}   added {q99 - s99:+.3f} ms")
 vs_baseline(s99, "baseline-seq", "p99_ms", q99, "added")
@@ -194,6 +205,7 @@ if versus:
 print(f"errors: {errors}")
 if baseline:
     print(f"baseline errors: {sum(r.get('errors', 0) for r in rows if r['label'].startswith('baseline'))}")
+print(f"haproxy errors: {sum(r.get('errors', 0) for r in rows if r['label'].startswith('haproxy'))}")
 cpu = next(r for r in rows if r["label"] == "cpu")
 print(f"mailveil CPU during throughput rounds: {cpu['mailveil_cpu_s']} s ({cpu['kernel_s']} s in the kernel) "
       f"for {cpu['messages']} messages = {cpu['us_per_message']} us/message")
@@ -202,6 +214,10 @@ if baseline:
     ratio = cpu["mailveil_cpu_s"] / bcpu["mailveil_cpu_s"] if bcpu["mailveil_cpu_s"] else float("nan")
     print(f"baseline CPU during throughput rounds: {bcpu['mailveil_cpu_s']} s ({bcpu['kernel_s']} s in the kernel) "
           f"for {bcpu['messages']} messages = {bcpu['us_per_message']} us/message; mailveil/baseline {ratio:.3f}")
+hcpu = next(r for r in rows if r["label"] == "cpu-haproxy")
+print(f"haproxy CPU during throughput rounds: {hcpu['mailveil_cpu_s']} s ({hcpu['kernel_s']} s in the kernel) "
+      f"for {hcpu['messages']} messages = {hcpu['us_per_message']} us/message; "
+      f"mailveil/haproxy {cpu['mailveil_cpu_s'] / hcpu['mailveil_cpu_s']:.3f}")
 peak_mb = rss["peak_kb"] / 1024
 msg_mb = big["bytes"] / 1024 / 1024
 print(f"25 MB message: peak RSS {peak_mb:.1f} MiB (start {rss['rss_before_kb'] / 1024:.1f} MiB) "

@@ -4,9 +4,10 @@
 # noise hits all three. Prints figures only; nothing passes or fails on
 # speed. Needs root (sets up like run.sh, installs nginx + libnginx-mod-mail).
 #
-#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 5 rounds, 1,000 IDLE sessions
+#   bash tests/interop/bench_imap.sh          # 200 x 1 MB FETCH, 5 rounds, 1,000 and 5,000 IDLE sessions
 #   ROUNDS=7 IDLE_SESSIONS="1000 2000" bash tests/interop/bench_imap.sh
 #   BASELINE_BIN=/tmp/old/target/release/mailveil bash tests/interop/bench_imap.sh
+#   IDLE_ONLY=1 bash tests/interop/bench_imap.sh   # the idle-memory runs alone
 #
 # Paths compared (all on loopback):
 #   direct   client -TLS-> Dovecot 127.0.0.2:10993
@@ -14,6 +15,9 @@
 #   nginx    client -TLS-> nginx 127.0.0.1:12993 -plain-> Dovecot 127.0.0.1:10143
 #            (nginx's mail proxy cannot speak TLS to its backend: one TLS hop
 #            fewer than mailveil, and not a setup mailveil would accept)
+#   haproxy  client -TLS-> HAProxy 127.0.0.1:12994 -TLS-> Dovecot 127.0.0.2:10993
+#            (TCP mode: two TLS legs and nothing else, the floor for any
+#            relay that ends the client's TLS and opens its own)
 #   baseline client -TLS-> mailveil from $BASELINE_BIN 127.0.0.1:15993 -TLS-> Dovecot
 #            (only with BASELINE_BIN: another mailveil binary, same config,
 #            measured in the same rounds; the summary adds mailveil/baseline,
@@ -25,11 +29,12 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 W="${MAILVEIL_INTEROP_DIR:-/tmp/mailveil-interop}"
 ROUNDS="${ROUNDS:-5}"
-# 5,000 needs Dovecot's imap service above its default process_limit (1024): not yet.
-IDLE_SESSIONS="${IDLE_SESSIONS:-1000}"
+IDLE_SESSIONS="${IDLE_SESSIONS:-1000 5000}"
 MOST_IDLE="$(printf '%s\n' $IDLE_SESSIONS | sort -n | tail -1)"
 MIXED_SESSIONS="${MIXED_SESSIONS:-4}"
 MIXED_COMMANDS="${MIXED_COMMANDS:-2700}"
+# The mixed runs: MIXED_SESSIONS sessions, then one (once if they are the same).
+MIXED_SIZES="$(printf '%s\n' "$MIXED_SESSIONS" 1 | awk '!seen[$0]++' | tr '\n' ' ')"
 
 # 1,000 sessions through a relay are 2,000 sockets in mailveil and 1,000 in
 # the client: raise the soft limit as far as the hard one allows.
@@ -55,9 +60,10 @@ mkdir -p "$W/nginx/logs"
 cat > "$W/nginx/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ngx_mail_module.so;
 worker_processes 2;
+worker_rlimit_nofile 20000;
 pid $W/nginx/nginx.pid;
 error_log $W/log/nginx.err warn;
-events { worker_connections 8192; }
+events { worker_connections 16384; }
 http {
     access_log off;
     client_body_temp_path $W/nginx/body;
@@ -88,21 +94,26 @@ mail {
 }
 CONF
 nginx -t -p "$W/nginx" -c "$W/nginx/nginx.conf" 2>/dev/null
-nginx -p "$W/nginx" -c "$W/nginx/nginx.conf"
-stop_nginx() { [ -f "$W/nginx/nginx.pid" ] && kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null || true; }
+start_nginx() {
+    nginx -p "$W/nginx" -c "$W/nginx/nginx.conf"
+    wait_port 127.0.0.1 12993
+}
+stop_nginx() { stop_pidfile "$W/nginx/nginx.pid"; }
 trap 'stop_nginx; stop_all' EXIT
-wait_port 127.0.0.1 12993
+start_nginx
 
 log "mailveil: $(describe_bin "$MAILVEIL")"
-declare -A HOST=([direct]=127.0.0.2 [mailveil]=127.0.0.1 [baseline]=127.0.0.1 [nginx]=127.0.0.1)
-declare -A PORT=([direct]=10993 [mailveil]=11993 [baseline]=15993 [nginx]=12993)
-PEERS=(direct mailveil nginx)
+declare -A HOST=([direct]=127.0.0.2 [mailveil]=127.0.0.1 [baseline]=127.0.0.1 [nginx]=127.0.0.1 [haproxy]=127.0.0.1)
+declare -A PORT=([direct]=10993 [mailveil]=11993 [baseline]=15993 [nginx]=12993 [haproxy]=12994)
+start_tls_haproxy
+PEERS=(direct mailveil nginx haproxy)
 if [ -n "$BASELINE" ]; then
     start_baseline
     log "baseline: $(describe_bin "$BASELINE") on 127.0.0.1:15993"
-    PEERS=(direct mailveil baseline nginx)
+    PEERS=(direct mailveil baseline nginx haproxy)
 fi
 
+if [ -z "${IDLE_ONLY:-}" ]; then # IDLE_ONLY=1: the idle-memory runs alone
 # ------------------------------------------------------------------ data
 log "seeding 200 x 1 MB and 200 x 4 KB messages"
 "${B[@]}" seed --host 127.0.0.2 --port 10993 --mailbox BenchBig --count 200 --size 1000000 >/dev/null
@@ -125,26 +136,26 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-MV_PID="$(cat "$W/mailveil.pid")"
-MV_CPU=0
-MV_COMMANDS=0
-BL_CPU=0
-BL_COMMANDS=0
-[ -n "$BASELINE" ] && BL_PID="$(cat "$W/baseline.pid")"
-for sessions in "$MIXED_SESSIONS" 1; do
+# Relay CPU per mixed run size, for the relays (not direct, not nginx's
+# workers): ticks, commands and wall time (ns) summed over the rounds, by
+# "<peer> <sessions>".
+declare -A RELAY_PID=([mailveil]="$(cat "$W/mailveil.pid")" [haproxy]="$(cat "$W/haproxy-bench.pid")")
+[ -n "$BASELINE" ] && RELAY_PID[baseline]="$(cat "$W/baseline.pid")"
+declare -A CPU COMMANDS WALL
+for sessions in $MIXED_SIZES; do
     log "mixed workload: $sessions session(s) x $MIXED_COMMANDS commands, $ROUNDS rounds"
     for round in $(seq 1 "$ROUNDS"); do
         for p in $(round_order "$round" "${PEERS[@]}"); do
-            before="$(cpu_ticks "$MV_PID")"
-            [ "$p" = baseline ] && before="$(cpu_ticks "$BL_PID")"
+            pid="${RELAY_PID[$p]:-}"
+            [ -n "$pid" ] && before="$(cpu_ticks "$pid")"
+            started="$(date +%s%N)"
             "${B[@]}" mixed --host "${HOST[$p]}" --port "${PORT[$p]}" --mailbox BenchSmall \
                 --sessions "$sessions" --commands "$MIXED_COMMANDS" --label "$p-s$sessions" | tee -a "$OUT"
-            if [ "$p" = mailveil ]; then
-                MV_CPU=$((MV_CPU + $(cpu_ticks "$MV_PID") - before))
-                MV_COMMANDS=$((MV_COMMANDS + sessions * MIXED_COMMANDS))
-            elif [ "$p" = baseline ]; then
-                BL_CPU=$((BL_CPU + $(cpu_ticks "$BL_PID") - before))
-                BL_COMMANDS=$((BL_COMMANDS + sessions * MIXED_COMMANDS))
+            if [ -n "$pid" ]; then
+                k="$p $sessions"
+                WALL[$k]=$((${WALL[$k]:-0} + $(date +%s%N) - started))
+                CPU[$k]=$((${CPU[$k]:-0} + $(cpu_ticks "$pid") - before))
+                COMMANDS[$k]=$((${COMMANDS[$k]:-0} + sessions * MIXED_COMMANDS))
             fi
         done
     done
@@ -156,14 +167,18 @@ if [ -n "$BASELINE" ]; then
             --commands 900 --label versus | tee -a "$OUT"
     done
 fi
-cpu_line() { # label ticks commands
-    python3 -c 'import sys; t=int(sys.argv[2])/int(sys.argv[3]); n=int(sys.argv[4]); print("{\"label\": \"%s\", \"test\": \"cpu\", \"cpu_s\": %.2f, \"commands\": %d, \"us_per_command\": %.0f}" % (sys.argv[1], t, n, t / n * 1e6))' \
-        "$1" "$2" "$(getconf CLK_TCK)" "$3"
+cpu_line() { # label sessions ticks commands wall-ns
+    python3 -c 'import json, sys; l, s, t, n, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) / int(sys.argv[6]), int(sys.argv[4]), int(sys.argv[5]) / 1e9; print(json.dumps({"label": l, "test": "cpu", "sessions": s, "cpu_s": round(t, 2), "wall_s": round(w, 2), "cpu_percent": round(100 * t / w, 1), "commands": n, "us_per_command": round(t / n * 1e6)}))' \
+        "$1" "$2" "$3" "$4" "$5" "$(getconf CLK_TCK)"
 }
-cpu_line mailveil-cpu "$MV_CPU" "$MV_COMMANDS" | tee -a "$OUT"
-if [ -n "$BASELINE" ]; then
-    cpu_line baseline-cpu "$BL_CPU" "$BL_COMMANDS" | tee -a "$OUT"
-fi
+for sessions in $MIXED_SIZES; do
+    for p in mailveil baseline haproxy; do
+        k="$p $sessions"
+        [ -n "${CPU[$k]:-}" ] || continue
+        cpu_line "$p-cpu-s$sessions" "$sessions" "${CPU[$k]}" "${COMMANDS[$k]}" "${WALL[$k]}" | tee -a "$OUT"
+    done
+done
+fi # IDLE_ONLY
 
 # ------------------------------------------------------------------ memory
 rss_kib() { # pids... -> summed VmRSS in KiB
@@ -197,7 +212,7 @@ idle_memory() { # label port pid-command sessions
 }
 
 for n in $IDLE_SESSIONS; do
-    log "memory: $n authenticated sessions in IDLE at once (fresh processes)"
+    log "memory: $n authenticated sessions in IDLE at once (fresh processes for every peer)"
     stop_mailveil
     start_mailveil
     idle_memory "mailveil-idle-$n" 11993 "cat $W/mailveil.pid" "$n"
@@ -206,7 +221,12 @@ for n in $IDLE_SESSIONS; do
         start_baseline
         idle_memory "baseline-idle-$n" 15993 "cat $W/baseline.pid" "$n"
     fi
+    stop_nginx
+    start_nginx
     idle_memory "nginx-idle-$n" 12993 nginx_workers "$n"
+    stop_pidfile "$W/haproxy-bench.pid"
+    start_tls_haproxy
+    idle_memory "haproxy-idle-$n" 12994 "cat $W/haproxy-bench.pid" "$n"
 done
 
 # ------------------------------------------------------------------ summary
@@ -221,10 +241,17 @@ mixed_sessions = sorted({r["sessions"] for r in rows if r.get("test") == "mixed"
 for test, key, unit, suffix in [("fetch", "MB_per_s", "MB/s", ""), ("fetch", "MB_per_s", "MB/s", "-x4")] + \
         [("mixed", "commands_per_s", "commands/s", f"-s{n}") for n in mixed_sessions]:
     d = med(test, "direct" + suffix, key)
-    for peer in ("direct", "mailveil", "baseline", "nginx"):
+    for peer in ("direct", "mailveil", "baseline", "nginx", "haproxy"):
         v = med(test, peer + suffix, key)
         if v is not None:
-            print(f"{test}{suffix or ''} {peer:9s} {v:9.1f} {unit}  ({v / d:.2f}x direct)")
+            cpu = ""
+            if test == "mixed" and peer in ("mailveil", "baseline", "haproxy"):
+                c = next((r for r in rows if r.get("test") == "cpu"
+                          and r["label"] == f"{peer}-cpu{suffix}"), None)
+                if c:
+                    cpu = (f"  relay CPU {c['us_per_command']} us/command, "
+                           f"{c['cpu_percent']}% of one core while its rounds ran")
+            print(f"{test}{suffix or ''} {peer:9s} {v:9.1f} {unit}  ({v / d:.2f}x direct){cpu}")
     m, b = med(test, "mailveil" + suffix, key), med(test, "baseline" + suffix, key)
     if m is not None and b is not None:
         # The k-th rows of the two are the same round: pairs under the
@@ -250,21 +277,21 @@ if versus:
           f"(below 1: mailveil faster)")
 by_label = {r["label"]: r for r in rows}
 for r in rows:
-    if r.get("test") == "cpu" and r["label"] == "mailveil-cpu":
-        print(f"mailveil CPU in the mixed runs: {r['us_per_command']} us per relayed command")
-    if r.get("test") == "cpu" and r["label"] == "baseline-cpu":
-        m = by_label["mailveil-cpu"]
-        ratio = m["cpu_s"] / r["cpu_s"] if r["cpu_s"] else float("nan")
-        print(f"baseline CPU in the mixed runs: {r['us_per_command']} us per relayed command; "
-              f"mailveil/baseline {ratio:.3f}")
+    if r.get("test") == "cpu" and r["label"].startswith("baseline-cpu"):
+        m = by_label[r["label"].replace("baseline", "mailveil", 1)]
+        ratio = m["us_per_command"] / r["us_per_command"] if r["us_per_command"] else float("nan")
+        print(f"CPU per relayed command, {r['sessions']} session(s): mailveil {m['us_per_command']} us, "
+              f"baseline {r['us_per_command']} us; mailveil/baseline {ratio:.3f}")
     if r.get("test") == "idle":
         print(f"idle {r['label']}: {r['sessions']} sessions, {r['errors']} errors, "
               f"{r['kib_per_session']} KiB per session (RSS {r['rss_before_kib']} -> {r['rss_after_kib']} KiB)")
 for n in sorted({int(r["label"].rsplit("-", 1)[1]) for r in rows
                  if r.get("test") == "idle" and r["label"].rsplit("-", 1)[-1].isdigit()}):
-    m, b, x = (by_label.get(f"{p}-idle-{n}") for p in ("mailveil", "baseline", "nginx"))
+    m, b, x, h = (by_label.get(f"{p}-idle-{n}") for p in ("mailveil", "baseline", "nginx", "haproxy"))
     if m and x and x["kib_per_session"]:
         print(f"idle, {n} sessions: mailveil/nginx {m['kib_per_session'] / x['kib_per_session']:.3f} (KiB per session; goal <= 1)")
+    if m and h and h["kib_per_session"]:
+        print(f"idle, {n} sessions: mailveil/haproxy {m['kib_per_session'] / h['kib_per_session']:.3f} (KiB per session; haproxy has two TLS legs)")
     if m and b and b["kib_per_session"]:
         print(f"idle, {n} sessions: mailveil/baseline {m['kib_per_session'] / b['kib_per_session']:.3f} (KiB per session)")
 PY

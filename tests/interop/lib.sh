@@ -65,6 +65,7 @@ stop_all() {
     [ -f "$W/baseline.pid" ] && kill "$(cat "$W/baseline.pid")" 2>/dev/null || true
     [ -f "$W/introspect.pid" ] && kill "$(cat "$W/introspect.pid")" 2>/dev/null || true
     [ -f "$W/flights.pid" ] && kill "$(cat "$W/flights.pid")" 2>/dev/null || true
+    [ -f "$W/haproxy-bench.pid" ] && kill "$(cat "$W/haproxy-bench.pid")" 2>/dev/null || true
     [ -d "$W/postfix" ] && postfix -c "$W/postfix" stop >/dev/null 2>&1 || true
     [ -f "$W/dovecot/dovecot.conf" ] && dovecot -c "$W/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
     sleep 0.3
@@ -179,13 +180,17 @@ start_mailveil() {
     wait_port 127.0.0.1 11443
 }
 
-stop_mailveil() {
-    if [ -f "$W/mailveil.pid" ]; then
-        kill "$(cat "$W/mailveil.pid")" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$(cat "$W/mailveil.pid")" 2>/dev/null || break; sleep 0.1; done
-        rm -f "$W/mailveil.pid"
-    fi
+# Stops the process named in pid file $1 (if any), waits up to 5 s for it
+# to end, and removes the file.
+stop_pidfile() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null)" || return 0
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$1"
 }
+
+stop_mailveil() { stop_pidfile "$W/mailveil.pid"; }
 
 # An optional second relay for the benchmarks: the mailveil binary named by
 # BASELINE_BIN (e.g. a release build of an earlier commit) with the same
@@ -204,13 +209,7 @@ start_baseline() {
     wait_port 127.0.0.1 15993
     wait_port 127.0.0.1 15143
 }
-stop_baseline() {
-    if [ -f "$W/baseline.pid" ]; then
-        kill "$(cat "$W/baseline.pid")" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$(cat "$W/baseline.pid")" 2>/dev/null || break; sleep 0.1; done
-        rm -f "$W/baseline.pid"
-    fi
-}
+stop_baseline() { stop_pidfile "$W/baseline.pid"; }
 # The benchmark peers in the order of round $1: as given on odd rounds,
 # reversed on even ones, so that no peer always runs right after another.
 round_order() { # round peers...
@@ -224,6 +223,34 @@ round_order() { # round peers...
 }
 # "path (sha256 prefix)" of a binary, for the benchmark logs.
 describe_bin() { printf '%s (sha256 %s)' "$1" "$(sha256sum "$1" | cut -c1-12)"; }
+# HAProxy ending the client's TLS and opening TLS again to the provider
+# (TCP mode, the provider's certificate verified): two TLS legs and
+# nothing else, no mail parsed, as a floor for the benchmarks. Like
+# mailveil, it resumes no TLS session on either leg. SMTP
+# 127.0.0.1:12466 -> Postfix 10465, IMAP 127.0.0.1:12994 -> Dovecot 10993.
+start_tls_haproxy() {
+    cat "$W/tls/cert.pem" "$W/tls/key.pem" > "$W/tls/haproxy.pem"
+    cat > "$W/haproxy-bench.cfg" <<CFG
+global
+    maxconn 6000
+    nbthread 2
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen smtps
+    bind 127.0.0.1:12466 ssl crt $W/tls/haproxy.pem no-tls-tickets
+    server postfix 127.0.0.2:10465 ssl verify required ca-file $W/tls/ca.pem verifyhost localhost no-ssl-reuse
+listen imaps
+    bind 127.0.0.1:12994 ssl crt $W/tls/haproxy.pem no-tls-tickets
+    server dovecot 127.0.0.2:10993 ssl verify required ca-file $W/tls/ca.pem verifyhost localhost no-ssl-reuse
+CFG
+    haproxy -f "$W/haproxy-bench.cfg" -db >"$W/log/haproxy-bench.log" 2>&1 &
+    echo $! > "$W/haproxy-bench.pid"
+    wait_port 127.0.0.1 12466
+    wait_port 127.0.0.1 12994
+}
 
 wait_port() { # host port
     for _ in $(seq 1 100); do
