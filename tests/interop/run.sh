@@ -139,10 +139,10 @@ pipe_swaks() { # subject swaks-options...
         -a PLAIN -au alice@pipeline.test -ap alice-pw -f alice@example.test \
         -t "$RCPTS" --h-Subject "$1" "${@:2}"
 }
-bdat_client() { # subject
+bdat_client() { # subject [mode: bdat, or lockstep to wait for every reply]
     local rcpt args=()
     for rcpt in ${RCPTS//,/ }; do args+=(--rcpt "$rcpt"); done
-    python3 "$HERE/smtp_pipeline.py" transcript --port 11465 --mode bdat \
+    python3 "$HERE/smtp_pipeline.py" transcript --port 11465 --mode "${2:-bdat}" \
         --login alice@pipeline.test "${args[@]}" --subject "$1"
 }
 delivered_to_both() { # client output: the final reply's queue ID went to bob and alice, not nobody
@@ -172,8 +172,14 @@ for _ in 1 2; do
     n="$(flights_of pipe_swaks interop-flights --pipeline)"; [ "$n" -lt "$piped" ] && piped="$n"
     n="$(flights_of bdat_client interop-flights)"; [ "$n" -lt "$bdat" ] && bdat="$n"
 done
+# The same Python client waiting for every reply (MAIL, 3 RCPTs, BDAT LAST
+# one by one): the exact baseline for the BDAT client's count.
+bdat_lock="$(flights_of bdat_client interop-flights lockstep)"
+for _ in 1 2; do
+    n="$(flights_of bdat_client interop-flights lockstep)"; [ "$n" -lt "$bdat_lock" ] && bdat_lock="$n"
+done
 kill "$(cat "$W/flights.pid")" 2>/dev/null || true
-echo "flights on the provider connection (fewest of 3 runs): lock-step swaks $lockstep, swaks --pipeline $piped, BDAT client $bdat"
+echo "flights on the provider connection (fewest of 3 runs): lock-step swaks $lockstep, swaks --pipeline $piped, BDAT client $bdat, the same client in lock-step $bdat_lock"
 swaks_pipelined() { # MAIL, the three RCPTs and DATA sent before any reply
     [ "$(grep -A4 '^ ~> MAIL FROM:<alice@example.test>' "$W/log/pipeline-swaks.out" | grep -c '^ ~> ')" = 5 ]
 }
@@ -188,13 +194,18 @@ lockstep_ok() {
         delivered_to_both "$W/log/pipeline-lockstep.out"
 }
 check "lock-step swaks: the same refusal and the same delivery" lockstep_ok
-check "swaks --pipeline: MAIL and the three RCPTs went to Postfix in one flight (3 fewer than lock-step: $lockstep → $piped)" \
-    test "$piped" -ge 1 -a "$((lockstep - piped))" -eq 3
+# Lock-step's count can gain one in all three runs on a loaded machine
+# (CI at c9e93fd: 11 three times, 10 here otherwise): at least 3 fewer.
+check "swaks --pipeline: MAIL and the three RCPTs went to Postfix in one flight (at least 3 fewer than lock-step: $lockstep → $piped)" \
+    test "$piped" -ge 1 -a "$((lockstep - piped))" -ge 3
 # With direct egress the message waits for the envelope's replies (the
 # provider's delayed-ACK stall would cost more than the round trip); over
 # Tor or SOCKS5 it goes in the same flight (tests/it, bench_tor.sh).
-check "a BDAT client that pipelines, direct egress: MAIL and RCPTs in one flight, the message in the next (3 fewer: $lockstep → $bdat)" \
-    test "$bdat" -ge 1 -a "$((lockstep - bdat))" -eq 3
+# Exactly 3 fewer than the same client in lock-step: MAIL and the RCPTs
+# in one flight (a flight more if they split), the message in the next (a
+# flight fewer if it went with them).
+check "a BDAT client that pipelines, direct egress: MAIL and RCPTs in one flight, the message in the next (3 fewer than the same client in lock-step: $bdat_lock → $bdat)" \
+    test "$bdat" -ge 1 -a "$((bdat_lock - bdat))" -eq 3
 bdat_ok() {
     [ "$(sed -n 1,5p "$W/log/pipeline-bdat.out" | cut -c1-3 | tr '\n' ' ')" = "250 250 550 250 250 " ] &&
         sed -n 3p "$W/log/pipeline-bdat.out" | grep -q "nobody@example.test" &&
