@@ -141,10 +141,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
 
     /// Gives back the read buffer once it is empty and this side `calm`
     /// (see [`provider_calm`], [`client_calm`]): an idle session (IDLE can
-    /// last for hours) holds none.
+    /// last for hours) holds none. The next read then waits through the
+    /// stack, even if the last one filled its room: otherwise it would
+    /// reserve [`READ_LARGE`] again before waiting.
     fn relax(&mut self, calm: bool) {
-        if self.input.is_empty() && calm && self.input.capacity() > 0 {
-            self.input.shrink_to(0);
+        if self.input.is_empty() && calm {
+            self.busy = false;
+            if self.input.capacity() > 0 {
+                self.input.shrink_to(0);
+            }
         }
     }
 

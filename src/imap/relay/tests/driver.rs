@@ -242,4 +242,24 @@ async fn a_read_that_filled_its_room_does_not_keep_buffers_once_all_is_answered(
     assert!(provider_calm(&provider_side, &core), "nothing is owed now");
     provider_side.relax(provider_calm(&provider_side, &core));
     assert_eq!(provider_side.input.capacity(), 0, "given back");
+    // The session then waits for the provider: that wait must not reserve
+    // a buffer again (a read that filled its room reads large next time).
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(provider_side.poll_read(&mut cx).is_pending());
+    assert_eq!(provider_side.input.capacity(), 0, "waits holding nothing");
+}
+
+#[tokio::test]
+async fn a_calm_side_waits_holding_no_buffer_even_after_a_read_that_filled_its_room() {
+    let (_far, stream) = tokio::io::duplex(1024);
+    let mut side = Side::new(stream, WipedBuf::with_capacity(READ_LARGE));
+    side.busy = true;
+    side.relax(false);
+    assert!(side.input.capacity() > 0, "kept while a literal streams");
+    side.relax(true);
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(side.poll_read(&mut cx).is_pending());
+    assert_eq!(side.input.capacity(), 0);
 }
