@@ -199,7 +199,7 @@ impl UpstreamSmtp {
         }
         // Dot-stuffing adds a byte per stuffed line and the end mark 5: the
         // stage may grow past the hint, never past STAGE.
-        let size = pieces.iter().map(|p| p.len()).sum::<usize>() + 5;
+        let size = staged_bytes(pieces) + 5;
         self.write_pieces(&mut stuffed_pieces(pieces), size).await?;
         self.read_reply(DATA_END_TIMEOUT).await
     }
@@ -214,8 +214,8 @@ impl UpstreamSmtp {
         let mut all = [&queued[..], command.as_bytes()]
             .into_iter()
             .chain(pieces.iter().copied());
-        self.write_pieces(&mut all, queued.len() + command.len() + size)
-            .await
+        let staged = queued.len() + command.len() + staged_bytes(pieces);
+        self.write_pieces(&mut all, staged).await
     }
 
     /// Writes `pieces` (about `size` bytes) in staged writes, within
@@ -279,6 +279,12 @@ pub(crate) async fn write_staged<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
+/// How many bytes of `pieces` go through the stage: pieces of [`STAGE`]
+/// or more are written directly (a hint for [`write_staged`]).
+fn staged_bytes(pieces: &[&[u8]]) -> usize {
+    pieces.iter().map(|p| p.len()).filter(|&n| n < STAGE).sum()
+}
+
 /// The stage's capacity for `len` staged bytes plus a `piece` (their sum
 /// at most [`STAGE`]): `capacity` if they fit; at first the message's
 /// `size`; past that (dot-stuffing adds bytes) doubled, never past
@@ -330,6 +336,23 @@ mod tests {
             let room = stage_room(capacity, len, piece, 64);
             assert!(room >= len + piece && room <= STAGE.max(capacity));
         }
+    }
+
+    #[test]
+    fn only_pieces_that_are_staged_count_towards_the_stage() {
+        let big = vec![b'x'; STAGE];
+        assert_eq!(staged_bytes(&[b"Subject: hi\r\n\r\n", &big, b"bye"]), 18);
+    }
+
+    #[tokio::test]
+    async fn a_stage_that_outgrows_its_hint_keeps_every_byte_in_order() {
+        let lines: Vec<Vec<u8>> = (0..2_000)
+            .map(|i| format!("line {i}\r\n").into_bytes())
+            .collect();
+        let mut pieces = lines.iter().map(Vec::as_slice);
+        let mut out = Vec::new();
+        write_staged(&mut out, &mut pieces, 1).await.expect("write");
+        assert_eq!(out, lines.concat());
     }
 
     #[tokio::test]
