@@ -120,8 +120,8 @@ where
         peer,
         preauth_deadline,
     };
-    // Boxed: the login's futures are most of this one's size (12 KiB of
-    // 12.2 unboxed), and a boxed one is freed once the login is over.
+    // Boxed: the login's futures are large, and a boxed one is freed once
+    // the login is over.
     let upstream = match Box::pin(session.before_login()).await {
         Ok(upstream) => upstream,
         Err(closed) => {

@@ -217,7 +217,7 @@ if baseline:
 hcpu = next(r for r in rows if r["label"] == "cpu-haproxy")
 print(f"haproxy CPU during throughput rounds: {hcpu['mailveil_cpu_s']} s ({hcpu['kernel_s']} s in the kernel) "
       f"for {hcpu['messages']} messages = {hcpu['us_per_message']} us/message; "
-      f"mailveil/haproxy {cpu['mailveil_cpu_s'] / hcpu['mailveil_cpu_s']:.3f}")
+      f"mailveil/haproxy {cpu['mailveil_cpu_s'] / hcpu['mailveil_cpu_s'] if hcpu['mailveil_cpu_s'] else float('nan'):.3f}")
 peak_mb = rss["peak_kb"] / 1024
 msg_mb = big["bytes"] / 1024 / 1024
 print(f"25 MB message: peak RSS {peak_mb:.1f} MiB (start {rss['rss_before_kb'] / 1024:.1f} MiB) "

@@ -43,6 +43,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((MOST_IDLE * 2 + 20
     echo "open-file limit $(ulimit -n) is too low for $MOST_IDLE sessions" >&2
     exit 2
 fi
+# dovecot.conf.in has room for 12,000 sessions of one user from one address.
+if [ "$MOST_IDLE" -gt 11000 ]; then
+    echo "IDLE_SESSIONS: $MOST_IDLE is more than dovecot.conf.in has room for" >&2
+    exit 2
+fi
+export HAPROXY_MAXCONN=$((MOST_IDLE + 200))
 
 # shellcheck source=tests/interop/lib.sh
 source "$HERE/lib.sh"

@@ -226,14 +226,16 @@ describe_bin() { printf '%s (sha256 %s)' "$1" "$(sha256sum "$1" | cut -c1-12)"; 
 # HAProxy ending the client's TLS and opening TLS again to the provider
 # (TCP mode, the provider's certificate verified): two TLS legs and
 # nothing else, no mail parsed, as a floor for the benchmarks. Like
-# mailveil, it resumes no TLS session on either leg. SMTP
-# 127.0.0.1:12466 -> Postfix 10465, IMAP 127.0.0.1:12994 -> Dovecot 10993.
+# mailveil, it resumes no TLS session on either leg (no tickets, no session
+# cache). SMTP 127.0.0.1:12466 -> Postfix 10465, IMAP 127.0.0.1:12994 ->
+# Dovecot 10993. HAPROXY_MAXCONN: its connection limit (6,000).
 start_tls_haproxy() {
     cat "$W/tls/cert.pem" "$W/tls/key.pem" > "$W/tls/haproxy.pem"
     cat > "$W/haproxy-bench.cfg" <<CFG
 global
-    maxconn 6000
+    maxconn ${HAPROXY_MAXCONN:-6000}
     nbthread 2
+    tune.ssl.cachesize 0
 defaults
     mode tcp
     timeout connect 5s

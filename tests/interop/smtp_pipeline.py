@@ -1,7 +1,7 @@
 """A pipelining SMTP submission client (RFC 2920, and RFC 3030's BDAT) for
 run.sh and bench_tor.sh; Python's smtplib waits for every reply.
 
-    smtp_pipeline.py transcript --port P --mode bdat|data --rcpt A [--rcpt B ...]
+    smtp_pipeline.py transcript --port P --mode bdat|data|lockstep --rcpt A [--rcpt B ...]
         sends one message; prints every reply the relay gave, one per line,
         in the order the commands were sent.
     smtp_pipeline.py latency --port P --mode lockstep|data|bdat --messages N --label L
