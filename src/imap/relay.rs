@@ -110,9 +110,6 @@ const HIGH_WATER: usize = 64 * 1024;
 const OUT_PART: usize = 16 * 1024;
 // Reading stops at `HIGH_WATER`: by then what is held must be going out.
 const _: () = assert!(OUT_PART < HIGH_WATER);
-/// Output buffer capacity kept while idle, once it grew past `OUT_SHRINK`.
-const OUT_KEEP: usize = 1024;
-const OUT_SHRINK: usize = 4 * 1024;
 
 /// One side of the session: its stream, what was read from it and not
 /// yet taken, and whether a flush is owed.
@@ -172,10 +169,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
 
     /// Writes from `out`, or flushes when it is empty; Ready when some
     /// bytes went or the flush is done. `calm`: the side that fills `out`
-    /// is not streaming (see [`provider_calm`], [`client_calm`]), so an
-    /// emptied buffer that grew is given back (while data streams it is
-    /// kept: every byte released is wiped, and growing it again would wipe
-    /// and copy once more).
+    /// is not streaming (see [`provider_calm`], [`client_calm`]), so the
+    /// emptied buffer is given back: a session in IDLE holds none. While
+    /// data streams it is kept: every byte released is wiped, and growing
+    /// it again would wipe and copy once more.
     fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
@@ -192,8 +189,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
             if !out.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            if calm && out.capacity() > OUT_SHRINK {
-                out.shrink_to(OUT_KEEP);
+            if calm {
+                out.shrink_to(0);
             }
             // All of it went: flush now rather than on another turn of the
             // loop. A flush still pending stays owed (its waker is set).
@@ -434,55 +431,57 @@ impl Clocks {
     }
 }
 
-/// The three timers: the client's, the provider's, the client's writes.
+/// The three deadlines (the client's, the provider's, the client's
+/// writes) on one timer, set to the earliest: a session holds one timer
+/// entry, not three.
 ///
 /// Most deadlines only ever move later (each command pushes the idle
-/// timeout on), so a timer is reset only when its deadline moves earlier:
-/// one that fires before its deadline is set again to the deadline and
-/// keeps waiting. That saves the runtime's timer wheel a reset per
-/// deadline per command.
+/// timeout on), so the timer is reset only when the earliest deadline
+/// moves earlier: when it fires before every deadline it is set again to
+/// the earliest and keeps waiting. That saves the runtime's timer wheel a
+/// reset per command.
 struct Sleeps {
-    sleeps: [Pin<Box<Sleep>>; 3],
+    sleep: Pin<Box<Sleep>>,
     due: [Option<Instant>; 3],
 }
 
 impl Sleeps {
     fn new(now: Instant) -> Self {
         Sleeps {
-            sleeps: std::array::from_fn(|_| Box::pin(tokio::time::sleep_until(now))),
+            sleep: Box::pin(tokio::time::sleep_until(now)),
             due: [None; 3],
         }
     }
 
+    fn earliest(&self) -> Option<Instant> {
+        self.due.iter().flatten().min().copied()
+    }
+
     fn arm(&mut self, deadlines: [Option<Instant>; 3]) {
         self.due = deadlines;
-        for (sleep, due) in self.sleeps.iter_mut().zip(deadlines) {
-            if let Some(due) = due
-                && due < sleep.deadline()
-            {
-                sleep.as_mut().reset(due);
-            }
+        if let Some(earliest) = self.earliest()
+            && earliest < self.sleep.deadline()
+        {
+            self.sleep.as_mut().reset(earliest);
         }
     }
 
-    /// The first armed timer whose deadline has passed.
+    /// The first deadline (in the order armed) that has passed.
     fn poll(&mut self, cx: &mut Context<'_>) -> Option<usize> {
-        (0..3).find(|&i| {
-            let Some(due) = self.due[i] else {
-                return false;
-            };
-            let sleep = &mut self.sleeps[i];
-            if sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if sleep.deadline() >= due {
-                return true;
-            }
+        let earliest = self.earliest()?;
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        if self.sleep.deadline() < earliest {
             // Fired early, at a deadline since moved on: wait for the
-            // real one.
-            sleep.as_mut().reset(due);
-            sleep.as_mut().poll(cx).is_ready()
-        })
+            // earliest one now.
+            self.sleep.as_mut().reset(earliest);
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+        }
+        let fired = self.sleep.deadline();
+        (0..3).find(|&i| self.due[i].is_some_and(|due| due <= fired))
     }
 }
 

@@ -223,7 +223,7 @@ async fn an_emptied_output_buffer_is_kept_while_data_streams_and_given_back_when
     poll_fn(|cx| side.poll_write(cx, &mut out, true))
         .await
         .expect("write");
-    assert!(out.capacity() <= OUT_KEEP, "given back once calm");
+    assert_eq!(out.capacity(), 0, "given back once calm");
 }
 
 #[tokio::test]
@@ -262,4 +262,28 @@ async fn a_calm_side_waits_holding_no_buffer_even_after_a_read_that_filled_its_r
     let mut cx = Context::from_waker(waker);
     assert!(side.poll_read(&mut cx).is_pending());
     assert_eq!(side.input.capacity(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_timer_fires_for_the_earliest_deadline_and_follows_deadlines_that_move() {
+    let t = Instant::now();
+    let s = |secs| Some(t + Duration::from_secs(secs));
+    let mut sleeps = Sleeps::new(t);
+    let next = async |sleeps: &mut Sleeps| {
+        poll_fn(|cx| sleeps.poll(cx).map_or(Poll::Pending, Poll::Ready)).await
+    };
+    sleeps.arm([s(30), s(10), None]);
+    assert_eq!(next(&mut sleeps).await, 1, "the provider's, the earliest");
+    assert_eq!(t.elapsed(), Duration::from_secs(10));
+    // Deadlines that moved later: the timer fires early and waits on.
+    sleeps.arm([s(40), None, s(35)]);
+    assert_eq!(next(&mut sleeps).await, 2);
+    assert_eq!(t.elapsed(), Duration::from_secs(35));
+    sleeps.arm([s(40), None, None]);
+    assert_eq!(next(&mut sleeps).await, 0);
+    assert_eq!(t.elapsed(), Duration::from_secs(40));
+    // One that moved earlier than the timer: reset to it.
+    sleeps.arm([s(100), s(50), None]);
+    assert_eq!(next(&mut sleeps).await, 1);
+    assert_eq!(t.elapsed(), Duration::from_secs(50));
 }
