@@ -116,7 +116,8 @@ const _: () = assert!(OUT_PART < HIGH_WATER);
 struct Side<S> {
     stream: S,
     input: WipedBuf,
-    /// The last read filled the room it had: read more at once next time.
+    /// The last read brought [`READ_SMALL`] bytes or more: data streams,
+    /// read more at once next time.
     busy: bool,
     unflushed: bool,
     /// Since when output has been waiting to be taken.
@@ -139,8 +140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
     /// Gives back the read buffer once it is empty and this side `calm`
     /// (see [`provider_calm`], [`client_calm`]): an idle session (IDLE can
     /// last for hours) holds none. The next read then waits through the
-    /// stack, even if the last one filled its room: otherwise it would
-    /// reserve [`READ_LARGE`] again before waiting.
+    /// stack, even if the last one was long: otherwise it would reserve
+    /// [`READ_LARGE`] again before waiting.
     fn relax(&mut self, calm: bool) {
         if self.input.is_empty() && calm {
             self.busy = false;
@@ -161,8 +162,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
             self.input
                 .poll_read_from(Pin::new(&mut self.stream), cx, room)
         };
+        // A read of READ_SMALL or more means data streams: over TLS a read
+        // returns at most one record (16 KiB), so a READ_LARGE read never
+        // fills, and "filled its room" would call every other read calm.
         if let Poll::Ready(Ok(n)) = read {
-            self.busy = n >= room;
+            self.busy = n >= READ_SMALL;
         }
         read
     }
@@ -210,15 +214,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
     }
 }
 
-/// True when the provider is not streaming: its last read did not fill its
-/// room, or every command sent to it is answered (a read that happened to
-/// fill its room exactly must not keep a large buffer for an idle session).
+/// True when the provider is not streaming: its last read was short, or
+/// what it sent ends between two responses, or every command sent to it
+/// is answered. A burst of untagged updates in IDLE that ends with a long
+/// read must not leave the session holding a large buffer for hours.
 fn provider_calm<P>(provider: &Side<P>, core: &Core<'_>) -> bool {
-    !provider.busy || core.all_answered()
+    !provider.busy || !core.mid_response() || core.all_answered()
 }
 
-/// True when the client is not streaming: its last read did not fill its
-/// room, or no literal of its is being read.
+/// True when the client is not streaming: its last read was short, or no
+/// literal of its is being read.
 fn client_calm<C>(client: &Side<C>, core: &Core<'_>) -> bool {
     !client.busy || core.client_literal().is_none()
 }
@@ -466,7 +471,8 @@ impl Sleeps {
         }
     }
 
-    /// The first deadline (in the order armed) that has passed.
+    /// The deadline that has passed: the earliest (of equal ones, the
+    /// first armed).
     fn poll(&mut self, cx: &mut Context<'_>) -> Option<usize> {
         let earliest = self.earliest()?;
         if self.sleep.as_mut().poll(cx).is_pending() {

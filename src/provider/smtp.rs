@@ -197,9 +197,10 @@ impl UpstreamSmtp {
         if reply.code != 354 {
             return Ok(reply);
         }
-        // Dot-stuffing adds a byte per stuffed line and the end mark 5: the
-        // stage may grow past the hint, never past STAGE.
-        let size = staged_bytes(pieces) + 5;
+        // Dot-stuffing cuts the pieces at line starts (nearly every byte
+        // goes through the stage), adds a byte per stuffed line and the
+        // end mark 5: the stage may grow past the hint, never past STAGE.
+        let size = pieces.iter().map(|p| p.len()).sum::<usize>() + 5;
         self.write_pieces(&mut stuffed_pieces(pieces), size).await?;
         self.read_reply(DATA_END_TIMEOUT).await
     }
@@ -279,8 +280,9 @@ pub(crate) async fn write_staged<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
-/// How many bytes of `pieces` go through the stage: pieces of [`STAGE`]
-/// or more are written directly (a hint for [`write_staged`]).
+/// How many bytes of `pieces`, written as they are (BDAT), go through the
+/// stage: pieces of [`STAGE`] or more are written directly (a hint for
+/// [`write_staged`]).
 fn staged_bytes(pieces: &[&[u8]]) -> usize {
     pieces.iter().map(|p| p.len()).filter(|&n| n < STAGE).sum()
 }

@@ -227,23 +227,28 @@ async fn an_emptied_output_buffer_is_kept_while_data_streams_and_given_back_when
 }
 
 #[tokio::test]
-async fn a_read_that_filled_its_room_does_not_keep_buffers_once_all_is_answered() {
+async fn a_streaming_provider_keeps_its_buffer_until_its_response_ends() {
     let policy = Policy::default();
     let mut core = Core::new(settings(&policy, true));
     let (_far, stream) = tokio::io::duplex(1024);
     let mut provider_side = Side::new(stream, WipedBuf::with_capacity(READ_LARGE));
-    // The last read of a long response filled its room exactly.
+    // The last read was long, and ended inside a literal.
     provider_side.busy = true;
     client(&mut core, b"a1 UID FETCH 1:* BODY.PEEK[]\r\n");
-    assert!(!provider_calm(&provider_side, &core), "a response is owed");
+    provider(&mut core, b"* 1 FETCH (UID 1 BODY[] {10}\r\n01234");
+    core.to_client().clear();
+    assert!(!provider_calm(&provider_side, &core), "mid response");
     provider_side.relax(provider_calm(&provider_side, &core));
-    assert!(provider_side.input.capacity() > 0, "kept while owed");
-    provider(&mut core, b"a1 OK done\r\n");
-    assert!(provider_calm(&provider_side, &core), "nothing is owed now");
+    assert!(provider_side.input.capacity() > 0, "kept while streaming");
+    assert!(provider_side.busy, "still streaming");
+    // The response ended with a long read, and nothing comes for a while
+    // (a burst of updates in IDLE, say): the tagged answer is still owed.
+    provider(&mut core, b"56789)\r\n");
+    assert!(provider_calm(&provider_side, &core), "between responses");
     provider_side.relax(provider_calm(&provider_side, &core));
     assert_eq!(provider_side.input.capacity(), 0, "given back");
     // The session then waits for the provider: that wait must not reserve
-    // a buffer again (a read that filled its room reads large next time).
+    // a buffer again (after a long read it would read large).
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
     assert!(provider_side.poll_read(&mut cx).is_pending());
@@ -251,11 +256,12 @@ async fn a_read_that_filled_its_room_does_not_keep_buffers_once_all_is_answered(
 }
 
 #[tokio::test]
-async fn a_calm_side_waits_holding_no_buffer_even_after_a_read_that_filled_its_room() {
+async fn a_calm_side_waits_holding_no_buffer_even_after_a_long_read() {
     let (_far, stream) = tokio::io::duplex(1024);
     let mut side = Side::new(stream, WipedBuf::with_capacity(READ_LARGE));
     side.busy = true;
     side.relax(false);
+    assert!(side.busy, "still streaming");
     assert!(side.input.capacity() > 0, "kept while a literal streams");
     side.relax(true);
     let waker = std::task::Waker::noop();
@@ -264,13 +270,39 @@ async fn a_calm_side_waits_holding_no_buffer_even_after_a_read_that_filled_its_r
     assert_eq!(side.input.capacity(), 0);
 }
 
+#[tokio::test]
+async fn a_stream_read_one_tls_record_at_a_time_counts_as_streaming() {
+    use tokio::io::AsyncWriteExt;
+    // A pipe that holds 16 KiB: each read returns at most that, as a read
+    // through TLS returns at most one record.
+    let (mut far, stream) = tokio::io::duplex(16 * 1024);
+    let writer = tokio::spawn(async move {
+        far.write_all(&[b'x'; 64 * 1024]).await.expect("write");
+        far
+    });
+    let mut side = Side::new(stream, WipedBuf::new());
+    let mut total = 0;
+    while total < 64 * 1024 {
+        let n = poll_fn(|cx| side.poll_read(cx)).await.expect("read");
+        total += n;
+        side.input.clear();
+        assert!(side.busy, "a read of {n} bytes, {total} in all");
+    }
+    drop(writer.await.expect("writer"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_timer_fires_for_the_earliest_deadline_and_follows_deadlines_that_move() {
     let t = Instant::now();
     let s = |secs| Some(t + Duration::from_secs(secs));
     let mut sleeps = Sleeps::new(t);
+    // A timer that never wakes the task would hang the test: a timeout
+    // (on the paused clock, at once) makes that a failure.
     let next = async |sleeps: &mut Sleeps| {
-        poll_fn(|cx| sleeps.poll(cx).map_or(Poll::Pending, Poll::Ready)).await
+        let fired = poll_fn(|cx| sleeps.poll(cx).map_or(Poll::Pending, Poll::Ready));
+        tokio::time::timeout(Duration::from_secs(1000), fired)
+            .await
+            .expect("the timer fired")
     };
     sleeps.arm([s(30), s(10), None]);
     assert_eq!(next(&mut sleeps).await, 1, "the provider's, the earliest");
@@ -282,8 +314,14 @@ async fn one_timer_fires_for_the_earliest_deadline_and_follows_deadlines_that_mo
     sleeps.arm([s(40), None, None]);
     assert_eq!(next(&mut sleeps).await, 0);
     assert_eq!(t.elapsed(), Duration::from_secs(40));
-    // One that moved earlier than the timer: reset to it.
+    // A deadline earlier than the timer's, armed while it waits: reset
+    // to it.
+    sleeps.arm([s(100), None, None]);
+    let waker = std::task::Waker::noop();
+    assert_eq!(sleeps.poll(&mut Context::from_waker(waker)), None);
+    assert_eq!(sleeps.sleep.deadline(), t + Duration::from_secs(100));
     sleeps.arm([s(100), s(50), None]);
+    assert_eq!(sleeps.sleep.deadline(), t + Duration::from_secs(50));
     assert_eq!(next(&mut sleeps).await, 1);
     assert_eq!(t.elapsed(), Duration::from_secs(50));
 }
